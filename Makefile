@@ -1,0 +1,46 @@
+# The two commands a fresh machine needs:
+#   make demo   installs, trains the sample ModelService, serves it here, prints a prediction
+#   make test   installs, builds the control-plane binaries (cached), lints, runs every test
+.PHONY: demo test lint typecheck unit bench tools clean
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+demo:
+	scripts/bootstrap
+	$(VENV)/bin/tfmaas local run deploy/samples/sentiment.yaml
+
+test: lint typecheck
+	.ci/install-system-packages
+	.ci/build-tools
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+unit:
+	scripts/bootstrap
+	$(PY) -m pytest tests/unit -q
+
+lint:
+	scripts/bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The editable install maps operator/ and trainer/ into tfmaas with an import hook that
+# type checkers cannot follow, so mypy checks an installed copy of the package instead.
+typecheck:
+	scripts/bootstrap
+	rm -rf build/typecheck
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --target build/typecheck .
+	cd build/typecheck && $(abspath $(VENV))/bin/mypy --config-file $(CURDIR)/pyproject.toml -p tfmaas
+
+tools:
+	scripts/bootstrap
+	.ci/build-tools
+
+bench:
+	scripts/bootstrap
+	$(PY) benchmarks/train_benchmark.py
+	$(PY) benchmarks/serving_benchmark.py
+	$(PY) benchmarks/operator_benchmark.py
+
+clean:
+	rm -rf .tfmaas build *.egg-info

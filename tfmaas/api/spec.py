@@ -1,0 +1,280 @@
+"""Typed ModelService spec: built only from a document that passed validation and defaulting,
+so every field here is present and of its type."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    uri: str
+    endpoint: str | None = None
+    region: str | None = None
+    secret_name: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StorageSpec:
+        secret = data.get("secretRef") or {}
+        return cls(
+            uri=str(data["uri"]),
+            endpoint=data.get("endpoint"),
+            region=data.get("region"),
+            secret_name=secret.get("name"),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    uri: str
+    format: str = "auto"
+    text_field: str = "text"
+    label_field: str = "label"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetSpec:
+        return cls(
+            uri=str(data["uri"]),
+            format=str(data["format"]),
+            text_field=str(data["textField"]),
+            label_field=str(data["labelField"]),
+        )
+
+
+@dataclass(frozen=True)
+class ModelArchitectureSpec:
+    architecture: str = "bag-of-ngrams"
+    max_tokens: int = 20000
+    sequence_length: int = 128
+    ngrams: int = 2
+    embedding_dim: int = 64
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelArchitectureSpec:
+        return cls(
+            architecture=str(data["architecture"]),
+            max_tokens=int(data["maxTokens"]),
+            sequence_length=int(data["sequenceLength"]),
+            ngrams=int(data["ngrams"]),
+            embedding_dim=int(data["embeddingDim"]),
+        )
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 0.001
+    early_stopping_patience: int = 2
+    seed: int = 42
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_examples: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Hyperparameters:
+        return cls(
+            epochs=int(data["epochs"]),
+            batch_size=int(data["batchSize"]),
+            learning_rate=float(data["learningRate"]),
+            early_stopping_patience=int(data["earlyStoppingPatience"]),
+            seed=int(data["seed"]),
+            validation_fraction=float(data["validationFraction"]),
+            test_fraction=float(data["testFraction"]),
+            max_examples=int(data["maxExamples"]),
+        )
+
+
+@dataclass(frozen=True)
+class ComputeResources:
+    cpu: str
+    memory: str
+    gpu: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ComputeResources:
+        return cls(cpu=str(data["cpu"]), memory=str(data["memory"]), gpu=int(data.get("gpu", 0)))
+
+
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    min_accuracy: float | None = None
+    min_precision: float | None = None
+    min_recall: float | None = None
+    min_f1: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QualityGate:
+        def optional(key: str) -> float | None:
+            return float(data[key]) if data.get(key) is not None else None
+
+        return cls(
+            min_accuracy=optional("minAccuracy"),
+            min_precision=optional("minPrecision"),
+            min_recall=optional("minRecall"),
+            min_f1=optional("minF1"),
+        )
+
+    def thresholds(self) -> dict[str, float]:
+        values = (self.min_accuracy, self.min_precision, self.min_recall, self.min_f1)
+        pairs = zip(METRIC_NAMES, values, strict=True)
+        return {name: value for name, value in pairs if value is not None}
+
+    def failures(self, metrics: Mapping[str, Any]) -> list[str]:
+        """Why `metrics` fail the gate, one line per metric; empty when they pass."""
+        problems = []
+        for name, minimum in self.thresholds().items():
+            score = metrics.get(name)
+            if not isinstance(score, int | float):
+                problems.append(f"{name} is missing from the metrics (the gate needs {minimum})")
+            elif score < minimum:
+                problems.append(f"{name} {score:.4f} < {minimum}")
+        return problems
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    dataset: DatasetSpec
+    model: ModelArchitectureSpec
+    hyperparameters: Hyperparameters
+    resources: ComputeResources
+    workers: int
+    quality_gate: QualityGate
+    image: str | None
+    # The defaulted camelCase document: what the trainer receives and what is hashed.
+    document: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingSpec:
+        return cls(
+            dataset=DatasetSpec.from_dict(data["dataset"]),
+            model=ModelArchitectureSpec.from_dict(data["model"]),
+            hyperparameters=Hyperparameters.from_dict(data["hyperparameters"]),
+            resources=ComputeResources.from_dict(data["resources"]),
+            workers=int(data["workers"]),
+            quality_gate=QualityGate.from_dict(data["qualityGate"]),
+            image=data.get("image"),
+            document=copy.deepcopy(dict(data)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(dict(self.document))
+
+    def to_json(self) -> str:
+        return json.dumps(self.document, sort_keys=True, separators=(",", ":"))
+
+    def fingerprint(self) -> str:
+        """A short stable hash of what determines a trained model; equal specs, equal hash."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    version: int
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    enabled: bool = True
+    min_replicas: int = 1
+    max_replicas: int = 10
+    target_requests_per_second: float = 50.0
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    enabled: bool = True
+    max_batch_size: int = 64
+    batch_timeout_micros: int = 2000
+    max_enqueued_batches: int = 100
+    num_batch_threads: int = 0
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    version: int | str
+    canary: CanarySpec | None
+    replicas: int
+    autoscaling: AutoscalingSpec
+    batching: BatchingSpec
+    resources: ComputeResources
+    image: str | None
+
+    @property
+    def pinned_version(self) -> int | None:
+        """The version the user pinned, or None for `latest`."""
+        return None if self.version == LATEST else int(self.version)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServingSpec:
+        canary = data.get("canary")
+        autoscaling, batching = data["autoscaling"], data["batching"]
+        return cls(
+            version=data["version"] if data["version"] == LATEST else int(data["version"]),
+            canary=CanarySpec(int(canary["version"]), int(canary["replicas"])) if canary else None,
+            replicas=int(data["replicas"]),
+            autoscaling=AutoscalingSpec(
+                enabled=bool(autoscaling["enabled"]),
+                min_replicas=int(autoscaling["minReplicas"]),
+                max_replicas=int(autoscaling["maxReplicas"]),
+                target_requests_per_second=float(autoscaling["targetRequestsPerSecond"]),
+            ),
+            batching=BatchingSpec(
+                enabled=bool(batching["enabled"]),
+                max_batch_size=int(batching["maxBatchSize"]),
+                batch_timeout_micros=int(batching["batchTimeoutMicros"]),
+                max_enqueued_batches=int(batching["maxEnqueuedBatches"]),
+                num_batch_threads=int(batching["numBatchThreads"]),
+            ),
+            resources=ComputeResources.from_dict(data["resources"]),
+            image=data.get("image"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelServiceSpec:
+    storage: StorageSpec
+    training: TrainingSpec
+    serving: ServingSpec
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelServiceSpec:
+        return cls(
+            storage=StorageSpec.from_dict(data["storage"]),
+            training=TrainingSpec.from_dict(data["training"]),
+            serving=ServingSpec.from_dict(data["serving"]),
+        )
+
+
+@dataclass(frozen=True)
+class ModelService:
+    name: str
+    namespace: str | None
+    spec: ModelServiceSpec
+    uid: str | None = None
+    generation: int | None = None
+    # The defaulted document, as the apiserver would store it.
+    document: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelService:
+        metadata = data.get("metadata") or {}
+        return cls(
+            name=str(metadata["name"]),
+            namespace=metadata.get("namespace"),
+            spec=ModelServiceSpec.from_dict(data["spec"]),
+            uid=metadata.get("uid"),
+            generation=metadata.get("generation"),
+            document=copy.deepcopy(dict(data)),
+        )

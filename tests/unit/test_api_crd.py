@@ -14,7 +14,7 @@ from tfmaas.api.validation import CROSS_FIELD_RULES
 ROOT = Path(__file__).resolve().parents[2]
 COPIES = [
     ROOT / "deploy" / "crd" / "modelservices.tfmaas.io.yaml",
-    *sorted((ROOT / "charts" / "tfmaas" / "crds").glob("*.yaml")),
+    *sorted((ROOT / "charts" / "tfmaas" / "crds").glob("modelservices.tfmaas.io.yaml")),
 ]
 
 

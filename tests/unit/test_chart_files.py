@@ -1,0 +1,121 @@
+"""Checks of the chart's static files that need no helm: copies, values and their schema."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.fixtures.chart import CHART_DIR, REPO_ROOT
+
+CRD_SOURCE = REPO_ROOT / "tfmaas" / "api" / "crd.yaml"
+
+
+def load_schema() -> dict:
+    return json.loads((CHART_DIR / "values.schema.json").read_text())
+
+
+def test_chart_crd_is_the_same_bytes_as_the_api_source() -> None:
+    chart_copy = CHART_DIR / "crds" / "modelservices.tfmaas.io.yaml"
+    assert chart_copy.read_bytes() == CRD_SOURCE.read_bytes(), (
+        "charts/tfmaas/crds/modelservices.tfmaas.io.yaml differs from tfmaas/api/crd.yaml: "
+        "copy the source over it"
+    )
+
+
+def test_chart_version_and_app_version_follow_the_package() -> None:
+    from tfmaas import __version__
+
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == __version__
+
+
+def test_default_values_satisfy_the_schema() -> None:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    jsonschema.Draft7Validator(load_schema()).validate(values)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("rbac", "scope"), "everywhere"),
+        (("operator", "replicas"), "two"),
+        (("image", "pullPolicy"), "Sometimes"),
+        (("monitoring", "rateWindow"), "2 minutes"),
+        (("watchNamespaces",), ["Not_A_Namespace"]),
+        (("operator", "replicaCount"), 2),
+    ],
+)
+def test_schema_rejects_wrong_values(path: tuple[str, ...], value: object) -> None:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    target = values
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(load_schema()).validate(values)
+
+
+def test_every_value_has_a_schema_entry() -> None:
+    """additionalProperties false everywhere means a value missing from the schema is rejected."""
+
+    def walk(values: dict, schema: dict, where: str) -> None:
+        props = schema.get("properties", {})
+        for key, value in values.items():
+            assert key in props, f"{where}{key} is in values.yaml but not in values.schema.json"
+            if isinstance(value, dict) and props[key].get("properties"):
+                walk(value, props[key], f"{where}{key}.")
+
+    walk(yaml.safe_load((CHART_DIR / "values.yaml").read_text()), load_schema(), "")
+
+
+def test_every_value_is_in_the_readme_table() -> None:
+    readme = (CHART_DIR / "README.md").read_text()
+
+    def keys(values: dict, prefix: str = "") -> list[str]:
+        out = []
+        for key, value in values.items():
+            if isinstance(value, dict) and value and key not in {"labels", "resources"}:
+                out += keys(value, f"{prefix}{key}.")
+            else:
+                out.append(f"{prefix}{key}")
+        return out
+
+    missing = [
+        k
+        for k in keys(yaml.safe_load((CHART_DIR / "values.yaml").read_text()))
+        if f"`{k}`" not in readme
+    ]
+    assert not missing, f"values missing from charts/tfmaas/README.md: {missing}"
+
+
+def test_grafana_dashboard_has_the_four_panels() -> None:
+    dashboard = json.loads((CHART_DIR / "files" / "grafana-dashboard.json").read_text())
+    panels = {p["title"]: p for p in dashboard["panels"]}
+    assert set(panels) == {
+        "Request rate",
+        "Latency p50 / p90 / p99",
+        "Replicas",
+        "Served versions",
+    }
+    latency = [t["expr"] for t in panels["Latency p50 / p90 / p99"]["targets"]]
+    assert all(":tensorflow:serving:request_latency_bucket" in e for e in latency)
+    assert [e.split("(", 2)[1].split(",")[0] for e in latency] == ["0.5", "0.9", "0.99"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_adapter_values_snippet_is_a_prometheus_adapter_chart_values_file() -> None:
+    snippet = yaml.safe_load((CHART_DIR / "files" / "prometheus-adapter-values.yaml").read_text())
+    assert snippet["rules"]["default"] is False
+    (rule,) = snippet["rules"]["custom"]
+    assert rule["name"]["as"] == "tfserving_requests_per_second"
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
+    for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
+        assert placeholder in rule["metricsQuery"]

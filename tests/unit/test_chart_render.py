@@ -1,0 +1,303 @@
+"""`helm lint` and `helm template` of charts/tfmaas with default and non-default values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures.chart import (
+    CHART_DIR,
+    REPO_ROOT,
+    find,
+    helm_binary,
+    one,
+    render,
+    run_helm,
+    set_args,
+)
+
+MONITORING_API = "monitoring.coreos.com/v1"
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "namespace-scope": {"rbac.scope": "namespace", "watchNamespaces": ["team-a", "team-b"]},
+    "replicas-2": {"operator.replicas": 2},
+    "replicas-2-namespace": {"operator.replicas": 2, "rbac.scope": "namespace"},
+    "monitoring-off": {
+        "monitoring.podMonitor.enabled": False,
+        "monitoring.serviceMonitor.enabled": False,
+        "monitoring.adapterRule.enabled": False,
+        "monitoring.grafanaDashboard.enabled": False,
+        "networkPolicy.enabled": False,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return helm_binary()
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = one(objects, "Deployment")
+    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
+    return operator
+
+
+def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
+    """What keeps a pod spec out of a namespace enforcing the restricted Pod Security Standard."""
+    problems = []
+    pod_sc = pod_spec.get("securityContext", {})
+    for c in pod_spec.get("initContainers", []) + pod_spec["containers"]:
+        sc = c.get("securityContext", {})
+        name = c["name"]
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation must be false")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            problems.append(f"{name}: capabilities must drop ALL")
+        if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
+            problems.append(f"{name}: runAsNonRoot must be true")
+        seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}
+        if seccomp.get("type") not in {"RuntimeDefault", "Localhost"}:
+            problems.append(f"{name}: seccompProfile must be RuntimeDefault")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: readOnlyRootFilesystem must be true")
+    return problems
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_helm_lint_passes(helm: Path, variant: str) -> None:
+    result = run_helm(helm, "lint", "--strict", str(CHART_DIR), *set_args(VARIANTS[variant]))
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("monitoring_api", [False, True])
+def test_every_variant_renders_restricted_pods(
+    helm: Path, variant: str, monitoring_api: bool
+) -> None:
+    objects = render(
+        helm, VARIANTS[variant], api_versions=[MONITORING_API] if monitoring_api else []
+    )
+    pod_spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert restricted_violations(pod_spec) == []
+    for o in objects:
+        assert o["metadata"]["labels"]["app.kubernetes.io/instance"] == "tfmaas"
+
+
+def test_defaults_render_the_operator_cluster_wide(helm: Path) -> None:
+    objects = render(helm)
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",  # operator defaults
+            "ConfigMap",  # adapter rule
+            "ConfigMap",  # grafana dashboard
+            "Deployment",
+            "Service",
+            "NetworkPolicy",
+        ]
+    )
+    operator = container(objects)
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert operator["image"] == f"tfmaas/operator:{chart['appVersion']}"
+    assert "--standalone" in operator["args"]
+    assert "--all-namespaces" in operator["args"]
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "tfmaas", "namespace": "tfmaas-system"}
+    ]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "tfmaas"
+    defaults = one(objects, "ConfigMap", "tfmaas-defaults")["data"]
+    assert defaults["TFMAAS_TRAINER_IMAGE"] == f"tfmaas/trainer:{chart['appVersion']}"
+    assert defaults["TFMAAS_SERVING_IMAGE"].startswith("tensorflow/serving:")
+    # Without the Prometheus Operator's API there is nothing to hold a PodMonitor.
+    assert not find(objects, "PodMonitor") and not find(objects, "ServiceMonitor")
+
+
+def test_image_tags_and_defaults_follow_values(helm: Path) -> None:
+    objects = render(
+        helm,
+        {
+            "image.repository": "example/operator",
+            "image.tag": "dev",
+            "image.pullPolicy": "Never",
+            "defaults.trainer.image.tag": "gpu",
+            "defaults.storage.endpoint": "http://minio.tfmaas-system:9000",
+            "defaults.storage.secretName": "model-store",
+        },
+    )
+    operator = container(objects)
+    assert operator["image"] == "example/operator:dev"
+    assert operator["imagePullPolicy"] == "Never"
+    defaults = one(objects, "ConfigMap", "tfmaas-defaults")["data"]
+    assert defaults["TFMAAS_TRAINER_IMAGE"].endswith(":gpu")
+    assert defaults["TFMAAS_STORAGE_INITIALIZER_IMAGE"] == "example/operator:dev"
+    assert defaults["TFMAAS_DEFAULT_STORE_ENDPOINT"] == "http://minio.tfmaas-system:9000"
+    assert defaults["TFMAAS_DEFAULT_STORE_SECRET"] == "model-store"
+
+
+def test_namespace_scope_grants_roles_only_in_watched_namespaces(helm: Path) -> None:
+    objects = render(helm, VARIANTS["namespace-scope"])
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    roles = find(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    bindings = find(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for b in bindings:
+        assert b["subjects"][0]["namespace"] == "tfmaas-system"
+    args = container(objects)["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--all-namespaces" not in args
+
+
+def test_namespace_scope_defaults_to_the_release_namespace(helm: Path) -> None:
+    objects = render(helm, {"rbac.scope": "namespace"}, namespace="models")
+    (role,) = find(objects, "Role")
+    assert role["metadata"]["namespace"] == "models"
+    assert "--namespace=models" in container(objects)["args"]
+
+
+def test_two_replicas_use_kopf_peering(helm: Path) -> None:
+    objects = render(helm, VARIANTS["replicas-2"])
+    args = container(objects)["args"]
+    assert "--peering=tfmaas" in args and "--standalone" not in args
+    assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == "tfmaas"
+    assert one(objects, "Deployment")["spec"]["replicas"] == 2
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+    namespaced = render(helm, {"operator.replicas": 2, "watchNamespaces": ["a", "b"]})
+    assert sorted(p["metadata"]["namespace"] for p in find(namespaced, "KopfPeering")) == [
+        "a",
+        "b",
+    ]
+    assert not find(namespaced, "ClusterKopfPeering")
+
+
+def test_peering_crds_ship_with_the_chart(helm: Path) -> None:
+    objects = render(helm, include_crds=True)
+    names = {o["metadata"]["name"] for o in find(objects, "CustomResourceDefinition")}
+    assert names == {
+        "modelservices.tfmaas.io",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+
+
+def test_monitors_render_only_with_the_prometheus_operator_api(helm: Path) -> None:
+    objects = render(helm, api_versions=[MONITORING_API])
+    pod_monitor = one(objects, "PodMonitor")
+    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/monitoring/prometheus/metrics"
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+    service_monitor = one(objects, "ServiceMonitor")
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+    scoped = render(helm, {"watchNamespaces": ["team-a"]}, api_versions=[MONITORING_API])
+    assert one(scoped, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+
+    off = render(helm, VARIANTS["monitoring-off"], api_versions=[MONITORING_API])
+    assert {o["kind"] for o in off} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+    }
+
+
+def test_adapter_rule_configmap_matches_the_values_snippet(helm: Path) -> None:
+    objects = render(helm)
+    config = yaml.safe_load(one(objects, "ConfigMap", "tfmaas-adapter-rule")["data"]["config.yaml"])
+    snippet = yaml.safe_load((CHART_DIR / "files" / "prometheus-adapter-values.yaml").read_text())
+    assert config["rules"] == snippet["rules"]["custom"]
+
+    renamed = render(helm, {"monitoring.requestRateMetric": "rps", "monitoring.rateWindow": "1m"})
+    config = yaml.safe_load(one(renamed, "ConfigMap", "tfmaas-adapter-rule")["data"]["config.yaml"])
+    assert config["rules"][0]["name"]["as"] == "rps"
+    assert "[1m]" in config["rules"][0]["metricsQuery"]
+
+
+def test_dashboard_configmap_carries_the_sidecar_label(helm: Path) -> None:
+    dashboard = one(render(helm), "ConfigMap", "tfmaas-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    expected = (CHART_DIR / "files" / "grafana-dashboard.json").read_text().rstrip("\n")
+    assert dashboard["data"]["tfmaas-serving.json"] == expected
+
+
+def test_network_policy_allows_dns_apiserver_and_metrics(helm: Path) -> None:
+    policy = one(render(helm), "NetworkPolicy")["spec"]
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    egress_ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")} <= egress_ports
+    ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {"health", "metrics"}
+
+    pinned = one(render(helm, {"networkPolicy.apiServer.cidrs": ["10.0.0.1/32"]}), "NetworkPolicy")
+    api_rule = pinned["spec"]["egress"][0]
+    assert api_rule["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+
+
+def normalized_rules(rules: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rules as a set of (group, resource, verb) grants, so ordering and grouping don't matter."""
+    return sorted(
+        {
+            (group, resource, verb)
+            for rule in rules
+            for group in rule.get("apiGroups", [])
+            for resource in rule.get("resources", [])
+            for verb in rule.get("verbs", [])
+        }
+    )
+
+
+def deploy_rbac_objects() -> list[dict[str, Any]]:
+    folder = REPO_ROOT / "deploy" / "rbac"
+    return [
+        doc
+        for path in sorted(folder.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
+    deploy = deploy_rbac_objects()
+    deploy_cluster_roles = [o for o in deploy if o["kind"] == "ClusterRole"]
+    assert deploy_cluster_roles, "deploy/rbac/ holds no ClusterRole to compare with"
+    deploy_rules = [r for role in deploy_cluster_roles for r in role["rules"]]
+    chart_rules = one(render(helm), "ClusterRole")["rules"]
+    assert normalized_rules(chart_rules) == normalized_rules(deploy_rules)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"rbac.scope": "everywhere"}, "scope"),
+        ({"operator.replicas": "two"}, "replicas"),
+        ({"operator.replicaCount": 2}, "replicaCount"),
+        ({"image.pullPolicy": "Sometimes"}, "pullPolicy"),
+        ({"monitoring.rateWindow": "2 minutes"}, "rateWindow"),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
+        ({"monitoring.podMonitor.enabled": "yes"}, "enabled"),
+        ({"defaults.storage.endpoint": "minio:9000"}, "endpoint"),
+    ],
+)
+def test_schema_rejects_bad_values_with_a_message_naming_them(
+    helm: Path, values: dict[str, Any], named: str
+) -> None:
+    bad = run_helm(helm, "template", "tfmaas", str(CHART_DIR), *set_args(values), check=False)
+    assert bad.returncode != 0, f"{values} was accepted"
+    assert "values don't meet the specifications of the schema" in bad.stderr
+    assert named in bad.stderr, bad.stderr

@@ -1,0 +1,3 @@
+module tfmaas.dev/images/pause
+
+go 1.22

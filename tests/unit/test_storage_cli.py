@@ -1,0 +1,65 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_storage_local import make_model_dir
+from tfmaas.cli.main import main
+
+
+def test_publish_list_pull_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"file://{tmp_path / 'store'}"
+    assert (
+        main(["store", "publish", uri, "--version", "1", str(make_model_dir(tmp_path / "a", 0.8))])
+        == 0
+    )
+    assert (
+        main(["store", "publish", uri, "--version", "2", str(make_model_dir(tmp_path / "b", 0.9))])
+        == 0
+    )
+    capsys.readouterr()
+
+    assert main(["store", "list", uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE"]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
+    assert lines[2].split()[2:4] == ["0.9000", "0.8900"]
+
+    assert main(["store", "list", uri, "-o", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["version"] for r in rows] == [1, 2] and rows[0]["accuracy"] == 0.8
+
+    dest = tmp_path / "models"
+    assert main(["store", "pull", uri, "--versions", "1,2", "--dest", str(dest)]) == 0
+    assert capsys.readouterr().out.count("pulled version") == 2
+    assert main(["store", "pull", uri, "--versions", "2,1", "--dest", str(dest)]) == 0
+    assert capsys.readouterr().out.count("kept version") == 2
+    assert (dest / "1" / "saved_model.pb").is_file() and (dest / "2" / "saved_model.pb").is_file()
+
+    assert main(["store", "pull", uri, "--versions", "latest", "--dest", str(tmp_path / "l")]) == 0
+    assert (tmp_path / "l" / "2").is_dir()
+
+
+def test_cli_user_mistakes_exit_2_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"file://{tmp_path / 'store'}"
+    model = make_model_dir(tmp_path / "a")
+    assert main(["store", "publish", uri, "--version", "1", str(model)]) == 0
+    capsys.readouterr()
+
+    assert main(["store", "publish", uri, "--version", "1", str(model)]) == 2
+    assert "version 1 already exists" in capsys.readouterr().err
+    assert main(["store", "publish", uri, "--version", "0", str(model)]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(["store", "pull", uri, "--versions", "5", "--dest", str(tmp_path / "d")]) == 2
+    assert "published versions: 1" in capsys.readouterr().err
+    assert main(["store", "list", "store-without-scheme"]) == 2
+    assert "no scheme" in capsys.readouterr().err
+
+
+def test_list_of_an_empty_store_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["store", "list", f"file://{tmp_path}"]) == 0
+    assert "no published versions" in capsys.readouterr().out

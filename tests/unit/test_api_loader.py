@@ -86,6 +86,9 @@ def test_training_fingerprint_ignores_serving_and_sees_training() -> None:
     explicit_default = minimal()
     explicit_default["spec"]["training"]["hyperparameters"] = {"epochs": 10}
     assert load_model_service(explicit_default).spec.training.fingerprint() == base
+    gate_only = minimal()
+    gate_only["spec"]["training"]["qualityGate"] = {"minAccuracy": 0.9}
+    assert load_model_service(gate_only).spec.training.fingerprint() == base
     retrain = minimal()
     retrain["spec"]["training"]["hyperparameters"] = {"epochs": 3}
     assert load_model_service(retrain).spec.training.fingerprint() != base

@@ -174,8 +174,13 @@ class TrainingSpec:
         return json.dumps(self.document, sort_keys=True, separators=(",", ":"))
 
     def fingerprint(self) -> str:
-        """A short stable hash of what determines a trained model; equal specs, equal hash."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """A short stable hash of what determines a trained model; equal specs, equal hash.
+
+        The quality gate judges a version but does not shape it, so changing the gate
+        re-judges nothing and trains nothing."""
+        shaping = {key: value for key, value in self.document.items() if key != "qualityGate"}
+        canonical = json.dumps(shaping, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

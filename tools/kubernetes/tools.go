@@ -1,6 +1,6 @@
 //go:build tools
 
-// Package tools pins the control-plane programs (and the etcd that release tests with) so
+// Package tools pins the control-plane and node programs (and the etcd that release tests with) so
 // `go build` of each main package gives the same binaries every time.
 package tools
 
@@ -10,4 +10,6 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )

@@ -1,0 +1,41 @@
+"""`tfmaas serve`: the embedded TF-Serving-compatible model server."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from tfmaas.serving.flags import add_arguments
+
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve SavedModels over TF Serving's gRPC and REST APIs",
+        description=(
+            "Serve SavedModel versions from a base path or a model config file. Accepts "
+            "tensorflow_model_server's flags (--flag=value) with the same meaning."
+        ),
+        allow_abbrev=False,
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tfmaas.serving.flags import from_namespace
+    from tfmaas.serving.server import ModelServer
+
+    server = ModelServer(from_namespace(args))
+    stop = threading.Event()
+    # SIGTERM is how a pod is told to stop; finish in-flight requests, then exit.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop(grace=5.0)
+    return 0

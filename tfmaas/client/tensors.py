@@ -1,0 +1,145 @@
+"""TensorProto <-> numpy for the dtypes a served model speaks, without calling into TensorFlow.
+
+`tf.make_ndarray` / `tf.make_tensor_proto` cost tens of microseconds per call, which is most of a
+one-sentence request's budget; filling `string_val` / `float_val` directly is cheaper. The
+server and the client share these so both sides agree on the wire format TF Serving uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+# dtype enum -> (numpy dtype, the repeated field that carries values when tensor_content is empty)
+_NUMERIC: dict[int, tuple[Any, str]] = {
+    types_pb2.DT_FLOAT: (np.float32, "float_val"),
+    types_pb2.DT_DOUBLE: (np.float64, "double_val"),
+    types_pb2.DT_INT32: (np.int32, "int_val"),
+    types_pb2.DT_INT16: (np.int16, "int_val"),
+    types_pb2.DT_INT8: (np.int8, "int_val"),
+    types_pb2.DT_UINT8: (np.uint8, "int_val"),
+    types_pb2.DT_UINT16: (np.uint16, "int_val"),
+    types_pb2.DT_INT64: (np.int64, "int64_val"),
+    types_pb2.DT_UINT32: (np.uint32, "uint32_val"),
+    types_pb2.DT_UINT64: (np.uint64, "uint64_val"),
+    types_pb2.DT_BOOL: (np.bool_, "bool_val"),
+}
+_FROM_NUMPY: dict[Any, int] = {
+    np.dtype(np.float32): types_pb2.DT_FLOAT,
+    np.dtype(np.float64): types_pb2.DT_DOUBLE,
+    np.dtype(np.int32): types_pb2.DT_INT32,
+    np.dtype(np.int16): types_pb2.DT_INT16,
+    np.dtype(np.int8): types_pb2.DT_INT8,
+    np.dtype(np.uint8): types_pb2.DT_UINT8,
+    np.dtype(np.uint16): types_pb2.DT_UINT16,
+    np.dtype(np.int64): types_pb2.DT_INT64,
+    np.dtype(np.uint32): types_pb2.DT_UINT32,
+    np.dtype(np.uint64): types_pb2.DT_UINT64,
+    np.dtype(np.bool_): types_pb2.DT_BOOL,
+}
+
+
+class TensorConversionError(ValueError):
+    """A TensorProto whose values do not fit its shape or dtype."""
+
+
+def dtype_name(dtype: int) -> str:
+    """`DT_STRING` -> `string`, the spelling TensorFlow's own error messages use."""
+    try:
+        return types_pb2.DataType.Name(dtype).removeprefix("DT_").lower()
+    except ValueError:
+        return f"dtype({dtype})"
+
+
+def numpy_dtype(dtype: int) -> Any | None:
+    """The numpy dtype of a numeric DataType enum; None for strings and exotic types."""
+    known = _NUMERIC.get(dtype)
+    return known[0] if known else None
+
+
+def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    return tuple(dim.size for dim in proto.tensor_shape.dim)
+
+
+def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a TensorProto; raises TensorConversionError when values and shape disagree."""
+    shape = shape_of(proto)
+    if any(size < 0 for size in shape):
+        raise TensorConversionError(f"negative dimension in shape {list(shape)}")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if proto.dtype == types_pb2.DT_STRING:
+        values = list(proto.string_val)
+        if len(values) == count:
+            array = np.empty(count, dtype=object)
+            array[:] = values
+            return array.reshape(shape)
+        if len(values) == 1 and count > 1:
+            return np.full(shape, values[0], dtype=object)
+        raise TensorConversionError(f"{len(values)} string values do not fill shape {list(shape)}")
+    known = _NUMERIC.get(proto.dtype)
+    if known is None:
+        import tensorflow as tf  # rare dtypes (half, complex, ...) are left to TensorFlow
+
+        try:
+            return tf.make_ndarray(proto)
+        except Exception as exc:
+            raise TensorConversionError(str(exc)) from exc
+    np_dtype, field = known
+    if proto.tensor_content:
+        try:
+            return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape).copy()
+        except ValueError as exc:
+            raise TensorConversionError(
+                f"tensor_content does not fill shape {list(shape)}"
+            ) from exc
+    values = getattr(proto, field)
+    if len(values) == count:
+        return np.asarray(values, dtype=np_dtype).reshape(shape)
+    if len(values) == 1 and count > 1:
+        return np.full(shape, values[0], dtype=np_dtype)
+    if not values and count == 0:
+        return np.zeros(shape, dtype=np_dtype)
+    raise TensorConversionError(f"{len(values)} values do not fill shape {list(shape)}")
+
+
+def _set_shape(proto: tensor_pb2.TensorProto, shape: Sequence[int]) -> None:
+    proto.tensor_shape.CopyFrom(
+        tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(size)) for size in shape]
+        )
+    )
+
+
+def strings_proto(values: Sequence[str | bytes]) -> tensor_pb2.TensorProto:
+    """A 1-D DT_STRING tensor: the `text` input of every tfmaas model."""
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
+    proto.tensor_shape.dim.add().size = len(values)
+    proto.string_val.extend(v.encode("utf-8") if isinstance(v, str) else v for v in values)
+    return proto
+
+
+def from_numpy(array: Any, dtype: int | None = None) -> tensor_pb2.TensorProto:
+    """Encode like TF Serving's default (`AsProtoField`): typed value fields, no tensor_content."""
+    array = np.asarray(array)
+    proto = tensor_pb2.TensorProto()
+    _set_shape(proto, array.shape)
+    if dtype == types_pb2.DT_STRING or array.dtype.kind in ("O", "S", "U"):
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(
+            v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.ravel().tolist()
+        )
+        return proto
+    if dtype is None:
+        dtype = _FROM_NUMPY.get(array.dtype)
+    known = _NUMERIC.get(dtype) if dtype is not None else None
+    if dtype is None or known is None:
+        import tensorflow as tf
+
+        return tf.make_tensor_proto(array)
+    np_dtype, field = known
+    proto.dtype = dtype
+    getattr(proto, field).extend(array.astype(np_dtype, copy=False).ravel().tolist())
+    return proto

@@ -1,0 +1,151 @@
+"""The tensorflow_model_server flags `tfmaas serve` accepts, with TF Serving's names and defaults.
+
+The operator writes one container command line for both servers, so every flag here keeps its
+upstream spelling (`--flag=value`, booleans as `--flag`, `--flag=true|false`) and meaning.
+Flags TF Serving has that only tune its C++ internals are accepted and ignored, so a command line
+written for the real server never fails here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+from tfmaas.errors import UserError
+
+_TRUE = {"true", "1", "yes", "t", "y"}
+_FALSE = {"false", "0", "no", "f", "n"}
+
+
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+@dataclass
+class ServerFlags:
+    port: int = 8500
+    rest_api_port: int = 0
+    rest_api_num_threads: int = 0
+    rest_api_timeout_in_ms: int = 30000
+    bind_address: str = "0.0.0.0"
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: int = 0
+    file_system_poll_wait_seconds: int = 1
+    monitoring_config_file: str = ""
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    grpc_channel_arguments: str = ""
+    grpc_max_threads: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    tensorflow_session_parallelism: int = 0
+    allow_version_labels_for_unavailable_models: bool = False
+
+    def validate(self) -> None:
+        if self.model_config_file and self.model_base_path:
+            raise UserError(
+                "--model_config_file and --model_base_path are exclusive: list the models in the "
+                "config file, or serve one model with --model_name and --model_base_path"
+            )
+        if not self.model_config_file and not self.model_base_path:
+            raise UserError(
+                "nothing to serve: pass --model_base_path=DIR (with --model_name) or "
+                "--model_config_file=FILE"
+            )
+        for name in ("port", "rest_api_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise UserError(f"--{name}={value} is not a TCP port (0..65535)")
+        if self.port and self.port == self.rest_api_port:
+            raise UserError("--port and --rest_api_port must differ")
+        if self.file_system_poll_wait_seconds < 0 or self.model_config_file_poll_wait_seconds < 0:
+            raise UserError("poll intervals must be >= 0 seconds (0 turns polling off)")
+
+    @property
+    def grpc_threads(self) -> int:
+        # Synchronous gRPC handlers block while a batch runs, so a concurrency of N clients
+        # needs N threads; TF Serving's default is 4 per core.
+        return self.grpc_max_threads or max(64, 4 * (os.cpu_count() or 1))
+
+
+# Upstream flags that only tune the C++ runtime; accepted so one command line fits both servers.
+_IGNORED_FLAGS = (
+    "per_process_gpu_memory_fraction",
+    "enable_model_warmup",
+    "saved_model_tags",
+    "max_num_load_retries",
+    "load_retry_interval_micros",
+    "num_load_threads",
+    "num_unload_threads",
+    "platform_config_file",
+    "ssl_config_file",
+    "xla_cpu_compilation_enabled",
+    "enable_signature_method_name_check",
+    "prefer_tflite_model",
+    "flush_filesystem_caches",
+    "allow_version_labels",
+    "grpc_socket_path",
+    "rest_api_enable_cors_support",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ServerFlags()
+    for field in fields(ServerFlags):
+        default = getattr(defaults, field.name)
+        if field.type in (bool, "bool"):
+            parser.add_argument(
+                f"--{field.name}",
+                type=parse_bool,
+                nargs="?",
+                const=True,
+                default=default,
+                metavar="BOOL",
+            )
+        elif field.type in (int, "int"):
+            parser.add_argument(f"--{field.name}", type=int, default=default, metavar="N")
+        else:
+            parser.add_argument(f"--{field.name}", default=default, metavar="VALUE")
+    for name in _IGNORED_FLAGS:
+        parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
+
+
+def from_namespace(args: argparse.Namespace) -> ServerFlags:
+    values = {field.name: getattr(args, field.name) for field in fields(ServerFlags)}
+    flags = ServerFlags(**values)
+    flags.validate()
+    return flags
+
+
+def parse(argv: list[str]) -> ServerFlags:
+    parser = argparse.ArgumentParser(prog="tfmaas serve", allow_abbrev=False)
+    add_arguments(parser)
+    return from_namespace(parser.parse_args(argv))
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """`grpc.max_connection_age_ms=30000,grpc.http2.max_pings_without_data=0` -> server options."""
+    options: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(
+                f"--grpc_channel_arguments: {item!r} is not key=value; "
+                "example: grpc.max_connection_age_ms=30000"
+            )
+        value = value.strip()
+        try:
+            options.append((key.strip(), int(value)))
+        except ValueError:
+            options.append((key.strip(), value))
+    return options

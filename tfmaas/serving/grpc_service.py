@@ -1,0 +1,140 @@
+"""tensorflow.serving.PredictionService and ModelService over the official messages."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from tfmaas.client.tensors import TensorConversionError, from_numpy, to_numpy
+from tfmaas.errors import UserError
+from tfmaas.serving.core import ServingCore, internal
+from tfmaas.serving.errors import ServingError, invalid_argument
+
+log = logging.getLogger(__name__)
+
+
+def _model_ref(spec) -> tuple[str, int | None, str]:  # type: ignore[no-untyped-def]
+    version = spec.version.value if spec.HasField("version") else None
+    label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else ""
+    return spec.name, version, label
+
+
+def _abort(context: grpc.ServicerContext, error: ServingError) -> None:
+    context.abort(error.code, error.message)
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
+
+    def Predict(self, request, context):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        name, version, label = _model_ref(request.model_spec)
+        code = "OK"
+        try:
+            inputs = {}
+            for alias, proto in request.inputs.items():
+                try:
+                    inputs[alias] = (to_numpy(proto), proto.dtype)
+                except TensorConversionError as exc:
+                    raise invalid_argument(f"tensor parsing error: {alias} ({exc})") from exc
+            result = self._core.predict(
+                model_name=name,
+                version=version,
+                label=label,
+                signature_name=request.model_spec.signature_name,
+                inputs=inputs,
+                output_filter=list(request.output_filter),
+            )
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = name
+            response.model_spec.version.value = result.version
+            response.model_spec.signature_name = result.signature.name
+            for alias, array in result.outputs.items():
+                response.outputs[alias].CopyFrom(
+                    from_numpy(array, result.signature.outputs[alias].dtype)
+                )
+            return response
+        except ServingError as exc:
+            code = exc.code_name
+            _abort(context, exc)
+        except Exception as exc:
+            log.exception("Predict failed")
+            error = internal(exc)
+            code = error.code_name
+            _abort(context, error)
+        finally:
+            self._core.observe(name, "predict", "GRPC", code, started)
+
+    def GetModelMetadata(self, request, context):  # type: ignore[no-untyped-def]
+        try:
+            fields = list(request.metadata_field)
+            if not fields:
+                raise invalid_argument(
+                    "GetModelMetadataRequest must specify at least one metadata_field"
+                )
+            for field in fields:
+                if field != "signature_def":
+                    raise invalid_argument(f"Metadata field {field} is not supported")
+            name, version, label = _model_ref(request.model_spec)
+            served = self._core.registry.resolve(name, version, label)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = name
+            response.model_spec.version.value = served.version
+            response.metadata["signature_def"].Pack(served.servable.signature_def_map())
+            return response
+        except ServingError as exc:
+            _abort(context, exc)
+
+    def Classify(self, request, context):  # type: ignore[no-untyped-def]
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not served; use Predict")
+
+    def Regress(self, request, context):  # type: ignore[no-untyped-def]
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not served; use Predict")
+
+    def MultiInference(self, request, context):  # type: ignore[no-untyped-def]
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served; use Predict")
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
+
+    def GetModelStatus(self, request, context):  # type: ignore[no-untyped-def]
+        try:
+            name, version, label = _model_ref(request.model_spec)
+            records = self._core.registry.status(name, version, label)
+        except ServingError as exc:
+            _abort(context, exc)
+            return None
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for record in records:
+            status = response.model_version_status.add()
+            status.version = record.version
+            status.state = int(record.state)
+            if record.error:
+                status.status.error_code = 2  # tensorflow.error.UNKNOWN
+                status.status.error_message = record.error
+        return response
+
+    def HandleReloadConfigRequest(self, request, context):  # type: ignore[no-untyped-def]
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            self._core.registry.apply_config(request.config)
+        except ServingError as exc:
+            response.status.error_code = exc.code.value[0]
+            response.status.error_message = exc.message
+        except UserError as exc:
+            response.status.error_code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            response.status.error_message = str(exc)
+        return response

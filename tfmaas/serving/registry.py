@@ -1,0 +1,268 @@
+"""Which model versions are loaded, their states and labels, kept equal to the desired state.
+
+Each config (at start, from a reload, or the single `--model_base_path` model) is the complete
+desired state, as in TF Serving: models left out are unloaded. Every poll of the base paths
+re-applies each model's version policy: new versions load first, and only then do versions that
+fell out of the policy unload, so a model never goes without an available version during a
+rollout. Labels are applied after the loads and may only name AVAILABLE versions.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tensorflow_serving.config import model_server_config_pb2
+
+from tfmaas.serving.errors import (
+    ServingError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+)
+from tfmaas.serving.runner import ServedVersion
+
+log = logging.getLogger(__name__)
+
+ModelConfig = model_server_config_pb2.ModelConfig
+Loader = Callable[[str, int, Path], ServedVersion]
+
+
+class VersionState(enum.IntEnum):
+    """Numbered as tensorflow.serving.ModelVersionStatus.State."""
+
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50
+
+
+@dataclass
+class VersionRecord:
+    version: int
+    state: VersionState
+    error: str = ""
+    served: ServedVersion | None = None
+
+
+@dataclass
+class ModelRecord:
+    config: ModelConfig
+    versions: dict[int, VersionRecord] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def available(self) -> list[int]:
+        return sorted(v for v, r in self.versions.items() if r.state == VersionState.AVAILABLE)
+
+
+def local_base_path(base_path: str) -> Path:
+    if base_path.startswith("file://"):
+        return Path(base_path.removeprefix("file://"))
+    scheme, sep, _ = base_path.partition("://")
+    if sep:
+        # Same answer as TF Serving >= 2.7; models are pulled into a local volume first.
+        raise invalid_argument(f"File system scheme '{scheme}' not implemented (file: {base_path})")
+    return Path(base_path)
+
+
+def versions_on_disk(base: Path) -> list[int]:
+    """Numeric subdirectories that hold a complete SavedModel."""
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.name.isdigit() and (entry / "saved_model.pb").is_file():
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def aspired_versions(config: ModelConfig, on_disk: list[int]) -> set[int]:
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return set(on_disk)
+    if kind == "specific":
+        return set(policy.specific.versions) & set(on_disk)
+    count = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions else 1
+    return set(on_disk[-count:])
+
+
+class Registry:
+    def __init__(self, loader: Loader, *, allow_labels_for_unavailable: bool = False) -> None:
+        self._load = loader
+        self._allow_unavailable_labels = allow_labels_for_unavailable
+        self._models: dict[str, ModelRecord] = {}
+        self._state_lock = threading.RLock()  # guards _models for readers
+        self._change_lock = threading.Lock()  # one reload or poll at a time
+        self.on_change: Callable[[], None] = lambda: None
+
+    # --- desired state -------------------------------------------------------------------
+
+    def apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Converge on `config`; raises FAILED_PRECONDITION for a label on an unloaded version."""
+        wanted = {model.name: model for model in config.model_config_list.config}
+        for model in wanted.values():
+            local_base_path(model.base_path)  # reject s3:// etc. before changing anything
+        with self._change_lock:
+            with self._state_lock:
+                removed = [name for name in self._models if name not in wanted]
+                for name, model in wanted.items():
+                    record = self._models.get(name)
+                    if record is None:
+                        self._models[name] = ModelRecord(config=model)
+                    else:
+                        record.config = model
+            for name in removed:
+                self._unload_all(self._models[name])
+                with self._state_lock:
+                    del self._models[name]
+            for name in wanted:
+                self._sync(self._models[name])
+            try:
+                self._apply_labels(wanted)
+            finally:
+                self.on_change()
+
+    def poll(self) -> None:
+        with self._change_lock:
+            for record in list(self._models.values()):
+                self._sync(record)
+            self.on_change()
+
+    def close(self) -> None:
+        with self._change_lock:
+            for record in list(self._models.values()):
+                self._unload_all(record)
+
+    def _sync(self, record: ModelRecord) -> None:
+        base = local_base_path(record.config.base_path)
+        on_disk = versions_on_disk(base)
+        if not on_disk and not record.versions:
+            log.warning("No versions of servable %s found under base path %s", record.name, base)
+        aspired = aspired_versions(record.config, on_disk)
+        for version in sorted(aspired):
+            known = record.versions.get(version)
+            if known is not None and (known.state == VersionState.AVAILABLE or known.error):
+                continue  # loaded, or failed to load (not retried, like TF Serving after retries)
+            self._load_version(record, version, base / str(version))
+        for version, known in list(record.versions.items()):
+            if version not in aspired and known.state == VersionState.AVAILABLE:
+                self._unload(record, known)
+
+    def _load_version(self, record: ModelRecord, version: int, path: Path) -> None:
+        entry = VersionRecord(version=version, state=VersionState.LOADING)
+        with self._state_lock:
+            record.versions[version] = entry
+        log.info("Loading servable: {name: %s version: %d} from %s", record.name, version, path)
+        try:
+            served = self._load(record.name, version, path)
+        except Exception as exc:
+            log.error(
+                "Loading servable: {name: %s version: %d} failed: %s", record.name, version, exc
+            )
+            with self._state_lock:
+                entry.state, entry.error = VersionState.END, f"{type(exc).__name__}: {exc}"
+            return
+        with self._state_lock:
+            entry.served, entry.state = served, VersionState.AVAILABLE
+        log.info(
+            "Successfully loaded servable version {name: %s version: %d}", record.name, version
+        )
+
+    def _unload(self, record: ModelRecord, entry: VersionRecord) -> None:
+        with self._state_lock:
+            entry.state = VersionState.UNLOADING
+            served, entry.served = entry.served, None
+        if served is not None:
+            served.close()
+        with self._state_lock:
+            entry.state = VersionState.END
+        log.info("Unloaded servable version {name: %s version: %d}", record.name, entry.version)
+
+    def _unload_all(self, record: ModelRecord) -> None:
+        for entry in list(record.versions.values()):
+            if entry.state == VersionState.AVAILABLE:
+                self._unload(record, entry)
+
+    def _apply_labels(self, wanted: dict[str, ModelConfig]) -> None:
+        new_labels: dict[str, dict[str, int]] = {}
+        for name, model in wanted.items():
+            record = self._models[name]
+            for label, version in model.version_labels.items():
+                entry = record.versions.get(version)
+                available = entry is not None and entry.state == VersionState.AVAILABLE
+                if not available and not self._allow_unavailable_labels:
+                    raise failed_precondition(
+                        f"Request to assign label to version {version} of model {name}, "
+                        "which is not currently available for inference"
+                    )
+                new_labels.setdefault(name, {})[label] = version
+        with self._state_lock:
+            for name, record in self._models.items():
+                record.labels = new_labels.get(name, {})
+
+    # --- lookups for requests ------------------------------------------------------------
+
+    def resolve(self, name: str, version: int | None = None, label: str = "") -> ServedVersion:
+        with self._state_lock:
+            record = self._models.get(name)
+            if label:
+                if record is None or label not in record.labels:
+                    raise invalid_argument(f"Unrecognized servable version label: {label}")
+                version = record.labels[label]
+            if version is None:
+                available = record.available() if record else []
+                if not available:
+                    raise not_found(f"Servable not found for request: Latest({name})")
+                version = available[-1]
+            entry = record.versions.get(version) if record else None
+            if entry is None or entry.state != VersionState.AVAILABLE or entry.served is None:
+                raise not_found(f"Servable not found for request: Specific({name}, {version})")
+            return entry.served
+
+    def status(self, name: str, version: int | None = None, label: str = "") -> list[VersionRecord]:
+        with self._state_lock:
+            record = self._models.get(name)
+            if label:
+                if record is None or label not in record.labels:
+                    raise invalid_argument(f"Unrecognized servable version label: {label}")
+                version = record.labels[label]
+            if record is None or not record.versions:
+                raise not_found(f"Could not find any versions of model {name}")
+            if version is not None:
+                entry = record.versions.get(version)
+                if entry is None:
+                    raise not_found(f"Could not find version {version} of model {name}")
+                return [VersionRecord(entry.version, entry.state, entry.error)]
+            return [
+                VersionRecord(e.version, e.state, e.error)
+                for e in sorted(record.versions.values(), key=lambda e: -e.version)
+            ]
+
+    def model_names(self) -> list[str]:
+        with self._state_lock:
+            return sorted(self._models)
+
+    def has_available(self, name: str) -> bool:
+        with self._state_lock:
+            record = self._models.get(name)
+            return bool(record and record.available())
+
+    def labels(self, name: str) -> dict[str, int]:
+        with self._state_lock:
+            record = self._models.get(name)
+            return dict(record.labels) if record else {}
+
+
+__all__ = ["ModelRecord", "Registry", "ServingError", "VersionRecord", "VersionState"]

@@ -1,0 +1,320 @@
+"""TF Serving's REST API (`/v1/models/...`) and the Prometheus endpoint, on one HTTP port.
+
+Request and response JSON follow TF Serving's documented shapes: `instances` (row) answers
+`predictions`, `inputs` (columnar) answers `outputs`; binary strings travel as `{"b64": ...}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from tfmaas.client.tensors import dtype_name, numpy_dtype
+from tfmaas.serving.core import ServingCore, internal
+from tfmaas.serving.errors import ServingError, invalid_argument
+from tfmaas.serving.metrics import CONTENT_TYPE
+from tfmaas.serving.servable import Signature, TensorSpec, is_string_dtype
+
+log = logging.getLogger(__name__)
+
+_MODEL_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:(?P<metadata>/metadata)|:(?P<method>[A-Za-z]+))?/?$"
+)
+_STATE_NAMES = {10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
+MAX_BODY_BYTES = 256 * 1024 * 1024
+
+
+def _decode_string(value: Any, alias: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except ValueError as exc:
+            raise invalid_argument(f"input '{alias}': invalid base64: {exc}") from exc
+    raise invalid_argument(
+        f"input '{alias}' expects strings (or {{\"b64\": ...}}), got {json.dumps(value)[:80]}"
+    )
+
+
+def _strings(value: Any, alias: str) -> Any:
+    if isinstance(value, list):
+        return [_strings(item, alias) for item in value]
+    return _decode_string(value, alias)
+
+
+def json_to_array(value: Any, spec: TensorSpec) -> tuple[np.ndarray, int]:
+    try:
+        if is_string_dtype(spec.dtype):
+            decoded = _strings(value, spec.alias)
+            array = np.array(decoded, dtype=object)
+            if array.dtype != object or (array.ndim and isinstance(array.flat[0], list)):
+                raise ValueError("ragged")
+        else:
+            np_dtype = numpy_dtype(spec.dtype)
+            if np_dtype is None:
+                raise invalid_argument(
+                    f"input '{spec.alias}': dtype {dtype_name(spec.dtype)} cannot be sent as JSON"
+                )
+            array = np.asarray(value, dtype=np_dtype)
+    except (ValueError, TypeError) as exc:
+        raise invalid_argument(
+            f"input '{spec.alias}' is not a rectangular list of {dtype_name(spec.dtype)} values"
+        ) from exc
+    return array, spec.dtype
+
+
+def _is_named_instance(item: Any) -> bool:
+    return isinstance(item, dict) and set(item) != {"b64"}
+
+
+def inputs_from_body(
+    body: dict[str, Any], signature: Signature
+) -> dict[str, tuple[np.ndarray, int]]:
+    has_instances, has_inputs = "instances" in body, "inputs" in body
+    if has_instances == has_inputs:
+        raise invalid_argument(
+            "Missing 'inputs' or 'instances' key"
+            if not has_instances
+            else "Not both 'inputs' and 'instances' keys may be given"
+        )
+    specs = signature.inputs
+    if has_instances:
+        instances = body["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise invalid_argument("'instances' must be a non-empty JSON list")
+        if all(_is_named_instance(item) for item in instances):
+            columns: dict[str, list[Any]] = {}
+            for item in instances:
+                if set(item) != set(columns or item):
+                    raise invalid_argument("every instance must name the same inputs")
+                for alias, value in item.items():
+                    columns.setdefault(alias, []).append(value)
+            values: dict[str, Any] = columns
+        elif len(specs) == 1:
+            values = {next(iter(specs)): instances}
+        else:
+            raise invalid_argument(
+                f"the signature has {len(specs)} inputs, so each instance must be an object "
+                f"naming them: {sorted(specs)}"
+            )
+    else:
+        given = body["inputs"]
+        if isinstance(given, dict) and _is_named_instance(given):
+            values = given
+        elif len(specs) == 1:
+            values = {next(iter(specs)): given}
+        else:
+            raise invalid_argument(f"'inputs' must be an object naming the inputs {sorted(specs)}")
+    result = {}
+    for alias, value in values.items():
+        spec = specs.get(alias)
+        if spec is None:  # let the shared validation produce TF Serving's message
+            result[alias] = (np.asarray(value, dtype=object), 0)
+        else:
+            result[alias] = json_to_array(value, spec)
+    return result
+
+
+def _jsonable(value: Any, alias: str) -> Any:
+    if isinstance(value, list):
+        return [_jsonable(item, alias) for item in value]
+    if isinstance(value, bytes):
+        if not alias.endswith("_bytes"):
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
+    columns = {alias: _jsonable(array.tolist(), alias) for alias, array in outputs.items()}
+    if not row_format:
+        if len(columns) == 1:
+            return {"outputs": next(iter(columns.values()))}
+        return {"outputs": columns}
+    sizes = {array.shape[0] if array.ndim else -1 for array in outputs.values()}
+    if len(sizes) != 1 or -1 in sizes:
+        raise invalid_argument(
+            "the outputs do not share a batch size, so they cannot be returned as rows; "
+            "send 'inputs' (columnar) instead of 'instances'"
+        )
+    if len(columns) == 1:
+        return {"predictions": next(iter(columns.values()))}
+    rows = sizes.pop()
+    return {
+        "predictions": [
+            {alias: column[i] for alias, column in columns.items()} for i in range(rows)
+        ]
+    }
+
+
+class RestApi:
+    def __init__(self, core: ServingCore, metrics_path: str | None) -> None:
+        self.core = core
+        self.metrics_path = metrics_path
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        path = path.split("?", 1)[0]
+        if method == "GET" and self.metrics_path and path == self.metrics_path:
+            assert self.core.metrics is not None
+            return 200, CONTENT_TYPE, self.core.metrics.exposition().encode("utf-8")
+        match = _MODEL_PATH.match(path)
+        try:
+            if match is None:
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
+            version = int(match["version"]) if match["version"] is not None else None
+            label = match["label"] or ""
+            name = match["name"]
+            if method == "GET" and match["method"] is None:
+                if match["metadata"]:
+                    return self._json(200, self.metadata(name, version, label))
+                return self._json(200, self.status(name, version, label))
+            if method == "POST" and match["method"] == "predict":
+                return self._json(200, self.predict(name, version, label, body))
+            if method == "POST" and match["method"] in ("classify", "regress"):
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"{match['method']} is not served; use :predict",
+                )
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
+        except ServingError as exc:
+            return self._json(exc.http_status, {"error": exc.message})
+        except Exception as exc:
+            log.exception("REST %s %s failed", method, path)
+            return self._json(500, {"error": internal(exc).message})
+
+    @staticmethod
+    def _json(status: int, payload: Any) -> tuple[int, str, bytes]:
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return status, "application/json", data
+
+    def status(self, name: str, version: int | None, label: str) -> dict[str, Any]:
+        records = self.core.registry.status(name, version, label)
+        return {
+            "model_version_status": [
+                {
+                    "version": str(record.version),
+                    "state": _STATE_NAMES[int(record.state)],
+                    "status": {
+                        "error_code": "UNKNOWN" if record.error else "OK",
+                        "error_message": record.error,
+                    },
+                }
+                for record in records
+            ]
+        }
+
+    def metadata(self, name: str, version: int | None, label: str) -> dict[str, Any]:
+        served = self.core.registry.resolve(name, version, label)
+        signatures = json_format.MessageToDict(
+            served.servable.signature_def_map(), preserving_proto_field_name=True
+        )
+        return {
+            "model_spec": {"name": name, "signature_name": "", "version": str(served.version)},
+            "metadata": {"signature_def": signatures},
+        }
+
+    def predict(self, name: str, version: int | None, label: str, body: bytes) -> dict[str, Any]:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            try:
+                request = json.loads(body or b"null")
+            except ValueError as exc:
+                raise invalid_argument(f"JSON Parse error: {exc}") from exc
+            if not isinstance(request, dict):
+                raise invalid_argument("the request body must be a JSON object")
+            signature_name = request.get("signature_name", "")
+            if not isinstance(signature_name, str):
+                raise invalid_argument("'signature_name' key must be a string value.")
+            served = self.core.registry.resolve(name, version, label)
+            signature = served.signature(signature_name)
+            inputs = inputs_from_body(request, signature)
+            result = self.core.predict(
+                model_name=name,
+                version=served.version,
+                label="",
+                signature_name=signature.name,
+                inputs=inputs,
+            )
+            return outputs_to_json(result.outputs, row_format="instances" in request)
+        except ServingError as exc:
+            code = exc.code_name
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            self.core.observe(name, "predict", "REST", code, started)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _RestHttpServer
+
+    def _respond(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            status, ctype, data = RestApi._json(413, {"error": "request body too large"})
+            self.close_connection = True
+        else:
+            body = self.rfile.read(length) if length else b""
+            status, ctype, data = self.server.api.handle(method, self.path, body)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._respond("GET")
+
+    def do_POST(self) -> None:
+        self._respond("POST")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class _RestHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], api: RestApi) -> None:
+        self.api = api
+        super().__init__(address, _Handler)
+
+
+class RestServer:
+    def __init__(self, api: RestApi, host: str, port: int) -> None:
+        self._httpd = _RestHttpServer((host, port), api)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="rest-server", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+__all__ = ["HTTPStatus", "RestApi", "RestServer"]

@@ -1,0 +1,201 @@
+"""The embedded model server: loads models, serves gRPC and REST, keeps polling for changes.
+
+Like tensorflow_model_server it loads the initial models before it opens its ports, so a
+readiness probe that finds the port open can already predict.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from tfmaas.errors import UserError
+from tfmaas.serving import config as config_files
+from tfmaas.serving.core import ServingCore
+from tfmaas.serving.errors import ServingError
+from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
+from tfmaas.serving.grpc_service import ModelService, PredictionService
+from tfmaas.serving.metrics import ServingMetrics
+from tfmaas.serving.registry import Registry
+from tfmaas.serving.rest import RestApi, RestServer
+from tfmaas.serving.runner import ServedVersion
+from tfmaas.serving.servable import Servable
+
+log = logging.getLogger(__name__)
+
+# TF Serving lifts gRPC's 4 MiB default; a client may still lower it on its side.
+_MAX_MESSAGE_BYTES = 2**31 - 1
+_threads_configured = False
+
+
+def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """Must run before TensorFlow executes its first op; later calls are no-ops."""
+    global _threads_configured
+    if _threads_configured:
+        return
+    import tensorflow as tf
+
+    try:
+        if intra_op > 0:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op > 0:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as exc:
+        log.warning("TensorFlow thread pools already started; %s", exc)
+    _threads_configured = True
+
+
+class ModelServer:
+    def __init__(self, flags: ServerFlags) -> None:
+        flags.validate()
+        self.flags = flags
+        self._monitoring = config_files.read_monitoring_config(flags.monitoring_config_file)
+        self._batching = (
+            config_files.read_batching_parameters(flags.batching_parameters_file)
+            if flags.enable_batching
+            else None
+        )
+        self._channel_options = parse_channel_arguments(flags.grpc_channel_arguments)
+        self.metrics = ServingMetrics() if self._monitoring.prometheus_enabled else None
+        self.registry = Registry(
+            self._load,
+            allow_labels_for_unavailable=flags.allow_version_labels_for_unavailable_models,
+        )
+        self.core = ServingCore(self.registry, self.metrics)
+        self._health = health.HealthServicer()
+        self.registry.on_change = self._update_health
+        self._grpc: grpc.Server | None = None
+        self._rest: RestServer | None = None
+        self._stop = threading.Event()
+        self._pollers: list[threading.Thread] = []
+        self.grpc_port = 0
+        self.rest_port = 0
+        self._applied_config_text = ""
+
+    def _load(self, name: str, version: int, path: Path) -> ServedVersion:
+        return ServedVersion(Servable(name, version, path), self._batching)
+
+    def _initial_config(self):  # type: ignore[no-untyped-def]
+        if self.flags.model_config_file:
+            source = self.flags.model_config_file
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"cannot read the model config file {source}: {exc}") from exc
+            self._applied_config_text = text
+            return config_files.parse_model_server_config(text, source)
+        return config_files.single_model_config(self.flags.model_name, self.flags.model_base_path)
+
+    def start(self) -> None:
+        configure_tensorflow_threads(
+            self.flags.tensorflow_intra_op_parallelism,
+            self.flags.tensorflow_inter_op_parallelism or self.flags.tensorflow_session_parallelism,
+        )
+        try:
+            self.registry.apply_config(self._initial_config())
+        except ServingError as exc:
+            raise UserError(
+                f"Failed to start server. Error: {exc.code_name}: {exc.message}"
+            ) from exc
+        self._start_grpc()
+        if self.flags.rest_api_port:
+            api = RestApi(self.core, self._monitoring.path if self.metrics else None)
+            self._rest = RestServer(api, self.flags.bind_address, self.flags.rest_api_port)
+            self._rest.start()
+            self.rest_port = self._rest.port
+        self._start_pollers()
+        log.info(
+            "Serving gRPC on %s:%d%s",
+            self.flags.bind_address,
+            self.grpc_port,
+            f", REST on port {self.rest_port}" if self.rest_port else "",
+        )
+
+    def _start_grpc(self) -> None:
+        options = [
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+        overridden = {key for key, _ in self._channel_options}
+        options = [opt for opt in options if opt[0] not in overridden] + self._channel_options
+        server = grpc.server(
+            futures.ThreadPoolExecutor(self.flags.grpc_threads, thread_name_prefix="grpc"),
+            options=options,
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.core), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        address = f"{self.flags.bind_address}:{self.flags.port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise UserError(f"cannot listen on {address} for gRPC: {exc}") from exc
+        server.start()
+        self._grpc, self.grpc_port = server, port
+
+    def _start_pollers(self) -> None:
+        if self.flags.file_system_poll_wait_seconds > 0:
+            self._poll_every(self.flags.file_system_poll_wait_seconds, self.registry.poll, "fs")
+        if self.flags.model_config_file and self.flags.model_config_file_poll_wait_seconds > 0:
+            self._poll_every(
+                self.flags.model_config_file_poll_wait_seconds, self._reload_config, "config"
+            )
+
+    def _poll_every(self, seconds: float, action, name: str) -> None:  # type: ignore[no-untyped-def]
+        def loop() -> None:
+            while not self._stop.wait(seconds):
+                try:
+                    action()
+                except Exception as exc:  # a bad poll is logged; serving goes on
+                    log.error("%s poll failed: %s", name, exc)
+
+        thread = threading.Thread(target=loop, name=f"poll-{name}", daemon=True)
+        thread.start()
+        self._pollers.append(thread)
+
+    def _reload_config(self) -> None:
+        text = Path(self.flags.model_config_file).read_text(encoding="utf-8")
+        if text == self._applied_config_text:
+            return  # the base-path poll already keeps versions current
+        source = self.flags.model_config_file
+        self.registry.apply_config(config_files.parse_model_server_config(text, source))
+        self._applied_config_text = text
+        log.info("Applied the changed model config %s", source)
+
+    def _update_health(self) -> None:
+        names = self.registry.model_names()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in names:
+            self._health.set(name, serving if self.registry.has_available(name) else not_serving)
+        all_up = bool(names) and all(self.registry.has_available(n) for n in names)
+        self._health.set("", serving if all_up else not_serving)
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def stop(self, grace: float = 1.0) -> None:
+        self._stop.set()
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait()
+        if self._rest is not None:
+            self._rest.stop()
+        for thread in self._pollers:
+            thread.join(timeout=5)
+        self.registry.close()
+
+    def __enter__(self) -> ModelServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

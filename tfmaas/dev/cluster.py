@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import os
 import ssl
@@ -309,7 +310,7 @@ class LocalCluster:
             ("kube-scheduler", self.ports.scheduler),
         ):
             processes.wait_until(
-                lambda port=port: _https_ok(f"https://127.0.0.1:{port}/healthz", insecure),
+                functools.partial(_https_ok, f"https://127.0.0.1:{port}/healthz", insecure),
                 timeout=left(),
                 what=f"{name} /healthz",
                 processes=everything,
@@ -462,6 +463,93 @@ class LocalCluster:
 
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig)}
+
+    # -- acting as the kubelet (there is no node that runs containers) ---------------------
+
+    def register_fake_node(self, name: str, *, cpu: str = "8", memory: str = "32Gi") -> None:
+        """A Ready Node the scheduler can bind pods to; nothing ever runs them.
+
+        Pods bound to it stay Pending until a test moves them on with `finish_pod`. Its
+        heartbeat is never renewed, so after the node-monitor grace period (about a minute) the
+        node lifecycle controller marks it unreachable; register it right before use.
+        """
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(node))
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
+        status = {
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "fake node registered by the test harness",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }
+                ],
+            }
+        }
+        self.kubectl(
+            "patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status)
+        )
+
+    def finish_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        succeeded: bool = True,
+        termination_message: str = "",
+    ) -> None:
+        """Report the pod's containers as terminated (exit 0 or 1), as its kubelet would."""
+        pod = self.kubectl_json("get", "pod", name, "-n", namespace)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        statuses = [
+            {
+                "name": container["name"],
+                "image": container.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {
+                    "terminated": {
+                        "exitCode": 0 if succeeded else 1,
+                        "reason": "Completed" if succeeded else "Error",
+                        "message": termination_message,
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+            for container in pod["spec"]["containers"]
+        ]
+        patch = {
+            "status": {
+                "phase": "Succeeded" if succeeded else "Failed",
+                "startTime": now,
+                "containerStatuses": statuses,
+            }
+        }
+        self.kubectl(
+            "patch",
+            "pod",
+            name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps(patch),
+        )
 
 
 def _component_env() -> dict[str, str]:

@@ -1,0 +1,62 @@
+"""Writing a version directory: the SavedModel at its root, metrics.json and model_card.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tfmaas.trainer.train import TrainedModel
+
+METRICS_FILE = "metrics.json"
+MODEL_CARD_FILE = "model_card.json"
+
+
+def model_card(trained: TrainedModel, *, name: str, version: int | None) -> dict[str, Any]:
+    import tensorflow as tf
+
+    config = trained.config.to_dict()
+    return {
+        "name": name,
+        "version": version,
+        "trainedAt": trained.trained_at,
+        "classes": list(trained.classes),
+        "architecture": trained.config.model.architecture,
+        "model": config["model"],
+        "hyperparameters": config["hyperparameters"],
+        "dataset": {**config["dataset"], "fingerprint": trained.dataset_fingerprint},
+        "examples": dict(trained.examples),
+        "metrics": {key: trained.metrics[key] for key in ("accuracy", "precision", "recall", "f1")},
+        "epochs": trained.epochs_run,
+        "tensorflowVersion": tf.__version__,
+        "signature": {
+            "name": "serving_default",
+            "inputs": {"text": "string [None] — raw sentences"},
+            "outputs": {
+                "scores": "float32 [None, num_classes] softmax",
+                "class_id": "int64 [None]",
+                "label": "string [None]",
+            },
+        },
+    }
+
+
+def export(
+    trained: TrainedModel, directory: str | Path, *, name: str = "model", version: int | None = None
+) -> Path:
+    """Write the version directory's contents into `directory` (created; must be empty)."""
+    import tensorflow as tf
+
+    target = Path(directory)
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"export directory {target} is not empty")
+    target.mkdir(parents=True, exist_ok=True)
+    module = trained.module
+    tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
+    _write_json(target / METRICS_FILE, trained.metrics)
+    _write_json(target / MODEL_CARD_FILE, model_card(trained, name=name, version=version))
+    return target
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

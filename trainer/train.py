@@ -1,0 +1,194 @@
+"""The training run: data → vectorizer → model → early-stopped fit → held-out evaluation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tfmaas.trainer.config import TrainingConfig, parse_training
+from tfmaas.trainer.datasets import load_raw_examples
+from tfmaas.trainer.examples import Split, Splits, clean_examples, sample_examples, split_examples
+
+Log = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    splits: Splits
+    fingerprint: str
+    dropped: dict[str, int]
+
+
+@dataclass
+class TrainedModel:
+    """A fitted model, its serving function, and what metrics.json and the model card need."""
+
+    config: TrainingConfig
+    classes: list[str]
+    module: Any
+    """The `ServingModule` whose `serve` is the exported signature."""
+    metrics: dict[str, Any]
+    examples: dict[str, int]
+    training_seconds: float
+    examples_per_second: float
+    trained_at: str
+    dataset_fingerprint: str
+    epochs_run: int
+    is_chief: bool = True
+    placement: str = ""
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def predict(self, texts: list[str]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        outputs = self.module.serve(tf.constant(texts, dtype=tf.string))
+        return {key: value.numpy() for key, value in outputs.items()}
+
+
+def prepare_data(
+    config: TrainingConfig, *, endpoint: str | None = None, log: Log = print
+) -> PreparedData:
+    raw = load_raw_examples(config.dataset, endpoint=endpoint)
+    cleaned = clean_examples(raw, source=f"dataset {config.dataset.uri!r}")
+    hp = config.hyperparameters
+    sampled = sample_examples(cleaned, hp.max_examples, hp.seed)
+    splits = split_examples(
+        sampled,
+        validation_fraction=hp.validation_fraction,
+        test_fraction=hp.test_fraction,
+        seed=hp.seed,
+    )
+    dropped = ", ".join(f"{count} {why}" for why, count in cleaned.dropped.items())
+    log(
+        f"dataset {config.dataset.uri}: {len(raw.texts)} read, {len(cleaned)} kept "
+        f"(dropped {dropped}), {len(sampled)} used; classes {', '.join(splits.classes)}; "
+        + ", ".join(f"{name} {count}" for name, count in splits.counts().items())
+    )
+    return PreparedData(splits, sampled.fingerprint(), cleaned.dropped)
+
+
+def train(
+    training: Mapping[str, Any] | TrainingConfig,
+    *,
+    endpoint: str | None = None,
+    log: Log = print,
+) -> TrainedModel:
+    config = parse_training(training)
+    # Strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
+    from tfmaas.trainer.distribute import choose_placement
+
+    placement = choose_placement(log)
+    import keras
+    import tensorflow as tf
+
+    from tfmaas.trainer.architectures import make_architecture
+    from tfmaas.trainer.evaluate import classification_metrics
+    from tfmaas.trainer.progress import EpochLog
+    from tfmaas.trainer.signature import ServingModule
+    from tfmaas.trainer.vectorize import adapt
+
+    hp = config.hyperparameters
+    keras.utils.set_random_seed(hp.seed)
+    data = prepare_data(config, endpoint=endpoint, log=log)
+    splits = data.splits
+    num_classes = len(splits.classes)
+    strategy = placement.strategy
+    global_batch = hp.batch_size * strategy.num_replicas_in_sync
+
+    architecture = make_architecture(config.model, num_classes)
+    vectorizer = adapt(architecture.vectorizer, splits.train.texts, global_batch)
+    vocabulary_size = int(vectorizer.vocabulary_size())
+    log(f"architecture {architecture.name}: vocabulary of {vocabulary_size} character n-grams")
+
+    def batches(split: Split, *, shuffle: bool) -> tf.data.Dataset:
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(split.texts, dtype=tf.string), split.label_ids)
+        )
+        if shuffle:
+            dataset = dataset.shuffle(len(split), seed=hp.seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(global_batch).map(
+            lambda text, label: (vectorizer(text), label), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    with strategy.scope():
+        model = architecture.build_model(vocabulary_size)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    has_validation = len(splits.validation) > 0
+    epoch_log = EpochLog(log, hp.epochs, len(splits.train))
+    callbacks: list[keras.callbacks.Callback] = [epoch_log]
+    callbacks.append(
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss" if has_validation else "loss",
+            patience=hp.early_stopping_patience,
+            restore_best_weights=True,
+        )
+    )
+    started = time.perf_counter()
+    history = model.fit(
+        batches(splits.train, shuffle=True),
+        validation_data=batches(splits.validation, shuffle=False) if has_validation else None,
+        epochs=hp.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset reshuffles itself each epoch, by the seed
+        verbose=0,
+    )
+    training_seconds = time.perf_counter() - started
+    trained_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    trained_at = trained_at.replace("+00:00", "Z")
+
+    evaluated_on, held_out = _held_out(splits)
+    if evaluated_on != "test":
+        log(f"no test examples (testFraction=0): evaluating on the {evaluated_on} split")
+    scores = model.predict(batches(held_out, shuffle=False), verbose=0)
+    metrics = classification_metrics(held_out.label_ids, np.argmax(scores, axis=-1), splits.classes)
+    metrics.update(
+        {
+            "examples": splits.counts(),
+            "training_seconds": round(training_seconds, 3),
+            "architecture": architecture.name,
+            "evaluated_on": evaluated_on,
+        }
+    )
+    log(
+        f"{evaluated_on} ({len(held_out)} examples): accuracy={metrics['accuracy']:.4f} "
+        f"precision={metrics['precision']:.4f} recall={metrics['recall']:.4f} "
+        f"f1={metrics['f1']:.4f}; trained in {training_seconds:.1f}s, "
+        f"{epoch_log.examples_per_second:.0f} examples/s"
+    )
+    return TrainedModel(
+        config=config,
+        classes=splits.classes,
+        module=ServingModule(vectorizer, model, splits.classes),
+        metrics=metrics,
+        examples=splits.counts(),
+        training_seconds=training_seconds,
+        examples_per_second=epoch_log.examples_per_second,
+        trained_at=trained_at,
+        dataset_fingerprint=data.fingerprint,
+        epochs_run=len(history.history.get("loss", [])),
+        is_chief=placement.role.is_chief,
+        placement=placement.describe(),
+        history={key: [float(v) for v in values] for key, values in history.history.items()},
+    )
+
+
+def _held_out(splits: Splits) -> tuple[str, Split]:
+    for name in ("test", "validation", "train"):
+        split: Split = getattr(splits, name)
+        if len(split):
+            return name, split
+    raise AssertionError("split_examples guarantees a non-empty training split")

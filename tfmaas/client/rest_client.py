@@ -1,0 +1,126 @@
+"""REST client for TF Serving's `/v1/models` API, using only the standard library."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from tfmaas.client.predictions import Prediction, PredictionError, to_predictions
+
+_HTTP_CODES = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def model_path(model: str, version: int | None, label: str | None) -> str:
+    if version is not None and label:
+        raise PredictionError("INVALID_ARGUMENT", "choose a version or a label, not both")
+    path = f"/v1/models/{model}"
+    if version is not None:
+        path += f"/versions/{version}"
+    elif label:
+        path += f"/labels/{label}"
+    return path
+
+
+class RestClient:
+    def __init__(
+        self, base_url: str, *, timeout: float = 10.0, retries: int = 3, backoff: float = 0.2
+    ) -> None:
+        if "://" not in base_url:
+            base_url = f"http://{base_url}"
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+
+    def request(self, method: str, path: str, payload: Any | None = None) -> Any:
+        data = json.dumps(payload).encode("utf-8") if payload is not None else None
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(
+                self.base_url + path,
+                data=data,
+                method=method,
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                body = exc.read()
+                try:
+                    message = json.loads(body).get("error", "")
+                except ValueError:
+                    message = body.decode("utf-8", "replace")
+                code = _HTTP_CODES.get(exc.code, f"HTTP_{exc.code}")
+                if exc.code == 503 and attempt < self.retries:
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                raise PredictionError(code, message or str(exc)) from exc
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                if attempt < self.retries:
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                reason = getattr(exc, "reason", exc)
+                raise PredictionError(
+                    "UNAVAILABLE", f"cannot reach {self.base_url}: {reason}"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    def predict_json(
+        self,
+        model: str,
+        body: dict[str, Any],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        return self.request("POST", model_path(model, version, label) + ":predict", body)
+
+    def predict(
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> list[Prediction]:
+        answer = self.predict_json(
+            model, {"inputs": {"text": list(texts)}}, version=version, label=label
+        )
+        outputs = answer.get("outputs")
+        if not isinstance(outputs, dict):
+            raise PredictionError("INVALID_ARGUMENT", f"unexpected response: {str(answer)[:200]}")
+        return to_predictions(outputs, classes)
+
+    def status(
+        self, model: str, *, version: int | None = None, label: str | None = None
+    ) -> list[dict[str, Any]]:
+        answer = self.request("GET", model_path(model, version, label))
+        return [
+            {
+                "version": int(item["version"]),
+                "state": item["state"],
+                "error": item.get("status", {}).get("error_message", ""),
+            }
+            for item in answer.get("model_version_status", [])
+        ]
+
+    def metadata(
+        self, model: str, *, version: int | None = None, label: str | None = None
+    ) -> dict[str, Any]:
+        return self.request("GET", model_path(model, version, label) + "/metadata")

@@ -7,7 +7,6 @@ because the person reading it is looking at a failed training Job, not at this c
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import json
 from dataclasses import dataclass
@@ -67,13 +66,9 @@ def read_dataset_bytes(uri: str, *, endpoint: str | None = None) -> bytes:
             )
         return path.read_bytes()
     if parsed.scheme == "s3":
-        from tfmaas import storage
+        from tfmaas.storage import read_uri
 
-        # The contract's read_uri takes the endpoint from AWS_ENDPOINT_URL; pass an explicit
-        # one only where the store accepts it.
-        if endpoint and "endpoint" in inspect.signature(storage.read_uri).parameters:
-            return storage.read_uri(uri, endpoint=endpoint)  # type: ignore[call-arg]
-        return storage.read_uri(uri)
+        return read_uri(uri, endpoint=endpoint)
     raise UserError(
         f"dataset URI {uri!r} is not supported; use builtin:chinese-reviews, file:///abs/path.csv "
         "or s3://bucket/key.jsonl"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tfmaas.trainer.train import TrainedModel
+from tfmaas.trainer.training import TrainedModel
 
 METRICS_FILE = "metrics.json"
 MODEL_CARD_FILE = "model_card.json"

@@ -1,0 +1,130 @@
+"""One training Job's work: train, export, publish a version, report it as the termination message.
+
+The termination message lets the operator read a version's metrics from the pod status, so
+the operator itself needs no storage credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tfmaas.errors import UserError
+from tfmaas.trainer.config import TrainingConfig, parse_training
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    version: int
+    uri: str
+    """`<store>/<version>/`, where the version was published ("" on a non-chief worker)."""
+    metrics: dict[str, Any]
+    export_dir: Path
+    """The local copy of the version directory (a temporary folder the caller may delete)."""
+    trained_at: str = ""
+    examples: dict[str, int] | None = None
+    published: bool = True
+
+    def termination_message(self) -> str:
+        message = {
+            "version": self.version,
+            "metrics": {k: round(float(self.metrics[k]), 6) for k in _HEADLINE},
+            "trainedAt": self.trained_at,
+            "examples": dict(self.examples or {}),
+            "uri": self.uri,
+        }
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        if len(text.encode("utf-8")) >= TERMINATION_MESSAGE_LIMIT:
+            raise ValueError("termination message exceeds 4 KiB; the store URI is too long")
+        return text
+
+
+_HEADLINE = ("accuracy", "precision", "recall", "f1")
+
+
+def train_and_publish(
+    training: Mapping[str, Any] | TrainingConfig,
+    *,
+    name: str,
+    store_uri: str,
+    version: int | None = None,
+    endpoint: str | None = None,
+    log: Callable[[str], Any] = print,
+) -> TrainResult:
+    """Train `training` (the spec's `training` object) and publish it as `version` of the store.
+
+    `version=None` takes the store's latest + 1. Everything that can be checked before
+    training (spec, store, version) is checked first, so a mistake costs seconds, not a run.
+    """
+    config = parse_training(training)
+    if not name or not name.strip():
+        raise UserError("the model name is empty; pass --name (the ModelService's name)")
+    from tfmaas.storage import VersionExistsError, open_store
+
+    store = open_store(store_uri, endpoint=endpoint)
+    published_versions = store.list_versions()
+    if version is None:
+        version = (published_versions[-1] if published_versions else 0) + 1
+    elif version < 1:
+        raise UserError(f"--version must be a positive integer, got {version}")
+    elif version in published_versions:
+        raise VersionExistsError(
+            f"version {version} is already published in {store_uri}; published versions are "
+            "never overwritten — train a new version number"
+        )
+    log(f"training {name} version {version} into {store_uri}")
+
+    from tfmaas.trainer.exporting import export
+    from tfmaas.trainer.training import train
+
+    trained = train(config, endpoint=endpoint, log=log)
+    export_root = Path(tempfile.mkdtemp(prefix=f"tfmaas-{name}-{version}-"))
+    export_dir = export(trained, export_root / str(version), name=name, version=version)
+    if trained.is_chief:
+        uri = store.publish(version, export_dir)
+        log(f"published {name} version {version} at {uri}")
+    else:
+        # Every worker must save (the save runs collectives); only the chief's copy counts.
+        uri = ""
+        log(f"not the chief worker: version {version} exported to {export_dir}, not published")
+    return TrainResult(
+        version=version,
+        uri=uri,
+        metrics=trained.metrics,
+        export_dir=export_dir,
+        trained_at=trained.trained_at,
+        examples=dict(trained.examples),
+        published=trained.is_chief,
+    )
+
+
+def write_termination_message(path: str | Path, message: str) -> bool:
+    """Write `message` to `path` when running where it is read; say whether it was written.
+
+    Kubernetes mounts the default path as a file, so outside a pod (where /dev exists but
+    the file does not) nothing is written; an explicit path needs only its directory.
+    """
+    target = Path(path)
+    if str(target) == DEFAULT_TERMINATION_LOG and not target.exists():
+        return False
+    if not target.parent.is_dir():
+        return False
+    target.write_text(message, encoding="utf-8")
+    return True
+
+
+def failure_message(error: BaseException) -> str:
+    """A compact JSON termination message for a failed run (the operator shows `error`)."""
+    text = f"{type(error).__name__}: {error}" if not isinstance(error, UserError) else str(error)
+    encoded = json.dumps({"error": text}, separators=(",", ":"), ensure_ascii=False)
+    while len(encoded.encode("utf-8")) >= TERMINATION_MESSAGE_LIMIT:
+        text = text[: len(text) * 3 // 4] + "…"
+        encoded = json.dumps({"error": text}, separators=(",", ":"), ensure_ascii=False)
+    return encoded

@@ -103,6 +103,9 @@ class SyntheticExporter:
 def serving(exported_model: Any, tmp_path: Path) -> Iterator[tuple[int, int]]:
     """`tfmaas serve` on loopback: (grpc port, rest port), once the model is AVAILABLE."""
     grpc_port, rest_port = free_port(), free_port()
+    # As in the operator's ConfigMap: TF Serving serves metrics only when this enables them.
+    monitoring = tmp_path / "monitoring_config.txt"
+    monitoring.write_text(f'prometheus_config {{ enable: true, path: "{METRICS_PATH}" }}\n')
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [
@@ -112,6 +115,8 @@ def serving(exported_model: Any, tmp_path: Path) -> Iterator[tuple[int, int]]:
             "serve",
             f"--port={grpc_port}",
             f"--rest_api_port={rest_port}",
+            "--bind_address=127.0.0.1",
+            f"--monitoring_config_file={monitoring}",
             f"--model_name={exported_model.name}",
             f"--model_base_path={exported_model.base_path}",
             "--tensorflow_intra_op_parallelism=1",

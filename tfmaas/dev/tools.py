@@ -29,6 +29,7 @@ from tfmaas.errors import TfmaasError, UserError
 KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.5"
 HELM_VERSION = "v3.22.0"
+COREDNS_VERSION = "v1.14.7"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 # MinIO publishes no semver tags to the Go proxy; its own release tags are the commit time.
 MINIO_RELEASE_TIME = "2026-02-12T20:18:48Z"
@@ -119,6 +120,15 @@ TOOLS: Mapping[str, Tool] = {
         # The node's programs, built on demand only (`ALL_TOOLS` leaves them out).
         _kubernetes_tool("kubelet"),
         _kubernetes_tool("kube-proxy"),
+        # The local node's cluster DNS (also built on demand only).
+        Tool(
+            name="coredns",
+            component="coredns",
+            version=COREDNS_VERSION,
+            module="coredns",
+            package="github.com/coredns/coredns",
+            ldflags=(f"-X github.com/coredns/coredns/coremain.GitCommit={COREDNS_VERSION}",),
+        ),
         Tool(
             name="helm",
             component="helm",

@@ -309,6 +309,7 @@ class S3Store(ModelStore):
         staging = self._key(STAGING_DIR, f"{version}-{publish_id[:12]}")
         try:
             with self._errors():
+                self._gc_staging(group_prefix=f"{version}-")
                 self._upload(local_dir, manifest, staging)
                 self._claim(version, publish_id)
                 try:
@@ -457,12 +458,12 @@ class S3Store(ModelStore):
             removed += self._gc_claims()
         return removed
 
-    def _gc_staging(self) -> list[str]:
+    def _gc_staging(self, group_prefix: str = "") -> list[str]:
         prefix = self._key(STAGING_DIR) + "/"
         paginator = self.client.get_paginator("list_objects_v2")
         groups: dict[str, list[dict[str, Any]]] = {}
         now: datetime | None = None
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix + group_prefix):
             now = now or _server_now(page)
             for obj in page.get("Contents", []):
                 group = obj["Key"][len(prefix) :].split("/", 1)[0]

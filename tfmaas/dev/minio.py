@@ -1,0 +1,164 @@
+"""A throwaway MinIO server on 127.0.0.1: the real S3 the store's tests talk to.
+
+The binary comes from `tfmaas.dev.tools.ensure("minio")` (built from its Go module);
+`TFMAAS_MINIO_BIN` points at another one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tfmaas.dev import processes
+
+READY_TIMEOUT_SECONDS = 60.0
+_START_ATTEMPTS = 3  # a free port can be taken between choosing it and MinIO binding it
+
+
+def minio_binary() -> Path:
+    configured = os.environ.get("TFMAAS_MINIO_BIN")
+    if configured:
+        return Path(configured)
+    from tfmaas.dev import tools
+
+    return tools.ensure("minio")
+
+
+class MinioServer:
+    """Start with `start()` or `with MinioServer() as server:`; data lives in a temp dir."""
+
+    def __init__(
+        self,
+        *,
+        binary: Path | None = None,
+        data_dir: Path | None = None,
+        access_key: str = "tfmaas-admin",
+        secret_key: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
+        self._binary = binary
+        self._own_dir = data_dir is None
+        self.base_dir = data_dir or Path(tempfile.mkdtemp(prefix="tfmaas-minio-"))
+        self.access_key = access_key
+        self.secret_key = secret_key or secrets.token_hex(16)
+        self.region = region
+        self.port = 0
+        self._process: processes.ManagedProcess | None = None
+
+    @property
+    def endpoint(self) -> str:
+        if not self.port:
+            raise RuntimeError("MinioServer is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point boto3 (and `tfmaas`) at this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+        }
+
+    @property
+    def log_path(self) -> Path:
+        return self.base_dir / "minio.log"
+
+    def start(self) -> MinioServer:
+        binary = self._binary or minio_binary()
+        data = self.base_dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.base_dir),
+            "MINIO_ROOT_USER": self.access_key,
+            "MINIO_ROOT_PASSWORD": self.secret_key,
+            "MINIO_REGION": self.region,
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+        }
+        last_error: Exception | None = None
+        for _ in range(_START_ATTEMPTS):
+            port, console_port = processes.free_port(), processes.free_port()
+            process = processes.start(
+                "minio",
+                [
+                    str(binary),
+                    "server",
+                    str(data),
+                    "--address",
+                    f"127.0.0.1:{port}",
+                    "--console-address",
+                    f"127.0.0.1:{console_port}",
+                    "--certs-dir",
+                    str(self.base_dir / "certs"),
+                    "--quiet",
+                ],
+                log_path=self.log_path,
+                env=env,
+            )
+            self.port = port
+            try:
+                processes.wait_until(
+                    self._ready,
+                    timeout=READY_TIMEOUT_SECONDS,
+                    what=f"MinIO to be ready on {self.endpoint}",
+                    processes=[process],
+                )
+            except (RuntimeError, TimeoutError) as exc:
+                process.stop()
+                last_error = exc
+                continue
+            self._process = process
+            return self
+        self.port = 0
+        raise RuntimeError(f"MinIO did not start after {_START_ATTEMPTS} attempts: {last_error}")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+        if self._own_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def client(self) -> Any:
+        """A boto3 S3 client with the root credentials, whatever the environment says."""
+        from tfmaas.storage.s3 import make_client
+
+        return make_client(
+            self.endpoint, self.region, access_key=self.access_key, secret_key=self.secret_key
+        )
+
+    def bucket(self, name: str) -> str:
+        """Create bucket `name` unless it exists; return its name."""
+        client = self.client()
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=name)
+        return name
+
+    def __enter__(self) -> MinioServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

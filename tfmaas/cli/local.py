@@ -1,0 +1,298 @@
+"""`tfmaas local run`: train and serve a ModelService on one machine, no cluster needed.
+
+It follows the operator's path with local parts: the spec is validated the same way, a version is
+trained and published to a model store (a local folder by default), the quality gate decides
+whether it is served, the chosen versions are pulled into a serving folder, and the embedded
+server serves them with a model config that labels them `stable` (and `canary`). A second run
+while the first is serving trains the next version and rewrites that config; the running server
+picks it up within a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tfmaas.errors import UserError
+
+DEFAULT_SAMPLES = ("这个东西质量很好，用起来非常满意", "太差了，用了两天就坏了，不推荐")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    local = subparsers.add_parser(
+        "local", help="train and serve a ModelService on this machine, without a cluster"
+    )
+    commands = local.add_subparsers(dest="local_command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run",
+        help="train a version from a ModelService YAML and serve it",
+        description=(
+            "Train the ModelService's model, publish the version to a model store (default: "
+            "a folder under --workdir), and serve the versions that pass the quality gate on "
+            "gRPC and REST until interrupted."
+        ),
+    )
+    run.add_argument("spec", metavar="MODELSERVICE_YAML")
+    run.add_argument(
+        "--store",
+        help="model store URI (default: file://<workdir>/models/<name>; "
+        "pass the spec's s3:// URI to use it, with --endpoint or the spec's endpoint)",
+    )
+    run.add_argument("--endpoint", help="S3 endpoint URL for an s3:// store")
+    run.add_argument("--workdir", default=".tfmaas", help="local state folder (default .tfmaas)")
+    run.add_argument("--epochs", type=int, help="override hyperparameters.epochs")
+    run.add_argument("--max-examples", type=int, help="override hyperparameters.maxExamples")
+    run.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    run.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
+    run.add_argument("--no-train", action="store_true", help="serve what the store already has")
+    run.add_argument("--no-serve", action="store_true", help="train and publish only")
+    run.add_argument(
+        "--exit-after-predict",
+        action="store_true",
+        help="stop after the sample prediction (for scripts and CI)",
+    )
+    run.add_argument(
+        "--sample", action="append", help="sentence for the sample prediction (repeatable)"
+    )
+    run.set_defaults(handler=run_command)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def load_spec(path: str) -> Any:
+    """The validated, defaulted ModelService (raises UserError listing field errors)."""
+    from tfmaas.api import load_model_service
+
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file; pass the path of a ModelService YAML")
+    return load_model_service(path)
+
+
+def training_document(service: Any, epochs: int | None, max_examples: int | None) -> dict:
+    training = copy.deepcopy(service.spec.training.to_dict())
+    hyper = training.setdefault("hyperparameters", {})
+    if epochs is not None:
+        if epochs < 1:
+            raise UserError(f"--epochs must be >= 1, got {epochs}")
+        hyper["epochs"] = epochs
+    if max_examples is not None:
+        if max_examples < 0:
+            raise UserError(f"--max-examples must be >= 0 (0 = all), got {max_examples}")
+        hyper["maxExamples"] = max_examples
+    return training
+
+
+def gate_failures(service: Any, metrics: dict[str, Any]) -> list[str]:
+    return list(service.spec.training.quality_gate.failures(metrics))
+
+
+def choose_versions(service: Any, store: Any) -> tuple[int | None, int | None]:
+    """(stable, canary): the pinned version, else the newest that passes the gate."""
+    published = store.list_versions()
+    serving = service.spec.serving
+    pinned = serving.pinned_version
+    if pinned is not None:
+        if pinned not in published:
+            raise UserError(
+                f"spec.serving.version pins version {pinned}, but the store {store.uri} holds "
+                f"{published or 'no versions'}; pin a published version or use 'latest'"
+            )
+        stable: int | None = pinned
+    else:
+        stable = None
+        for version in reversed(published):
+            if not gate_failures(service, store.read_json(version, "metrics.json")):
+                stable = version
+                break
+    canary = None
+    if serving.canary is not None and serving.canary.version in published:
+        canary = serving.canary.version
+    elif serving.canary is not None:
+        say(f"canary version {serving.canary.version} is not in the store; no canary served")
+    return stable, canary
+
+
+def model_config_text(name: str, base_path: Path, stable: int, canary: int | None) -> str:
+    versions = sorted({stable, *([canary] if canary else [])})
+    lines = [
+        "model_config_list {",
+        "  config {",
+        f'    name: "{name}"',
+        f'    base_path: "{base_path}"',
+        '    model_platform: "tensorflow"',
+        "    model_version_policy { specific { "
+        + " ".join(f"versions: {v}" for v in versions)
+        + " } }",
+        f'    version_labels {{ key: "stable" value: {stable} }}',
+    ]
+    if canary:
+        lines.append(f'    version_labels {{ key: "canary" value: {canary} }}')
+    lines += ["  }", "}", ""]
+    return "\n".join(lines)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)  # the polling server never sees half a file
+
+
+def batching_text(batching: Any) -> str:
+    return (
+        f"max_batch_size {{ value: {batching.max_batch_size} }}\n"
+        f"batch_timeout_micros {{ value: {batching.batch_timeout_micros} }}\n"
+        f"max_enqueued_batches {{ value: {batching.max_enqueued_batches} }}\n"
+        f"num_batch_threads {{ value: {batching.num_batch_threads} }}\n"
+    )
+
+
+def running_server_versions(host: str, port: int, name: str) -> list[int] | None:
+    """Versions a server already on `port` has for `name`; None when nothing listens there."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex((host if host != "0.0.0.0" else "127.0.0.1", port)) != 0:
+            return None
+    from tfmaas.client import PredictionError
+    from tfmaas.client.grpc_client import GrpcClient
+
+    with GrpcClient(f"{host}:{port}", timeout=3, retries=1) as client:
+        try:
+            return [s["version"] for s in client.status(name)]
+        except PredictionError as exc:
+            raise UserError(
+                f"port {port} is in use by something that does not serve {name!r} ({exc}); "
+                "stop it or pass --port/--rest-port"
+            ) from exc
+
+
+def sample_prediction(
+    target: str, name: str, version: int, samples: list[str], classes: list[str] | None
+) -> None:
+    from tfmaas.client.grpc_client import GrpcClient
+
+    with GrpcClient(target, timeout=10, retries=3) as client:
+        client.wait_for_version(name, version, timeout=60)
+        predictions = client.predict(name, samples, label="stable", classes=classes)
+    say(f"sample prediction (gRPC, label stable = version {version}):")
+    for text, prediction in zip(samples, predictions, strict=True):
+        scores = ", ".join(f"{k}={v:.3f}" for k, v in prediction.scores.items())
+        say(f"  {text} -> {prediction.label} ({scores})")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    service = load_spec(args.spec)
+    name = service.name
+    workdir = Path(args.workdir).resolve()
+    store_uri = args.store or (workdir / "models" / name).as_uri()
+    endpoint = args.endpoint or (
+        service.spec.storage.endpoint if store_uri.startswith("s3://") else None
+    )
+    from tfmaas.storage import open_store
+
+    store = open_store(store_uri, endpoint=endpoint)
+    say(f"model service {name}: store {store_uri}")
+
+    if not args.no_train:
+        from tfmaas.trainer import train_and_publish
+
+        started = time.monotonic()
+        result = train_and_publish(
+            training_document(service, args.epochs, args.max_examples),
+            name=name,
+            store_uri=store_uri,
+            endpoint=endpoint,
+            log=say,
+        )
+        metrics = result.metrics
+        say(
+            f"version {result.version} trained in {time.monotonic() - started:.0f}s: "
+            + ", ".join(
+                f"{k} {float(metrics[k]):.4f}" for k in ("accuracy", "precision", "recall", "f1")
+            )
+        )
+        failures = gate_failures(service, metrics)
+        if failures:
+            say(
+                f"version {result.version} fails the quality gate ({'; '.join(failures)}): "
+                "it is kept in the store but not served"
+            )
+    if args.no_serve:
+        return 0
+
+    stable, canary = choose_versions(service, store)
+    if stable is None:
+        raise UserError(
+            f"no version in {store_uri} passes the quality gate "
+            f"{service.spec.training.quality_gate.thresholds()}; train again (more --epochs or "
+            "data), lower spec.training.qualityGate, or pin spec.serving.version"
+        )
+    serving_dir = workdir / "serving" / name
+    for version in {stable, *([canary] if canary else [])}:
+        store.pull(version, serving_dir / "versions")
+    card = store.read_json(stable, "model_card.json")
+    classes = card.get("classes") if isinstance(card.get("classes"), list) else None
+    config_path = serving_dir / "models.config"
+    write_atomically(config_path, model_config_text(name, serving_dir / "versions", stable, canary))
+    samples = args.sample or list(DEFAULT_SAMPLES)
+    grpc_target = f"{args.host if args.host != '0.0.0.0' else '127.0.0.1'}:{args.port}"
+
+    running = running_server_versions(args.host, args.port, name)
+    if running is not None:
+        say(
+            f"a server on {grpc_target} already serves {name} (versions {running}); "
+            f"it picks up version {stable} from {config_path}"
+        )
+        sample_prediction(grpc_target, name, stable, samples, classes)
+        return 0
+
+    server = start_server(args, service, serving_dir, config_path)
+    try:
+        say(f"serving {name} version {stable}" + (f" (canary {canary})" if canary else ""))
+        say(f"  gRPC: {grpc_target}  (tfmaas predict --target {grpc_target} --model {name} TEXT)")
+        say(f"  REST: http://{grpc_target.split(':')[0]}:{server.rest_port}/v1/models/{name}")
+        sample_prediction(grpc_target, name, stable, samples, classes)
+        if args.exit_after_predict:
+            return 0
+        say("serving until interrupted (Ctrl-C)")
+        server.wait()
+    except KeyboardInterrupt:
+        say("stopping")
+    finally:
+        server.stop()
+    return 0
+
+
+def start_server(args: argparse.Namespace, service: Any, serving_dir: Path, config: Path) -> Any:
+    from tfmaas.serving.flags import ServerFlags
+    from tfmaas.serving.server import ModelServer
+
+    monitoring = serving_dir / "monitoring.config"
+    write_atomically(monitoring, "prometheus_config { enable: true }\n")
+    batching = service.spec.serving.batching
+    batching_file = serving_dir / "batching.config"
+    if batching.enabled:
+        write_atomically(batching_file, batching_text(batching))
+    flags = ServerFlags(
+        port=args.port,
+        rest_api_port=args.rest_port,
+        bind_address=args.host,
+        model_config_file=str(config),
+        model_config_file_poll_wait_seconds=1,
+        file_system_poll_wait_seconds=1,
+        monitoring_config_file=str(monitoring),
+        enable_batching=batching.enabled,
+        batching_parameters_file=str(batching_file) if batching.enabled else "",
+    )
+    server = ModelServer(flags)
+    server.start()
+    return server

@@ -301,3 +301,28 @@ def test_schema_rejects_bad_values_with_a_message_naming_them(
     assert bad.returncode != 0, f"{values} was accepted"
     assert "values don't meet the specifications of the schema" in bad.stderr
     assert named in bad.stderr, bad.stderr
+
+
+def test_defaults_configmap_is_what_the_operator_config_reads(helm: Path) -> None:
+    from tfmaas.operator.config import OperatorConfig
+
+    objects = render(
+        helm,
+        {
+            "defaults.storage.endpoint": "http://minio:9000",
+            "defaults.serving.command": ["tfmaas", "serve"],
+            "operator.extraConfig": {"trainingBackoffLimit": 3, "gpuNodeSelector": {"gpu": "a"}},
+        },
+    )
+    data = one(objects, "ConfigMap", "tfmaas-defaults")["data"]
+    config = OperatorConfig.load(environ=data)
+    fields = {f"TFMAAS_{name.upper()}" for name in OperatorConfig.__dataclass_fields__}
+    assert set(data) <= fields, f"settings the operator does not know: {set(data) - fields}"
+    assert config.trainer_image == data["TFMAAS_TRAINER_IMAGE"]
+    assert config.storage_initializer_image == container(objects)["image"]
+    assert config.default_store_endpoint == "http://minio:9000"
+    assert config.default_store_secret is None
+    assert config.serving_command == ("tfmaas", "serve")
+    assert config.training_backoff_limit == 3
+    assert dict(config.gpu_node_selector) == {"gpu": "a"}
+    assert config.request_rate_metric == "tfserving_requests_per_second"

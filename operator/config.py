@@ -1,0 +1,102 @@
+"""Operator-wide defaults: images, commands, scheduling for GPUs. The Helm chart sets them
+through environment variables or a mounted YAML file (TFMAAS_OPERATOR_CONFIG)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tfmaas import __version__
+from tfmaas.errors import UserError
+
+CONFIG_FILE_ENV = "TFMAAS_OPERATOR_CONFIG"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # Field names are the Helm chart's TFMAAS_* variables without the prefix.
+    trainer_image: str = f"tfmaas/trainer:{__version__}"
+    trainer_image_pull_policy: str = "IfNotPresent"
+    # The image whose `tfmaas store pull` fills the serving pod's model volume.
+    storage_initializer_image: str = f"tfmaas/tfmaas:{__version__}"
+    serving_image: str = "tensorflow/serving:2.18.0"
+    serving_image_pull_policy: str = "IfNotPresent"
+    serving_command: tuple[str, ...] = ("tensorflow_model_server",)
+    # For specs that name no storage.endpoint / secretRef / region.
+    default_store_endpoint: str | None = None
+    default_store_secret: str | None = None
+    default_store_region: str | None = None
+    request_rate_metric: str = "tfserving_requests_per_second"
+    training_backoff_limit: int = 1
+    training_deadline_seconds: int = 86400
+    gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
+    gpu_tolerations: tuple[Mapping[str, Any], ...] = (
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    )
+    config_poll_seconds: int = 60
+    grpc_max_connection_age_ms: int = 30000
+    resync_seconds: float = 60.0
+    run_as_user: int = 10001
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> OperatorConfig:
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            name = _snake(key)
+            if name not in known:
+                raise UserError(
+                    f"operator config: unknown setting {key!r}; known: {', '.join(sorted(known))}"
+                )
+            kwargs[name] = _coerce(name, value, known[name].type)
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+        """File settings first, then TFMAAS_<SETTING> environment variables over them."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        path = environ.get(CONFIG_FILE_ENV)
+        if path:
+            try:
+                loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise UserError(f"operator config {path}: cannot read it: {exc}") from None
+            if not isinstance(loaded, Mapping):
+                raise UserError(f"operator config {path}: must be a mapping of settings")
+            values.update(loaded)
+        for f in fields(cls):
+            raw = environ.get(f"TFMAAS_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = raw
+        return cls.from_mapping(values)
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    text = str(annotation)
+    try:
+        if text.startswith("int"):
+            return int(value)
+        if text.startswith("float"):
+            return float(value)
+        if text.startswith("tuple[str"):
+            parsed = json.loads(value) if isinstance(value, str) and value[:1] == "[" else value
+            return tuple(parsed.split()) if isinstance(parsed, str) else tuple(parsed)
+        if text.startswith(("Mapping", "tuple[Mapping")):
+            parsed = json.loads(value) if isinstance(value, str) else value
+            return tuple(parsed) if text.startswith("tuple") else dict(parsed)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"operator config: {name} has the wrong form ({exc})") from None
+    if "None" in text and value in ("", None):
+        return None
+    return value

@@ -1,0 +1,80 @@
+"""Pieces every pod the operator creates shares: the restricted Pod Security profile,
+storage credentials by secretKeyRef, and quantity arithmetic."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tfmaas.api import ModelService
+from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.naming import owner_reference
+
+
+def owner_of(service: ModelService) -> dict[str, Any]:
+    if not service.uid:
+        raise ValueError(f"ModelService {service.name} has no uid; read it from the cluster first")
+    return owner_reference(service.name, service.uid)
+
+
+def namespace_of(service: ModelService) -> str:
+    return service.namespace or "default"
+
+
+def pod_security_context(config: OperatorConfig) -> dict[str, Any]:
+    # The restricted Pod Security Standard: admitted in a namespace that enforces it.
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": config.run_as_user,
+        "runAsGroup": config.run_as_user,
+        "fsGroup": config.run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def storage_env(service: ModelService, config: OperatorConfig) -> list[dict[str, Any]]:
+    """What a pod needs to reach the model store; the secret's values never leave it."""
+    storage = service.spec.storage
+    env: list[dict[str, Any]] = []
+    secret = storage.secret_name or config.default_store_secret
+    if secret and storage.uri.startswith("s3://"):
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    endpoint = storage.endpoint or config.default_store_endpoint
+    if endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint})
+    region = storage.region or config.default_store_region
+    if region:
+        env.append({"name": "AWS_REGION", "value": region})
+    return env
+
+
+def scratch_env() -> list[dict[str, Any]]:
+    # The root filesystem is read-only; libraries that write caches get /tmp instead.
+    return [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}]
+
+
+def cpu_cores(quantity: str) -> float:
+    """CPU quantity ("2", "1.5", "500m") in cores."""
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def whole_cpus(quantity: str) -> int:
+    """Threads to give a pod's servers: its CPUs rounded up, at least one, because their
+    defaults count the node's cores, not the container's limit."""
+    return max(1, math.ceil(cpu_cores(quantity)))
+
+
+def requests_per_second_quantity(value: float) -> str:
+    """A float as a Kubernetes quantity: whole numbers plain, fractions in milli-units."""
+    return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"

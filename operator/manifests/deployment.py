@@ -1,0 +1,209 @@
+"""The TensorFlow Serving Deployment of one track: an init container pulls the served
+version from the store into an emptyDir, then the server loads it from there (TF Serving
+no longer reads s3:// itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfmaas.api import ModelService
+from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.manifests.common import (
+    container_security_context,
+    namespace_of,
+    owner_of,
+    pod_security_context,
+    scratch_env,
+    storage_env,
+    whole_cpus,
+)
+from tfmaas.operator.manifests.configmap import (
+    BATCHING_CONFIG_FILE,
+    CONFIG_DIR,
+    METRICS_PATH,
+    MODEL_CONFIG_FILE,
+    MODELS_DIR,
+    MONITORING_CONFIG_FILE,
+    ServingConfig,
+    model_base_path,
+)
+from tfmaas.operator.naming import (
+    COMPONENT_LABEL,
+    CONFIG_HASH_ANNOTATION,
+    GRPC_PORT,
+    MODEL_SERVICE_LABEL,
+    REST_PORT,
+    SERVING,
+    SERVING_CONTAINER,
+    TRACK_LABEL,
+    VERSION_LABEL,
+    config_map_name,
+    deployment_name,
+    labels,
+    metadata,
+)
+
+
+def selector(service_name: str, track: str) -> dict[str, str]:
+    # Deployment selectors are immutable, so they name the track, never the version.
+    return {MODEL_SERVICE_LABEL: service_name, COMPONENT_LABEL: SERVING, TRACK_LABEL: track}
+
+
+def server_args(service: ModelService, operator_config: OperatorConfig) -> list[str]:
+    serving = service.spec.serving
+    threads = whole_cpus(serving.resources.cpu)
+    args = [
+        f"--port={GRPC_PORT}",
+        f"--rest_api_port={REST_PORT}",
+        f"--model_config_file={CONFIG_DIR}/{MODEL_CONFIG_FILE}",
+        f"--model_config_file_poll_wait_seconds={operator_config.config_poll_seconds}",
+        f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG_FILE}",
+    ]
+    if serving.batching.enabled:
+        args += [
+            "--enable_batching=true",
+            f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_CONFIG_FILE}",
+        ]
+    # HTTP/2 pins a client to one pod; closing connections now and then lets new replicas
+    # get load. Thread pools default to the node's cores, not the pod's share.
+    args += [
+        f"--grpc_channel_arguments=grpc.max_connection_age_ms={operator_config.grpc_max_connection_age_ms}",
+        f"--tensorflow_intra_op_parallelism={threads}",
+        f"--tensorflow_inter_op_parallelism={threads}",
+    ]
+    return args
+
+
+def _storage_initializer(
+    service: ModelService, version: int, operator_config: OperatorConfig
+) -> dict[str, Any]:
+    return {
+        "name": "storage-initializer",
+        "image": operator_config.storage_initializer_image,
+        "imagePullPolicy": operator_config.serving_image_pull_policy,
+        "command": [
+            "tfmaas",
+            "store",
+            "pull",
+            service.spec.storage.uri,
+            "--versions",
+            str(version),
+            "--dest",
+            model_base_path(service.name),
+        ],
+        "env": [*storage_env(service, operator_config), *scratch_env()],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        },
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR},
+            {"name": "scratch", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def _server(service: ModelService, track: str, operator_config: OperatorConfig) -> dict[str, Any]:
+    serving = service.spec.serving
+    amounts = {"cpu": serving.resources.cpu, "memory": serving.resources.memory}
+    return {
+        "name": SERVING_CONTAINER,
+        "image": serving.image or operator_config.serving_image,
+        "imagePullPolicy": operator_config.serving_image_pull_policy,
+        "command": list(operator_config.serving_command),
+        "args": server_args(service, operator_config),
+        "env": scratch_env(),
+        "ports": [
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"},
+        ],
+        "resources": {"requests": amounts, "limits": dict(amounts)},
+        "securityContext": container_security_context(),
+        # The server opens its ports only once the configured models have loaded, however
+        # long that takes; the startup probe gives it up to ten minutes.
+        "startupProbe": {
+            "tcpSocket": {"port": "grpc"},
+            "periodSeconds": 5,
+            "failureThreshold": 120,
+        },
+        "livenessProbe": {
+            "tcpSocket": {"port": "grpc"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        # Ready must mean "the wanted version is AVAILABLE". GET /v1/models/<name> answers
+        # 200 while a version is still LOADING, but a version label resolves only once its
+        # version is AVAILABLE (TF Serving refuses to point a label at anything else), so
+        # asking for the status by this track's label is an exact readiness check that
+        # needs no sidecar.
+        "readinessProbe": {
+            "httpGet": {"path": f"/v1/models/{service.name}/labels/{track}", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "scratch", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def build_deployment(
+    service: ModelService,
+    config: ServingConfig,
+    replicas: int | None,
+    operator_config: OperatorConfig,
+) -> dict[str, Any]:
+    """`replicas=None` leaves the count to the HorizontalPodAutoscaler."""
+    track, version = config.track, config.version
+    pod_labels = labels(service.name, SERVING, **{TRACK_LABEL: track, VERSION_LABEL: str(version)})
+    pod_annotations = {
+        CONFIG_HASH_ANNOTATION: config.digest,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(REST_PORT),
+        "prometheus.io/path": METRICS_PATH,
+    }
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(service.name, track)},
+        "revisionHistoryLimit": 3,
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+            "spec": {
+                "securityContext": pod_security_context(operator_config),
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "terminationGracePeriodSeconds": 30,
+                "initContainers": [_storage_initializer(service, version, operator_config)],
+                "containers": [_server(service, track, operator_config)],
+                "volumes": [
+                    {"name": "models", "emptyDir": {}},
+                    {"name": "scratch", "emptyDir": {}},
+                    {
+                        "name": "config",
+                        "configMap": {"name": config_map_name(service.name, track, config.digest)},
+                    },
+                ],
+            },
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(
+            deployment_name(service.name, track),
+            namespace_of(service),
+            owner_of(service),
+            labels(service.name, SERVING, **{TRACK_LABEL: track, VERSION_LABEL: str(version)}),
+        ),
+        "spec": spec,
+    }

@@ -1,0 +1,165 @@
+"""The training Job of one version (an Indexed Job plus a headless Service when the spec
+asks for several workers), running contract 5's `tfmaas train`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tfmaas.api import ModelService
+from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.manifests.common import (
+    container_security_context,
+    namespace_of,
+    owner_of,
+    pod_security_context,
+    scratch_env,
+    storage_env,
+)
+from tfmaas.operator.naming import (
+    COMPLETION_INDEX_ANNOTATION,
+    JOB_NAME_LABEL,
+    TRAINER_CONTAINER,
+    TRAINING,
+    TRAINING_HASH_ANNOTATION,
+    VERSION_LABEL,
+    WORKER_PORT,
+    job_name,
+    labels,
+    metadata,
+)
+
+WORKER_INDEX_ENV = "TFMAAS_WORKER_INDEX"
+
+
+def tf_config_template(service: ModelService, version: int) -> str:
+    """TF_CONFIG for a worker of the Indexed Job; `$(TFMAAS_WORKER_INDEX)` is expanded by the
+    kubelet from the pod's completion index, so one pod template serves every worker."""
+    name = job_name(service.name, version)
+    namespace = namespace_of(service)
+    workers = [
+        f"{name}-{index}.{name}.{namespace}.svc:{WORKER_PORT}"
+        for index in range(service.spec.training.workers)
+    ]
+    cluster = json.dumps({"worker": workers}, separators=(",", ":"))
+    return f'{{"cluster":{cluster},"task":{{"type":"worker","index":$({WORKER_INDEX_ENV})}}}}'
+
+
+def trainer_command(service: ModelService, version: int) -> list[str]:
+    return [
+        "tfmaas",
+        "train",
+        "--name",
+        service.name,
+        "--version",
+        str(version),
+        "--store",
+        service.spec.storage.uri,
+        "--training-json",
+        service.spec.training.to_json(),
+    ]
+
+
+def _trainer_resources(service: ModelService) -> dict[str, Any]:
+    resources = service.spec.training.resources
+    amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    limits = dict(amounts)
+    if resources.gpu:
+        limits["nvidia.com/gpu"] = resources.gpu
+    return {"requests": amounts, "limits": limits}
+
+
+def build_training_job(
+    service: ModelService, version: int, config: OperatorConfig
+) -> dict[str, Any]:
+    training = service.spec.training
+    name = job_name(service.name, version)
+    version_labels = labels(service.name, TRAINING, **{VERSION_LABEL: str(version)})
+    env = [*storage_env(service, config), *scratch_env()]
+    if training.workers > 1:
+        env = [
+            {
+                "name": WORKER_INDEX_ENV,
+                "valueFrom": {
+                    "fieldRef": {
+                        "fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
+                    }
+                },
+            },
+            {"name": "TF_CONFIG", "value": tf_config_template(service, version)},
+            *env,
+        ]
+    container: dict[str, Any] = {
+        "name": TRAINER_CONTAINER,
+        "image": training.image or config.trainer_image,
+        "imagePullPolicy": config.trainer_image_pull_policy,
+        "command": trainer_command(service, version),
+        "env": env,
+        "resources": _trainer_resources(service),
+        "securityContext": container_security_context(),
+        # The trainer writes its metrics as the termination message, so the operator needs
+        # no storage credentials; a crash leaves the log's tail there instead.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
+    }
+    if training.workers > 1:
+        container["ports"] = [{"name": "worker", "containerPort": WORKER_PORT}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(config),
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+    }
+    if training.resources.gpu:
+        if config.gpu_node_selector:
+            pod_spec["nodeSelector"] = dict(config.gpu_node_selector)
+        if config.gpu_tolerations:
+            pod_spec["tolerations"] = [dict(toleration) for toleration in config.gpu_tolerations]
+    job_spec: dict[str, Any] = {
+        "backoffLimit": config.training_backoff_limit,
+        "activeDeadlineSeconds": config.training_deadline_seconds,
+        "template": {"metadata": {"labels": version_labels}, "spec": pod_spec},
+    }
+    if training.workers > 1:
+        pod_spec["subdomain"] = name
+        job_spec.update(
+            completionMode="Indexed",
+            completions=training.workers,
+            parallelism=training.workers,
+        )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(
+            name,
+            namespace_of(service),
+            owner_of(service),
+            version_labels,
+            {TRAINING_HASH_ANNOTATION: training.fingerprint()},
+        ),
+        "spec": job_spec,
+    }
+
+
+def build_worker_service(service: ModelService, version: int) -> dict[str, Any] | None:
+    """The headless Service that gives each worker of a multi-worker Job a DNS name."""
+    if service.spec.training.workers <= 1:
+        return None
+    name = job_name(service.name, version)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(
+            name,
+            namespace_of(service),
+            owner_of(service),
+            labels(service.name, TRAINING, **{VERSION_LABEL: str(version)}),
+        ),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {JOB_NAME_LABEL: name},
+            "ports": [{"name": "worker", "port": WORKER_PORT, "targetPort": WORKER_PORT}],
+        },
+    }

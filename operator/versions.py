@@ -1,0 +1,258 @@
+"""Decisions about versions, as pure functions: what the training Jobs say happened, whether
+a new version must be trained, which version each track serves."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tfmaas.api import QualityGate, ServingSpec
+from tfmaas.api.spec import METRIC_NAMES
+
+TRAINING = "Training"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+FINAL_STATES = (SUCCEEDED, FAILED)
+MESSAGE_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One version as `status.versions` keeps it."""
+
+    version: int
+    state: str
+    training_hash: str | None = None
+    job: str | None = None
+    trained_at: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    promoted: bool | None = None
+    message: str | None = None
+
+    @property
+    def servable(self) -> bool:
+        return self.state == SUCCEEDED
+
+    def to_status(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"version": self.version, "state": self.state}
+        optional = {
+            "trainingHash": self.training_hash,
+            "job": self.job,
+            "trainedAt": self.trained_at,
+            "metrics": dict(self.metrics) if self.metrics else None,
+            "promoted": self.promoted,
+            "message": self.message,
+        }
+        entry.update({key: value for key, value in optional.items() if value is not None})
+        return entry
+
+    @classmethod
+    def from_status(cls, entry: Mapping[str, Any]) -> VersionRecord:
+        return cls(
+            version=int(entry["version"]),
+            state=str(entry.get("state", SUCCEEDED)),
+            training_hash=entry.get("trainingHash"),
+            job=entry.get("job"),
+            trained_at=entry.get("trainedAt"),
+            metrics=dict(entry.get("metrics") or {}),
+            promoted=entry.get("promoted"),
+            message=entry.get("message"),
+        )
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What a training Job (and, once finished, its chief pod) says."""
+
+    version: int
+    job: str
+    training_hash: str | None
+    state: str
+    termination_message: str | None = None
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    metrics: dict[str, float]
+    trained_at: str | None
+
+
+def parse_termination_message(text: str | None) -> TrainingResult:
+    """Contract 5's termination message; ValueError saying what is wrong otherwise."""
+    if not text or not text.strip():
+        raise ValueError("the trainer exited 0 but wrote no termination message with its metrics")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(
+            f"the trainer's termination message is not JSON: {truncate(text, 200)!r}"
+        ) from None
+    metrics = document.get("metrics") if isinstance(document, Mapping) else None
+    if not isinstance(metrics, Mapping):
+        raise ValueError("the trainer's termination message has no metrics object")
+    scores = {
+        name: float(metrics[name])
+        for name in METRIC_NAMES
+        if isinstance(metrics.get(name), int | float)
+    }
+    if "accuracy" not in scores:
+        raise ValueError("the trainer's termination message has no metrics.accuracy")
+    trained_at = document.get("trainedAt")
+    return TrainingResult(scores, str(trained_at) if trained_at else None)
+
+
+def truncate(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
+
+
+def judge(version: int, result: TrainingResult, gate: QualityGate) -> tuple[bool, str | None]:
+    problems = gate.failures(result.metrics)
+    if not problems:
+        return True, None
+    return False, f"version {version} is below the quality gate: {'; '.join(problems)}"
+
+
+def record_from_observation(observation: JobObservation, gate: QualityGate) -> VersionRecord:
+    base = VersionRecord(
+        version=observation.version,
+        state=TRAINING,
+        training_hash=observation.training_hash,
+        job=observation.job,
+    )
+    if observation.state == FAILED:
+        return replace(
+            base,
+            state=FAILED,
+            message=truncate(observation.failure or f"training Job {observation.job} failed"),
+        )
+    if observation.state != SUCCEEDED:
+        return base
+    try:
+        result = parse_termination_message(observation.termination_message)
+    except ValueError as exc:
+        return replace(base, state=FAILED, message=f"training Job {observation.job}: {exc}")
+    promoted, message = judge(observation.version, result, gate)
+    return replace(
+        base,
+        state=SUCCEEDED,
+        trained_at=result.trained_at,
+        metrics=result.metrics,
+        promoted=promoted,
+        message=message,
+    )
+
+
+def merge_records(
+    known: Iterable[VersionRecord], observed: Iterable[JobObservation], gate: QualityGate
+) -> list[VersionRecord]:
+    """Status history plus what the Jobs say now. A finished version is final: its Job may
+    be deleted later, and a gate change re-judges nothing. A version still training whose Job
+    has vanished failed: nothing will ever finish it."""
+    by_version = {record.version: record for record in known}
+    seen = set()
+    for observation in observed:
+        seen.add(observation.version)
+        current = by_version.get(observation.version)
+        if current is not None and current.state in FINAL_STATES:
+            continue
+        by_version[observation.version] = record_from_observation(observation, gate)
+    for version, record in list(by_version.items()):
+        if record.state == TRAINING and version not in seen:
+            by_version[version] = replace(
+                record,
+                state=FAILED,
+                message=f"training Job {record.job} was deleted before it finished",
+            )
+    return [by_version[version] for version in sorted(by_version)]
+
+
+def next_version(records: Sequence[VersionRecord], latest_version: int | None) -> int:
+    """Monotonic: never reuse a number, even one whose training failed."""
+    highest = max([record.version for record in records] + [latest_version or 0])
+    return highest + 1
+
+
+def needs_training(records: Sequence[VersionRecord], fingerprint: str) -> bool:
+    """Train when no version, finished or not, came from this spec.training. A failed
+    version counts too: retraining the same spec would fail the same way, so the user
+    changes spec.training to try again."""
+    return not any(record.training_hash == fingerprint for record in records)
+
+
+def newest(records: Sequence[VersionRecord]) -> VersionRecord | None:
+    return max(records, key=lambda record: record.version) if records else None
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    stable: int | None
+    canary: int | None
+    problems: tuple[Problem, ...] = ()
+
+
+def plan_serving(
+    records: Sequence[VersionRecord], serving: ServingSpec, current_stable: int | None
+) -> ServingPlan:
+    """Which version the stable and canary tracks serve.
+
+    A pinned version wins over promotion (and may be one the gate refused). `latest` serves
+    the newest promoted version. When neither can be honoured the current version keeps
+    serving: a failed training or a refused version never takes a model down.
+    """
+    servable = sorted(record.version for record in records if record.servable)
+    promoted = [record.version for record in records if record.servable and record.promoted]
+    fallback = current_stable if current_stable in servable else None
+    problems: list[Problem] = []
+    pinned = serving.pinned_version
+    stable: int | None
+    if pinned is not None:
+        if pinned in servable:
+            stable = pinned
+        else:
+            stable = fallback
+            problems.append(
+                Problem(
+                    "PinnedVersionUnavailable",
+                    f"spec.serving.version pins version {pinned}, which has not been trained "
+                    f"successfully (servable: {_listing(servable)}); pin one of those or set "
+                    "it to latest",
+                )
+            )
+    else:
+        stable = max(promoted) if promoted else fallback
+    canary: int | None = None
+    if serving.canary is not None:
+        wanted = serving.canary.version
+        if wanted == stable:
+            problems.append(
+                Problem(
+                    "CanaryIsStable",
+                    f"spec.serving.canary.version {wanted} is already the stable version; "
+                    "remove the canary or pick another version",
+                )
+            )
+        elif wanted in servable:
+            canary = wanted
+        else:
+            problems.append(
+                Problem(
+                    "CanaryVersionUnavailable",
+                    f"spec.serving.canary.version {wanted} has not been trained successfully "
+                    f"(servable: {_listing(servable)}); pick one of those or remove the canary",
+                )
+            )
+    return ServingPlan(stable=stable, canary=canary, problems=tuple(problems))
+
+
+def _listing(versions: Sequence[int]) -> str:
+    return ", ".join(map(str, versions)) if versions else "none yet"

@@ -19,11 +19,14 @@ class ClusterRole:
     workers: int
     task_type: str
     task_index: int
+    has_chief: bool = False
 
     @property
     def is_chief(self) -> bool:
         # With no explicit chief, worker 0 is the one that saves and publishes.
-        return self.task_type == "chief" or (self.task_type == "worker" and self.task_index == 0)
+        if self.task_type == "chief":
+            return True
+        return not self.has_chief and self.task_type == "worker" and self.task_index == 0
 
     @property
     def distributed(self) -> bool:
@@ -40,7 +43,10 @@ def cluster_role(environ: Mapping[str, str] | None = None) -> ClusterRole:
         task = tf_config.get("task", {})
         workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
         return ClusterRole(
-            max(workers, 1), str(task.get("type", "worker")), int(task.get("index", 0))
+            workers=max(workers, 1),
+            task_type=str(task.get("type", "worker")),
+            task_index=int(task.get("index", 0)),
+            has_chief=bool(cluster.get("chief")),
         )
     except (ValueError, AttributeError, TypeError) as exc:
         raise UserError(

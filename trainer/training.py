@@ -79,7 +79,9 @@ def train(
     log: Log = print,
 ) -> TrainedModel:
     config = parse_training(training)
-    # Strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
+    # Data first (plain Python, so bad input fails before TensorFlow starts), then the
+    # strategy: MultiWorkerMirroredStrategy must exist before any other TF op runs.
+    data = prepare_data(config, endpoint=endpoint, log=log)
     from tfmaas.trainer.distribute import choose_placement
 
     placement = choose_placement(log)
@@ -94,7 +96,6 @@ def train(
 
     hp = config.hyperparameters
     keras.utils.set_random_seed(hp.seed)
-    data = prepare_data(config, endpoint=endpoint, log=log)
     splits = data.splits
     num_classes = len(splits.classes)
     strategy = placement.strategy

@@ -1,0 +1,113 @@
+"""The Job-facing pieces: --training-json, the termination message, TF_CONFIG roles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tfmaas.cli.train import load_training_json
+from tfmaas.errors import UserError
+from tfmaas.trainer.distribute import cluster_role
+from tfmaas.trainer.entrypoint import (
+    DEFAULT_TERMINATION_LOG,
+    TrainResult,
+    failure_message,
+    write_termination_message,
+)
+
+
+def _result(**overrides) -> TrainResult:
+    metrics = {
+        "accuracy": 0.8512345678,
+        "precision": 0.8,
+        "recall": 0.81,
+        "f1": 0.805,
+        "per_class": {"a": {}},
+        "confusion_matrix": [[1]],
+    }
+    fields = dict(
+        version=3,
+        uri="s3://models/sentiment/3/",
+        metrics=metrics,
+        export_dir=Path("unused"),
+        trained_at="2026-01-02T03:04:05Z",
+        examples={"train": 8, "validation": 1, "test": 1},
+    )
+    fields.update(overrides)
+    return TrainResult(**fields)
+
+
+def test_termination_message_is_compact_json_per_contract() -> None:
+    text = _result().termination_message()
+    assert " " not in text
+    assert json.loads(text) == {
+        "version": 3,
+        "metrics": {"accuracy": 0.851235, "precision": 0.8, "recall": 0.81, "f1": 0.805},
+        "trainedAt": "2026-01-02T03:04:05Z",
+        "examples": {"train": 8, "validation": 1, "test": 1},
+        "uri": "s3://models/sentiment/3/",
+    }
+
+
+def test_failure_message_stays_under_4_kib() -> None:
+    message = failure_message(UserError("x" * 10_000))
+    assert len(message.encode()) < 4096
+    assert json.loads(message)["error"].startswith("xxx")
+    assert json.loads(failure_message(RuntimeError("boom"))) == {"error": "RuntimeError: boom"}
+
+
+def test_termination_log_written_only_where_it_is_read(tmp_path: Path) -> None:
+    assert write_termination_message(tmp_path / "msg", "{}") is True
+    assert (tmp_path / "msg").read_text() == "{}"
+    assert write_termination_message(tmp_path / "missing" / "msg", "{}") is False
+    if not Path(DEFAULT_TERMINATION_LOG).exists():
+        # Outside a pod /dev exists but the kubelet's file does not: nothing is written.
+        assert write_termination_message(DEFAULT_TERMINATION_LOG, "{}") is False
+        assert not Path(DEFAULT_TERMINATION_LOG).exists()
+
+
+def test_training_json_inline_and_from_file(tmp_path: Path) -> None:
+    assert load_training_json('{"dataset": {"uri": "builtin:chinese-reviews"}}')["dataset"]
+    spec = tmp_path / "training.json"
+    spec.write_text('{"workers": 2}', encoding="utf-8")
+    assert load_training_json(f"@{spec}") == {"workers": 2}
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("{dataset: 1}", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ("@/nonexistent/training.json", "cannot read"),
+    ],
+)
+def test_training_json_mistakes(value: str, fragment: str) -> None:
+    with pytest.raises(UserError, match=fragment):
+        load_training_json(value)
+
+
+def test_cluster_roles_from_tf_config() -> None:
+    single = cluster_role({})
+    assert not single.distributed and single.is_chief
+    cluster = {"worker": ["w0:2222", "w1:2222", "w2:2222"]}
+    worker0 = cluster_role(
+        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
+    )
+    worker2 = cluster_role(
+        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 2}})}
+    )
+    assert worker0.distributed and worker0.workers == 3 and worker0.is_chief
+    assert not worker2.is_chief
+    with_chief = {"chief": ["c:1"], "worker": ["w:1"]}
+    chief = cluster_role(
+        {"TF_CONFIG": json.dumps({"cluster": with_chief, "task": {"type": "chief", "index": 0}})}
+    )
+    worker = cluster_role(
+        {"TF_CONFIG": json.dumps({"cluster": with_chief, "task": {"type": "worker", "index": 0}})}
+    )
+    assert chief.is_chief and chief.workers == 2
+    assert not worker.is_chief
+    with pytest.raises(UserError, match="TF_CONFIG is not valid"):
+        cluster_role({"TF_CONFIG": "{not json"})

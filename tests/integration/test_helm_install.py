@@ -5,7 +5,9 @@ sample ModelService."""
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +34,9 @@ CHART_KINDS = (
     "roles,rolebindings,clusterroles,clusterrolebindings,"
     "clusterkopfpeerings.kopf.dev,kopfpeerings.kopf.dev"
 )
+MONITOR_KINDS = "podmonitors.monitoring.coreos.com,servicemonitors.monitoring.coreos.com"
+# The Prometheus Operator's CRDs come from its Go module (the only way to them here).
+PROMETHEUS_OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -64,8 +69,14 @@ def helm(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Hel
     return Helm(helm_binary(), cluster, tmp_path_factory.mktemp("helm-home"))
 
 
+def has_monitor_api(cluster: LocalCluster) -> bool:
+    groups = cluster.kubectl("api-versions").stdout.split()
+    return "monitoring.coreos.com/v1" in groups
+
+
 def chart_objects(cluster: LocalCluster) -> list[str]:
-    listing = cluster.kubectl_json("get", CHART_KINDS, "-A", "-l", SELECTOR)
+    kinds = f"{CHART_KINDS},{MONITOR_KINDS}" if has_monitor_api(cluster) else CHART_KINDS
+    listing = cluster.kubectl_json("get", kinds, "-A", "-l", SELECTOR)
     return sorted(
         f"{item['kind']}/{item['metadata'].get('namespace', '')}/{item['metadata']['name']}"
         for item in listing["items"]
@@ -262,6 +273,42 @@ def test_namespace_scope_release_is_confined_to_its_namespaces(
         helm("uninstall", "tenant", "-n", "team-a", "--wait", check=False)
         for namespace in ("team-a", "team-b"):
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def prometheus_operator_crds() -> list[Path]:
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    try:
+        downloaded = subprocess.run(
+            [go, "mod", "download", "-json", PROMETHEUS_OPERATOR_MODULE],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot fetch {PROMETHEUS_OPERATOR_MODULE}: {exc}")
+        pytest.skip(f"cannot fetch {PROMETHEUS_OPERATOR_MODULE}: {exc}")
+    crds = Path(json.loads(downloaded.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
+    return [
+        crds / f"monitoring.coreos.com_{kind}.yaml" for kind in ("podmonitors", "servicemonitors")
+    ]
+
+
+def test_monitors_appear_once_the_prometheus_operator_api_exists(
+    cluster: LocalCluster, helm: Helm, installed: None
+) -> None:
+    for crd in prometheus_operator_crds():
+        cluster.kubectl("apply", "--server-side", "-f", str(crd))
+    for name in ("podmonitors", "servicemonitors"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}.monitoring.coreos.com")
+    eventually(lambda: has_monitor_api(cluster), "the monitoring.coreos.com/v1 API")
+    # The same values: Helm sees the new API in the cluster's capabilities.
+    helm("upgrade", RELEASE, str(CHART_DIR), "-n", NAMESPACE, "--reuse-values")
+    pod_monitor = cluster.kubectl_json("get", "podmonitor", "tfmaas-serving", "-n", NAMESPACE)
+    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/monitoring/prometheus/metrics")
+    cluster.kubectl("get", "servicemonitor", "tfmaas", "-n", NAMESPACE)
 
 
 def test_uninstall_leaves_no_orphan_and_keeps_the_crds(

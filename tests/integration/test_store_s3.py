@@ -197,7 +197,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_wrong_credentials_are_named_and_not_shown(
-    store: S3Store, minio_env: dict[str, str]
+    store: S3Store, minio_env: dict[str, str], tmp_path: Path
 ) -> None:
     wrong_secret = "not-the-secret-" + uuid.uuid4().hex
     result = run_cli(
@@ -212,6 +212,16 @@ def test_wrong_credentials_are_named_and_not_shown(
     result = run_cli("store", "list", store.uri, env={**minio_env, "AWS_ACCESS_KEY_ID": "nobody"})
     assert result.returncode == 2
     assert "refused the credentials" in result.stderr and "InvalidAccessKeyId" in result.stderr
+
+    model = str(make_model_dir(tmp_path / "m"))
+    for action in (
+        ["publish", store.uri, "--version", "1", model],
+        ["pull", store.uri, "--versions", "1", "--dest", str(tmp_path / "d")],
+    ):
+        result = run_cli("store", *action, env={**minio_env, "AWS_SECRET_ACCESS_KEY": wrong_secret})
+        assert result.returncode == 2, result.stderr
+        assert "refused the credentials" in result.stderr
+        assert "SignatureDoesNotMatch" in result.stderr
 
 
 def test_unreachable_endpoint_names_it_and_how_to_set_it(minio_env: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,10 @@ def _guard(handler: Any) -> Any:
 
 def _open(args: argparse.Namespace) -> Any:
     from tfmaas.storage import open_store
+
+    if not getattr(args, "verbose", False):
+        # boto3 announces at INFO where it found credentials; init container logs need not.
+        logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
 
     return open_store(args.uri, endpoint=args.endpoint)
 

@@ -181,6 +181,13 @@ def _client_error(exc: bce.ClientError, where: str, uri: str, bucket: str) -> Tf
             + (f" --endpoint-url {where}`" if where.startswith("http") else "`")
         )
     message = exc.response.get("Error", {}).get("Message", "")
+    if code.isdigit():
+        # A bare HTTP status, no S3 error document: something else answered.
+        return StoreAccessError(
+            f"the endpoint {where} answered HTTP {code} ({message or 'no S3 error'}) for {uri}; "
+            "check that it is an S3 endpoint, and set the right URL with spec.storage.endpoint, "
+            "--endpoint or AWS_ENDPOINT_URL"
+        )
     return StoreError(f"S3 request for {uri} at {where} failed: {code}: {message}")
 
 
@@ -244,6 +251,10 @@ class S3Store(ModelStore):
         except bce.ClientError as exc:
             if error_code(exc) in _NOT_FOUND:
                 return False
+            if error_code(exc) == "403":
+                # HEAD answers carry no error document; a GET tells wrong credentials
+                # (InvalidAccessKeyId, SignatureDoesNotMatch) from missing permission.
+                self.client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-0")
             raise
         return True
 

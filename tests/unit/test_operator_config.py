@@ -1,0 +1,45 @@
+"""Operator settings from the chart's TFMAAS_* variables and an optional YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tfmaas.errors import UserError
+from tfmaas.operator.config import OperatorConfig
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    file = tmp_path / "operator.yaml"
+    file.write_text("trainerImage: from-file\nservingImage: serving-file\nresyncSeconds: 5\n")
+    config = OperatorConfig.load(
+        {
+            "TFMAAS_OPERATOR_CONFIG": str(file),
+            "TFMAAS_TRAINER_IMAGE": "from-env",
+            "TFMAAS_DEFAULT_STORE_ENDPOINT": "",
+            "TFMAAS_DEFAULT_STORE_SECRET": "shared",
+            "TFMAAS_SERVING_COMMAND": "tfmaas serve",
+            "TFMAAS_GPU_NODE_SELECTOR": '{"gpu": "yes"}',
+        }
+    )
+    assert config.trainer_image == "from-env" and config.serving_image == "serving-file"
+    assert config.resync_seconds == 5.0
+    assert config.default_store_endpoint is None and config.default_store_secret == "shared"
+    assert config.serving_command == ("tfmaas", "serve")
+    assert config.gpu_node_selector == {"gpu": "yes"}
+
+
+def test_defaults_without_settings() -> None:
+    config = OperatorConfig.load({})
+    assert config.serving_image.startswith("tensorflow/serving:")
+    assert config.serving_command == ("tensorflow_model_server",)
+
+
+def test_mistakes_are_user_errors(tmp_path: Path) -> None:
+    file = tmp_path / "operator.yaml"
+    file.write_text("trainerImmage: x\n")
+    with pytest.raises(UserError, match="unknown setting 'trainerImmage'"):
+        OperatorConfig.load({"TFMAAS_OPERATOR_CONFIG": str(file)})
+    with pytest.raises(UserError, match="resync_seconds"):
+        OperatorConfig.load({"TFMAAS_RESYNC_SECONDS": "soon"})

@@ -1,0 +1,139 @@
+"""Status computation: phase, conditions with stable transition times, Events on change."""
+
+from __future__ import annotations
+
+from tfmaas.operator.status import (
+    DeploymentState,
+    Observed,
+    build_status,
+    invalid_spec_status,
+    transitions,
+)
+from tfmaas.operator.versions import (
+    FAILED,
+    SUCCEEDED,
+    TRAINING,
+    Problem,
+    ServingPlan,
+    VersionRecord,
+)
+
+ENDPOINT = {"grpc": "m.ns.svc:8500", "rest": "http://m.ns.svc:8501"}
+
+
+def deployment(version: int, ready: int = 1, updated: int = 1, total: int = 1) -> DeploymentState:
+    return DeploymentState(
+        version=version,
+        desired=1,
+        updated=updated,
+        ready=ready,
+        available=ready,
+        total=total,
+        generation=2,
+        observed_generation=2,
+    )
+
+
+def ok(version: int, promoted: bool = True, accuracy: float = 0.9) -> VersionRecord:
+    return VersionRecord(
+        version,
+        SUCCEEDED,
+        f"h{version}",
+        f"m-train-{version}",
+        "2026-01-01T00:00:00Z",
+        {"accuracy": accuracy},
+        promoted,
+        None if promoted else "below the gate",
+    )
+
+
+def status_of(records, plan, stable=None, previous=None, now="T1"):  # type: ignore[no-untyped-def]
+    observed = Observed(3, records, plan, stable, None, ENDPOINT)
+    return build_status(observed, previous or {}, now)
+
+
+def conditions(status):  # type: ignore[no-untyped-def]
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_training_first_version() -> None:
+    status = status_of([VersionRecord(1, TRAINING, "h", "m-train-1")], ServingPlan(None, None))
+    assert status["phase"] == "Training" and status["latestVersion"] == 1
+    assert status["servingVersion"] is None and status["endpoint"] is None
+    found = conditions(status)
+    assert found["Trained"]["status"] == "Unknown" and "m-train-1" in found["Trained"]["message"]
+    assert found["Ready"]["status"] == "False"
+    assert all(c["observedGeneration"] == 3 for c in status["conditions"])
+
+
+def test_serving_once_rolled_out() -> None:
+    status = status_of([ok(1)], ServingPlan(1, None), deployment(1))
+    assert status["phase"] == "Serving" and status["servingVersion"] == 1
+    assert status["accuracy"] == 0.9 and status["readyReplicas"] == 1
+    assert status["endpoint"] == ENDPOINT
+    assert conditions(status)["Ready"]["status"] == "True"
+
+
+def test_rollout_keeps_reporting_the_old_version_until_done() -> None:
+    previous = {"servingVersion": 1}
+    rolling = deployment(2, ready=1, updated=1, total=2)
+    status = status_of([ok(1), ok(2)], ServingPlan(2, None), rolling, previous)
+    assert status["phase"] == "RollingOut" and status["servingVersion"] == 1
+    assert conditions(status)["Ready"]["reason"] == "RollingOut"
+    done = status_of([ok(1), ok(2)], ServingPlan(2, None), deployment(2), previous)
+    assert done["servingVersion"] == 2 and done["phase"] == "Serving"
+
+
+def test_failed_training_and_refused_versions_explain_the_fix() -> None:
+    records = [
+        ok(1),
+        ok(2, promoted=False),
+        VersionRecord(3, FAILED, "h3", "m-train-3", message="OOM"),
+    ]
+    status = status_of(records, ServingPlan(1, None), deployment(1), {"servingVersion": 1})
+    found = conditions(status)
+    assert status["phase"] == "Serving" and status["servingVersion"] == 1
+    assert found["Trained"]["status"] == "False" and "OOM" in found["Trained"]["message"]
+    assert "change spec.training" in found["Trained"]["message"]
+    assert found["QualityGatePassed"]["status"] == "False"
+    assert "spec.serving.version: 2" in found["QualityGatePassed"]["message"]
+
+
+def test_nothing_servable_after_failure_is_failed() -> None:
+    status = status_of(
+        [VersionRecord(1, FAILED, "h", "m-train-1", message="boom")], ServingPlan(None, None)
+    )
+    assert status["phase"] == "Failed"
+
+
+def test_unresolved_pin_is_a_condition() -> None:
+    plan = ServingPlan(1, None, (Problem("PinnedVersionUnavailable", "pin 9 unknown"),))
+    found = conditions(status_of([ok(1)], plan, deployment(1)))
+    assert found["VersionsResolved"]["status"] == "False"
+    assert found["VersionsResolved"]["reason"] == "PinnedVersionUnavailable"
+
+
+def test_transition_time_moves_only_with_status() -> None:
+    first = status_of([ok(1)], ServingPlan(1, None), deployment(1), now="T1")
+    same = status_of([ok(1)], ServingPlan(1, None), deployment(1), previous=first, now="T2")
+    assert conditions(same)["Ready"]["lastTransitionTime"] == "T1"
+    assert transitions(first, same) == []
+    down = status_of([ok(1)], ServingPlan(1, None), deployment(1, ready=0), previous=same, now="T3")
+    assert conditions(down)["Ready"]["lastTransitionTime"] == "T3"
+    events = transitions(same, down)
+    assert [e.reason for e in events] == ["NoReadyReplicas", "PhaseDegraded"]
+
+
+def test_events_on_first_status() -> None:
+    status = status_of([VersionRecord(1, TRAINING, "h", "m-train-1")], ServingPlan(None, None))
+    reasons = [event.reason for event in transitions({}, status)]
+    assert "Training" in reasons and "PhaseTraining" in reasons
+    assert "NotStarted" not in reasons
+
+
+def test_invalid_spec_status_keeps_other_conditions() -> None:
+    previous = {"conditions": [{"type": "Ready", "status": "True", "reason": "Serving"}]}
+    status = invalid_spec_status("bad spec", 4, previous, "T")
+    found = conditions(status)
+    assert status["phase"] == "Failed" and found["SpecValid"]["status"] == "False"
+    assert found["Ready"]["status"] == "True"

@@ -1,0 +1,152 @@
+"""Version decisions: numbering, when to train, what the Jobs say, gate, pin, canary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tfmaas.api import QualityGate, load_model_service
+from tfmaas.operator.versions import (
+    FAILED,
+    SUCCEEDED,
+    TRAINING,
+    JobObservation,
+    VersionRecord,
+    merge_records,
+    needs_training,
+    next_version,
+    parse_termination_message,
+    plan_serving,
+)
+
+GATE = QualityGate(min_accuracy=0.8)
+
+
+def message(accuracy: float, f1: float = 0.5) -> str:
+    return json.dumps(
+        {
+            "version": 1,
+            "metrics": {"accuracy": accuracy, "precision": 0.5, "recall": 0.5, "f1": f1},
+            "trainedAt": "2026-01-01T00:00:00Z",
+            "examples": {"train": 8, "validation": 1, "test": 1},
+            "uri": "s3://m/x/1/",
+        }
+    )
+
+
+def ok(version: int, promoted: bool = True, training_hash: str = "h") -> VersionRecord:
+    return VersionRecord(
+        version,
+        SUCCEEDED,
+        training_hash,
+        f"x-train-{version}",
+        metrics={"accuracy": 0.9},
+        promoted=promoted,
+    )
+
+
+def serving(**overrides: object):  # type: ignore[no-untyped-def]
+    document = {
+        "apiVersion": "tfmaas.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": "x"},
+        "spec": {
+            "storage": {"uri": "s3://m/x"},
+            "training": {"dataset": {"uri": "builtin:chinese-reviews"}},
+            "serving": overrides,
+        },
+    }
+    return load_model_service(document).spec.serving
+
+
+def test_version_numbers_are_monotonic_and_never_reused() -> None:
+    assert next_version([], None) == 1
+    assert next_version([ok(1), VersionRecord(2, FAILED)], 2) == 3
+    # status.latestVersion remembers numbers whose records are gone
+    assert next_version([ok(1)], 5) == 6
+
+
+def test_training_is_needed_once_per_training_spec() -> None:
+    assert needs_training([], "a")
+    assert not needs_training([ok(1, training_hash="a")], "a")
+    assert needs_training([ok(1, training_hash="a")], "b")
+    # a failed attempt of the same spec is not retried on its own
+    assert not needs_training([VersionRecord(2, FAILED, "b")], "b")
+
+
+def test_termination_message_parsing() -> None:
+    result = parse_termination_message(message(0.91))
+    assert result.metrics["accuracy"] == 0.91 and result.trained_at == "2026-01-01T00:00:00Z"
+    for bad, says in [
+        ("", "no termination message"),
+        ("Traceback: boom", "not JSON"),
+        ('{"version": 1}', "no metrics"),
+        ('{"metrics": {"f1": 0.5}}', "accuracy"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            parse_termination_message(bad)
+
+
+def test_merge_judges_finished_jobs_against_the_gate() -> None:
+    observed = [
+        JobObservation(1, "x-train-1", "a", SUCCEEDED, message(0.9)),
+        JobObservation(2, "x-train-2", "b", SUCCEEDED, message(0.7)),
+        JobObservation(3, "x-train-3", "c", FAILED, failure="BackoffLimitExceeded: boom"),
+        JobObservation(4, "x-train-4", "d", TRAINING),
+        JobObservation(5, "x-train-5", "e", SUCCEEDED, "not json"),
+    ]
+    records = {r.version: r for r in merge_records([], observed, GATE)}
+    assert records[1].promoted is True and records[1].trained_at == "2026-01-01T00:00:00Z"
+    assert records[2].state == SUCCEEDED and records[2].promoted is False
+    assert "accuracy 0.7000 < 0.8" in (records[2].message or "")
+    assert records[3].state == FAILED and "boom" in (records[3].message or "")
+    assert records[4].state == TRAINING
+    assert records[5].state == FAILED and "not JSON" in (records[5].message or "")
+
+
+def test_finished_records_are_final_and_vanished_training_fails() -> None:
+    known = [ok(1), VersionRecord(2, TRAINING, "b", "x-train-2")]
+    # version 1's Job was deleted: its record stays; version 2's Job vanished mid-training
+    records = {r.version: r for r in merge_records(known, [], GATE)}
+    assert records[1] == ok(1)
+    assert records[2].state == FAILED and "deleted" in (records[2].message or "")
+    # a stricter gate later re-judges nothing
+    again = merge_records(known[:1], [JobObservation(1, "x", "h", SUCCEEDED, message(0.1))], GATE)
+    assert again == [ok(1)]
+
+
+def test_latest_serves_the_newest_promoted_version() -> None:
+    records = [ok(1), ok(2), ok(3, promoted=False), VersionRecord(4, TRAINING)]
+    plan = plan_serving(records, serving(), current_stable=1)
+    assert (plan.stable, plan.canary, plan.problems) == (2, None, ())
+
+
+def test_nothing_promoted_keeps_the_current_version() -> None:
+    records = [ok(1, promoted=False), VersionRecord(2, FAILED)]
+    assert plan_serving(records, serving(), current_stable=1).stable == 1
+    assert plan_serving(records, serving(), current_stable=None).stable is None
+
+
+def test_a_pin_wins_over_promotion_even_below_the_gate() -> None:
+    records = [ok(1), ok(2), ok(3, promoted=False)]
+    assert plan_serving(records, serving(version=1), current_stable=2).stable == 1
+    assert plan_serving(records, serving(version=3), current_stable=2).stable == 3
+
+
+def test_an_unavailable_pin_keeps_serving_and_says_why() -> None:
+    records = [ok(1), VersionRecord(2, FAILED)]
+    plan = plan_serving(records, serving(version=2), current_stable=1)
+    assert plan.stable == 1
+    (problem,) = plan.problems
+    assert problem.reason == "PinnedVersionUnavailable" and "servable: 1" in problem.message
+
+
+def test_canary_serves_a_second_version_or_explains() -> None:
+    records = [ok(1), ok(2), VersionRecord(3, FAILED)]
+    plan = plan_serving(records, serving(version=1, canary={"version": 2}), current_stable=1)
+    assert (plan.stable, plan.canary) == (1, 2)
+    plan = plan_serving(records, serving(canary={"version": 3}), current_stable=2)
+    assert plan.canary is None and plan.problems[0].reason == "CanaryVersionUnavailable"
+    plan = plan_serving(records, serving(canary={"version": 2}), current_stable=2)
+    assert plan.canary is None and plan.problems[0].reason == "CanaryIsStable"

@@ -156,6 +156,8 @@ class Registry:
             if known is not None and (known.state == VersionState.AVAILABLE or known.error):
                 continue  # loaded, or failed to load (not retried, like TF Serving after retries)
             self._load_version(record, version, base / str(version))
+        if not aspired & set(record.available()):
+            return  # availability preserving: keep the old version until a new one is up
         for version, known in list(record.versions.items()):
             if version not in aspired and known.state == VersionState.AVAILABLE:
                 self._unload(record, known)

@@ -1,0 +1,161 @@
+"""Version policies, labels and request resolution, with a loader that needs no TensorFlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from tensorflow_serving.config import model_server_config_pb2
+
+from tfmaas.serving.errors import ServingError
+from tfmaas.serving.registry import Registry, VersionState, aspired_versions, versions_on_disk
+
+
+class FakeServed:
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_version(base: Path, version: int) -> None:
+    (base / str(version)).mkdir(parents=True)
+    (base / str(version) / "saved_model.pb").write_bytes(b"")
+
+
+def config(base: Path, policy: str = "", labels: dict[str, int] | None = None):
+    text = f'model_config_list {{ config {{ name: "m" base_path: "{base}" {policy} }} }}'
+    from google.protobuf import text_format
+
+    parsed = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    for key, value in (labels or {}).items():
+        parsed.model_config_list.config[0].version_labels[key] = value
+    return parsed
+
+
+@pytest.fixture
+def loaded() -> dict[int, FakeServed]:
+    return {}
+
+
+@pytest.fixture
+def registry(loaded: dict[int, FakeServed]) -> Registry:
+    def load(name: str, version: int, path: Path) -> FakeServed:
+        if (path / "broken").exists():
+            raise ValueError("not a SavedModel")
+        loaded[version] = FakeServed(version)
+        return loaded[version]  # type: ignore[return-value]
+
+    return Registry(load)  # type: ignore[arg-type]
+
+
+def test_versions_on_disk_need_a_numeric_name_and_a_saved_model(tmp_path: Path) -> None:
+    make_version(tmp_path, 2)
+    make_version(tmp_path, 10)
+    (tmp_path / "3").mkdir()  # still being written
+    (tmp_path / "tmp").mkdir()
+    assert versions_on_disk(tmp_path) == [2, 10]
+    assert versions_on_disk(tmp_path / "missing") == []
+
+
+def test_policies_choose_versions(tmp_path: Path) -> None:
+    on_disk = [1, 2, 3]
+
+    def pick(policy):
+        return aspired_versions(config(tmp_path, policy).model_config_list.config[0], on_disk)
+
+    assert pick("") == {3}
+    assert pick("model_version_policy { latest { num_versions: 2 } }") == {2, 3}
+    assert pick("model_version_policy { all {} }") == {1, 2, 3}
+    assert pick("model_version_policy { specific { versions: 1 versions: 7 } }") == {1}
+
+
+def test_latest_policy_rolls_forward_and_unloads_the_old_version(
+    tmp_path: Path, registry: Registry, loaded: dict[int, FakeServed]
+) -> None:
+    make_version(tmp_path, 1)
+    registry.apply_config(config(tmp_path))
+    assert registry.resolve("m").version == 1
+    make_version(tmp_path, 2)
+    registry.poll()
+    assert registry.resolve("m").version == 2
+    assert loaded[1].closed
+    states = {r.version: r.state for r in registry.status("m")}
+    assert states == {2: VersionState.AVAILABLE, 1: VersionState.END}
+
+
+def test_labels_resolve_and_unknown_ones_are_invalid_argument(
+    tmp_path: Path, registry: Registry
+) -> None:
+    for version in (1, 2):
+        make_version(tmp_path, version)
+    registry.apply_config(
+        config(tmp_path, "model_version_policy { all {} }", {"stable": 1, "canary": 2})
+    )
+    assert registry.resolve("m", label="stable").version == 1
+    assert registry.resolve("m", label="canary").version == 2
+    assert registry.resolve("m").version == 2
+    with pytest.raises(ServingError) as error:
+        registry.resolve("m", label="beta")
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.message == "Unrecognized servable version label: beta"
+
+
+def test_label_on_an_unavailable_version_is_refused_and_old_labels_stay(
+    tmp_path: Path, registry: Registry
+) -> None:
+    make_version(tmp_path, 1)
+    registry.apply_config(config(tmp_path, labels={"stable": 1}))
+    with pytest.raises(ServingError) as error:
+        registry.apply_config(config(tmp_path, labels={"stable": 5}))
+    assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "Request to assign label to version 5 of model m" in error.value.message
+    assert registry.resolve("m", label="stable").version == 1
+
+
+def test_missing_model_and_version_are_not_found(tmp_path: Path, registry: Registry) -> None:
+    make_version(tmp_path, 1)
+    registry.apply_config(config(tmp_path))
+    cases = [
+        (lambda: registry.resolve("other"), "Servable not found for request: Latest(other)"),
+        (lambda: registry.resolve("m", 9), "Servable not found for request: Specific(m, 9)"),
+        (lambda: registry.status("other"), "Could not find any versions of model other"),
+        (lambda: registry.status("m", 9), "Could not find version 9 of model m"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ServingError) as error:
+            call()
+        assert error.value.code == grpc.StatusCode.NOT_FOUND
+        assert error.value.message == message
+
+
+def test_a_version_that_fails_to_load_is_reported_and_not_served(
+    tmp_path: Path, registry: Registry
+) -> None:
+    make_version(tmp_path, 1)
+    registry.apply_config(config(tmp_path))
+    make_version(tmp_path, 2)
+    (tmp_path / "2" / "broken").write_text("")
+    registry.poll()
+    status = {r.version: r for r in registry.status("m")}
+    assert status[2].state == VersionState.END and "not a SavedModel" in status[2].error
+    assert registry.resolve("m").version == 1  # the old version keeps serving
+
+
+def test_a_model_left_out_of_a_new_config_is_unloaded(
+    tmp_path: Path, registry: Registry, loaded: dict[int, FakeServed]
+) -> None:
+    make_version(tmp_path, 1)
+    registry.apply_config(config(tmp_path))
+    registry.apply_config(model_server_config_pb2.ModelServerConfig())
+    assert loaded[1].closed
+    with pytest.raises(ServingError):
+        registry.resolve("m")
+
+
+def test_s3_base_paths_are_refused_like_tf_serving(registry: Registry) -> None:
+    with pytest.raises(ServingError, match="File system scheme 's3' not implemented"):
+        registry.apply_config(config("s3://bucket/m"))  # type: ignore[arg-type]

@@ -1,0 +1,75 @@
+"""TF Serving's REST JSON request and response shapes (row and columnar)."""
+
+from __future__ import annotations
+
+import base64
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from tfmaas.serving.errors import ServingError
+from tfmaas.serving.rest import inputs_from_body, outputs_to_json
+from tfmaas.serving.servable import Signature, TensorSpec
+
+
+def signature(**inputs: int) -> Signature:
+    return Signature(
+        name="serving_default",
+        definition=meta_graph_pb2.SignatureDef(),
+        function=lambda **kw: kw,
+        inputs={alias: TensorSpec(alias, dtype, None) for alias, dtype in inputs.items()},
+    )
+
+
+def test_row_format_with_one_input_takes_bare_values() -> None:
+    inputs = inputs_from_body(
+        {"instances": ["好", {"b64": base64.b64encode(b"\xff").decode()}]},
+        signature(text=types_pb2.DT_STRING),
+    )
+    array, dtype = inputs["text"]
+    assert dtype == types_pb2.DT_STRING
+    assert array.tolist() == ["好".encode(), b"\xff"]
+
+
+def test_row_format_with_named_inputs_and_columnar_format() -> None:
+    sig = signature(a=types_pb2.DT_FLOAT, b=types_pb2.DT_STRING)
+    rows = inputs_from_body({"instances": [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]}, sig)
+    assert rows["a"][0].tolist() == [1.0, 2.0] and rows["a"][0].dtype == np.float32
+    columns = inputs_from_body({"inputs": {"a": [1, 2], "b": ["x", "y"]}}, sig)
+    assert columns["b"][0].tolist() == [b"x", b"y"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "Missing 'inputs' or 'instances' key"),
+        ({"instances": [], "inputs": []}, "Not both"),
+        ({"instances": []}, "non-empty"),
+        ({"instances": [1, 2]}, "expects strings"),
+        ({"instances": [["a"], "b"]}, "not a rectangular list of string"),
+    ],
+)
+def test_malformed_bodies_are_invalid_argument(body: dict, message: str) -> None:
+    with pytest.raises(ServingError, match=message) as error:
+        inputs_from_body(body, signature(text=types_pb2.DT_STRING))
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_outputs_as_rows_and_columns() -> None:
+    outputs = {
+        "scores": np.array([[0.5, 0.5], [0.25, 0.75]], dtype=np.float32),
+        "label": np.array([b"neg", b"pos"], dtype=object),
+    }
+    rows = outputs_to_json(outputs, row_format=True)
+    assert rows == {
+        "predictions": [
+            {"scores": [0.5, 0.5], "label": "neg"},
+            {"scores": [0.25, 0.75], "label": "pos"},
+        ]
+    }
+    assert outputs_to_json(outputs, row_format=False)["outputs"]["label"] == ["neg", "pos"]
+    single = outputs_to_json({"image_bytes": np.array([b"\x00"], dtype=object)}, row_format=True)
+    assert single == {"predictions": [{"b64": "AA=="}]}

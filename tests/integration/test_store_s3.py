@@ -21,6 +21,7 @@ from tfmaas.errors import UserError
 from tfmaas.storage import (
     MANIFEST_NAME,
     StoreAccessError,
+    StoreError,
     VersionExistsError,
     VersionNotFoundError,
     open_store,
@@ -264,3 +265,20 @@ def test_endpoint_argument_wins_over_the_environment(
     )
     store.publish(1, make_model_dir(tmp_path / "m"))
     assert store.list_versions() == [1]
+
+
+def test_a_file_changed_during_publish_is_rejected_by_the_server(
+    store: S3Store, minio: MinioServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_build = s3_module.build_manifest
+
+    def build_then_change(local_dir: Path, version: int, publish_id: str) -> Any:
+        manifest = real_build(local_dir, version, publish_id)
+        (local_dir / "saved_model.pb").write_bytes(b"rewritten after the manifest was built")
+        return manifest
+
+    monkeypatch.setattr(s3_module, "build_manifest", build_then_change)
+    with pytest.raises(StoreError, match=r"saved_model\.pb changed while it was being published"):
+        store.publish(1, make_model_dir(tmp_path / "m"))
+    assert store.list_versions() == []
+    assert keys_under(minio, store.location.key + "/") == []

@@ -20,6 +20,7 @@ steps 2 and 4; the next publisher of that number, or `gc`, clears it.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
@@ -346,8 +347,21 @@ class S3Store(ModelStore):
             key = f"{staging}/{entry.path}"
             source = local_dir / entry.path
             if entry.size < _MULTIPART_THRESHOLD:
+                # The server checks the body against the manifest's sha256, so a file that
+                # changed since the manifest was built fails here instead of at every pull.
+                checksum = base64.b64encode(bytes.fromhex(entry.sha256)).decode()
                 with open(source, "rb") as body:
-                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+                    try:
+                        self.client.put_object(
+                            Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=checksum
+                        )
+                    except bce.ClientError as exc:
+                        if error_code(exc) not in ("BadDigest", "XAmzContentChecksumMismatch"):
+                            raise
+                        raise StoreError(
+                            f"{source} changed while it was being published (its sha256 no "
+                            "longer matches); publish again once the export has finished"
+                        ) from None
             else:
                 self.client.upload_file(str(source), self.bucket, key, Config=_TRANSFER)
 

@@ -1,0 +1,61 @@
+"""End-to-end fixtures: a control plane of its own with a real node whose pods run.
+
+The e2e session gets its own cluster (not the shared `cluster` fixture), because other suites
+register fake nodes there and the scheduler would place real pods on them. Everything here
+needs root, the packages of .ci/install-node-packages and the Go-built binaries; without them
+the e2e tests skip and say which is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tfmaas.dev import images, tools
+from tfmaas.dev.cluster import COMPONENTS, LocalCluster
+from tfmaas.dev.node import LocalNode, check_prerequisites
+from tfmaas.errors import TfmaasError
+
+NODE_TOOLS = ("kubelet", "kube-proxy", "coredns")
+
+
+@dataclass
+class NodeCluster:
+    cluster: LocalCluster
+    node: LocalNode
+    base: images.BuiltImage
+
+    def kubectl(self, *args: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        return self.cluster.kubectl(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeCluster]:
+    if os.environ.get("TFMAAS_E2E") == "0":
+        pytest.skip("TFMAAS_E2E=0 turns the e2e tests off")
+    try:
+        check_prerequisites()
+        binaries = {name: tools.ensure(name) for name in (*COMPONENTS, "kubectl")}
+        for name in NODE_TOOLS:
+            tools.ensure(name)
+        base = images.base_image()
+    except (TfmaasError, OSError, RuntimeError) as exc:
+        pytest.skip(f"cannot run a local node here: {exc}")
+    directory = tmp_path_factory.mktemp("e2e-cluster")
+    cluster = LocalCluster(directory, binaries=binaries)
+    cluster.start()
+    node = LocalNode(cluster)
+    try:
+        node.start()
+        node.import_image(base)
+        print(f"\nnode {node.name} Ready in {node.startup_seconds:.1f}s at {node.address}")
+        yield NodeCluster(cluster=cluster, node=node, base=base)
+    finally:
+        node.stop()
+        cluster.stop()
+        shutil.rmtree(Path(directory) / "etcd", ignore_errors=True)

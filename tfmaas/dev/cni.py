@@ -1,0 +1,140 @@
+"""The local node's pod network: one Linux bridge with a private subnet, and nothing else.
+
+Pods get addresses from host-local IPAM on the bridge; the host reaches them directly and they
+reach the host at the bridge's gateway address. No masquerade rule is added, so pod traffic can
+never leave the machine. Host services that listen on loopback only (the API server, MinIO)
+are made reachable from pods by a DNAT of `gateway:port` to `127.0.0.1:port`, which needs
+`route_localnet` on the bridge and exposes nothing outside it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+NETWORK_NAME = "tfmaas"
+CONFLIST_NAME = "10-tfmaas.conflist"
+_RULE_COMMENT = "tfmaas-node"
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    bridge: str
+    pod_cidr: str
+    ipam_data_dir: Path
+
+    @property
+    def gateway(self) -> str:
+        return str(ipaddress.ip_network(self.pod_cidr).network_address + 1)
+
+    @property
+    def prefix_length(self) -> int:
+        return ipaddress.ip_network(self.pod_cidr).prefixlen
+
+
+def conflist(network: PodNetwork) -> dict[str, Any]:
+    """The CNI configuration list containerd's CRI plugin runs for every pod sandbox."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": NETWORK_NAME,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": network.bridge,
+                "isGateway": True,
+                # Off the machine is nowhere a pod should reach; so no masquerade.
+                "ipMasq": False,
+                # A pod calling its own Service is sent back to itself through the bridge.
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": network.pod_cidr, "gateway": network.gateway}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(network.ipam_data_dir),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "loopback"},
+        ],
+    }
+
+
+def write_conflist(network: PodNetwork, conf_dir: Path) -> Path:
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    path = conf_dir / CONFLIST_NAME
+    path.write_text(json.dumps(conflist(network), indent=2))
+    return path
+
+
+def _run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    completed = subprocess.run(list(command), capture_output=True, text=True)
+    if check and completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {completed.stderr.strip()}")
+    return completed
+
+
+def _sysctl(key: str, value: str) -> None:
+    Path("/proc/sys", *key.split(".")).write_text(value)
+
+
+def ensure_bridge(network: PodNetwork) -> None:
+    """Create the bridge with the gateway address before the first pod, so host services can
+    bind and DNAT to it from the start."""
+    if _run("ip", "link", "show", network.bridge, check=False).returncode != 0:
+        _run("ip", "link", "add", network.bridge, "type", "bridge")
+    address = f"{network.gateway}/{network.prefix_length}"
+    shown = _run("ip", "-o", "addr", "show", "dev", network.bridge).stdout
+    if address not in shown:
+        _run("ip", "addr", "add", address, "dev", network.bridge)
+    _run("ip", "link", "set", network.bridge, "up")
+    # Forwarding between the bridge and the host's Service DNAT, and bridged packets through
+    # iptables so kube-proxy's rules see pod-to-Service traffic.
+    _run("modprobe", "br_netfilter", check=False)
+    _sysctl("net.ipv4.ip_forward", "1")
+    _sysctl("net.bridge.bridge-nf-call-iptables", "1")
+    _sysctl(f"net.ipv4.conf.{network.bridge}.route_localnet", "1")
+
+
+def delete_bridge(network: PodNetwork) -> None:
+    _run("ip", "link", "delete", network.bridge, check=False)
+
+
+def _dnat_rule(network: PodNetwork, port: int) -> list[str]:
+    return [
+        "PREROUTING",
+        "-i",
+        network.bridge,
+        "-d",
+        network.gateway,
+        "-p",
+        "tcp",
+        "--dport",
+        str(port),
+        "-m",
+        "comment",
+        "--comment",
+        _RULE_COMMENT,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        f"127.0.0.1:{port}",
+    ]
+
+
+def expose_loopback_port(network: PodNetwork, port: int) -> str:
+    """Let pods reach a loopback-only host service at `gateway:port`; returns that address."""
+    rule = _dnat_rule(network, port)
+    if _run("iptables", "-t", "nat", "-C", *rule, check=False).returncode != 0:
+        _run("iptables", "-t", "nat", "-A", *rule)
+    return f"{network.gateway}:{port}"
+
+
+def remove_exposed_ports(network: PodNetwork) -> None:
+    listed = _run("iptables", "-t", "nat", "-S", "PREROUTING", check=False).stdout
+    for line in listed.splitlines():
+        if f'"{_RULE_COMMENT}"' in line or f" {_RULE_COMMENT} " in line:
+            _run("iptables", "-t", "nat", *line.replace("-A", "-D", 1).split(), check=False)

@@ -1,0 +1,419 @@
+"""The container images a local node runs, built on this machine and cached by content.
+
+No registry can be reached, so every image starts from a Debian root filesystem bootstrapped
+here (debootstrap from the host's own apt mirror) and is written as an OCI archive that
+containerd imports. Each image's tag is a hash of everything that went into it, so a rebuild
+happens only when an input changed, and an image present in containerd is never pulled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfmaas.dev import oci
+from tfmaas.errors import UserError
+
+log = logging.getLogger(__name__)
+
+REGISTRY = "tfmaas.local"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IMAGES_DIR = REPO_ROOT / "images"
+BASE_SUITE = "bookworm"
+# python3-venv brings ensurepip, so images install the project into a venv from a wheelhouse.
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tzdata")
+# Bump when base_image() or _trim_rootfs() change what the base contains.
+BASE_RECIPE_VERSION = "1"
+_HOST_APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    reference: str
+    archive: Path
+
+
+def cache_dir() -> Path:
+    """Where heavy, reusable build outputs live: outside the repository, shared by runs."""
+    root = Path(os.environ.get("TFMAAS_CACHE_DIR") or Path.home() / ".cache" / "tfmaas")
+    path = root / "images"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _hash_parts(parts: Iterable[bytes | str]) -> str:
+    sha = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        sha.update(len(data).to_bytes(8, "big"))
+        sha.update(data)
+    return sha.hexdigest()[:16]
+
+
+def _hash_tree(root: Path) -> list[str]:
+    """Names, sizes and content of every file under root (sorted), for cache keys."""
+    parts = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        parts.append(str(path.relative_to(root)))
+        parts.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    return parts
+
+
+def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    log.info("running %s", " ".join(command))
+    completed = subprocess.run(command, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"{command[0]} failed (exit {completed.returncode}): {completed.stderr.strip()[-3000:]}"
+        )
+    return completed
+
+
+def _require(program: str) -> str:
+    found = shutil.which(program)
+    if not found:
+        raise UserError(
+            f"{program} is not installed; run .ci/install-node-packages to install the node's "
+            "Debian packages"
+        )
+    return found
+
+
+def pause_image() -> BuiltImage:
+    """The pod sandbox image: a static `pause` built from images/pause with Go."""
+    source = IMAGES_DIR / "pause"
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    go_version = _run([go, "env", "GOVERSION"]).stdout.strip()
+    key = _hash_parts([go_version, *_hash_tree(source)])
+    reference = f"{REGISTRY}/pause:{key}"
+    archive = cache_dir() / f"pause-{key}.tar"
+    if archive.exists():
+        return BuiltImage(reference, archive)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch_name:
+        scratch = Path(scratch_name)
+        binary = scratch / "pause"
+        env = {**os.environ, "CGO_ENABLED": "0"}
+        _run(
+            [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), "."],
+            cwd=source,
+            env=env,
+        )
+        layer = oci.layer_from_files(
+            [oci.FileEntry("/pause", binary.read_bytes(), 0o755)], scratch / "layer.tar"
+        )
+        oci.write_archive(
+            reference=reference,
+            layers=[layer],
+            config=oci.ImageConfig(entrypoint=["/pause"], env=[], user="65535:65535"),
+            dest=archive,
+        )
+    return BuiltImage(reference, archive)
+
+
+def host_debian_mirror() -> str:
+    """The Debian mirror this host's apt already uses, so image builds reach nothing new."""
+    for path in _HOST_APT_SOURCES:
+        if not path.exists():
+            continue
+        text = path.read_text()
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+)", text, re.M):
+            uri = match.group(1)
+            if "security" not in uri and "/debian" in uri:
+                return uri
+    raise UserError(
+        "no Debian mirror found in the host's apt sources; set TFMAAS_DEBIAN_MIRROR to the "
+        "mirror URL debootstrap should use"
+    )
+
+
+def base_image(packages: Iterable[str] = BASE_PACKAGES) -> BuiltImage:
+    """A minimal Debian root filesystem with Debian's python3, bootstrapped here."""
+    wanted = sorted(set(packages))
+    mirror = os.environ.get("TFMAAS_DEBIAN_MIRROR") or host_debian_mirror()
+    key = _hash_parts([BASE_SUITE, mirror, *wanted, BASE_RECIPE_VERSION])
+    reference = f"{REGISTRY}/debian-python:{key}"
+    archive = cache_dir() / f"debian-python-{key}.tar"
+    if archive.exists():
+        return BuiltImage(reference, archive)
+    debootstrap = _require("debootstrap")
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch_name:
+        scratch = Path(scratch_name)
+        rootfs = scratch / "rootfs"
+        _run(
+            [
+                debootstrap,
+                "--variant=minbase",
+                f"--include={','.join(wanted)}",
+                f"--cache-dir={_debootstrap_cache()}",
+                BASE_SUITE,
+                str(rootfs),
+                mirror,
+            ]
+        )
+        _trim_rootfs(rootfs)
+        layer = oci.layer_from_directory(rootfs, scratch / "layer.tar")
+        oci.write_archive(
+            reference=reference,
+            layers=[layer],
+            config=oci.ImageConfig(
+                cmd=["/bin/bash"],
+                env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            ),
+            dest=archive,
+        )
+    return BuiltImage(reference, archive)
+
+
+def _debootstrap_cache() -> Path:
+    path = cache_dir() / "debootstrap-debs"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _trim_rootfs(rootfs: Path) -> None:
+    """Drop what an image never needs (package lists, caches, docs) to keep layers small."""
+    for relative in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man"):
+        target = rootfs / relative
+        if target.is_dir():
+            shutil.rmtree(target)
+            target.mkdir(parents=True)
+    # The bootstrap leaves the host's resolver config; a pod gets its own from the kubelet.
+    (rootfs / "etc" / "resolv.conf").unlink(missing_ok=True)
+
+
+def dockerfile_image(
+    name: str,
+    dockerfile: Path,
+    *,
+    context: Path,
+    base: BuiltImage,
+    build_args: Mapping[str, str] | None = None,
+    extra_inputs: Iterable[Path] = (),
+) -> BuiltImage:
+    """Build a Dockerfile with buildah against a local base image, never pulling.
+
+    The cache key covers the Dockerfile, the base, the build args and the content of
+    `extra_inputs` (directories or files the Dockerfile copies in).
+    """
+    buildah = _require("buildah")
+    args = {"BASE_IMAGE": base.reference, **(build_args or {})}
+    parts: list[str] = [dockerfile.read_text(), base.reference]
+    parts += [f"{k}={v}" for k, v in sorted(args.items())]
+    for path in extra_inputs:
+        parts += _hash_tree(path) if path.is_dir() else [path.name, _file_digest(path)]
+    key = _hash_parts(parts)
+    reference = f"{REGISTRY}/{name}:{key}"
+    archive = cache_dir() / f"{name}-{key}.tar"
+    if archive.exists():
+        return BuiltImage(reference, archive)
+    if not _buildah_has(buildah, base.reference):
+        _run([buildah, "pull", f"oci-archive:{base.archive}"])
+        _run([buildah, "tag", _buildah_id_of_archive(buildah, base), base.reference])
+    command = [buildah, "bud", "--pull-never", "--layers", "-f", str(dockerfile), "-t", reference]
+    for arg, value in sorted(args.items()):
+        command += ["--build-arg", f"{arg}={value}"]
+    _run([*command, str(context)])
+    partial = archive.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    _run([buildah, "push", reference, f"oci-archive:{partial}:{reference}"])
+    partial.replace(archive)
+    return BuiltImage(reference, archive)
+
+
+def _file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _buildah_has(buildah: str, reference: str) -> bool:
+    return (
+        subprocess.run(
+            [buildah, "inspect", "--type", "image", reference], capture_output=True
+        ).returncode
+        == 0
+    )
+
+
+def _buildah_id_of_archive(buildah: str, image: BuiltImage) -> str:
+    """buildah names an OCI-archive pull by the archive's ref name only; tag it fully."""
+    images = _run([buildah, "images", "--format", "{{.ID}} {{.Name}}:{{.Tag}}"]).stdout
+    tag = image.reference.rsplit(":", 1)[-1]
+    for line in images.splitlines():
+        image_id, _, name = line.partition(" ")
+        if name.endswith(":" + tag):
+            return image_id
+    raise RuntimeError(f"buildah pulled {image.archive} but no image is tagged {tag}")
+
+
+def import_into_containerd(image: BuiltImage, *, address: str, namespace: str = "k8s.io") -> None:
+    """Make the image present in containerd's CRI namespace so pods never pull it."""
+    ctr = _require("ctr")
+    listed = _run([ctr, "-a", address, "-n", namespace, "images", "ls", "-q"]).stdout.split()
+    if image.reference in listed:
+        return
+    _run([ctr, "-a", address, "-n", namespace, "images", "import", str(image.archive)])
+
+
+# -- the project's own images ------------------------------------------------------------------
+
+# Dockerfiles under images/ built against the local base: `images/Dockerfile.<name>`.
+PROJECT_IMAGES = ("serving", "trainer", "operator")
+_SOURCE_DIRS = ("tfmaas", "operator", "trainer")
+_SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".typed")
+_SNOWLP = "snownlp"  # published as a source distribution only: built into a wheel here
+
+
+def wheelhouse_dir() -> Path:
+    path = cache_dir().parent / "wheelhouse"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _project_requirements() -> list[str]:
+    """The core dependencies plus every runtime extra (not `dev`), from pyproject.toml."""
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra, deps in project["optional-dependencies"].items():
+        if extra != "dev":
+            requirements += deps
+    return sorted(set(requirements))
+
+
+def _installed_constraints(python: Path) -> str:
+    """Pin the wheelhouse to what the development venv runs, so images behave the same."""
+    frozen = _run([str(python), "-m", "pip", "freeze", "--exclude-editable"]).stdout
+    return "\n".join(line for line in frozen.splitlines() if "==" in line) + "\n"
+
+
+def ensure_wheelhouse(python: Path | None = None) -> Path:
+    """Every runtime dependency as a wheel for Python 3.11 (Debian 12's), downloaded once.
+
+    Image builds run with no network; they install from this directory only.
+    """
+    interpreter = python or Path(os.environ.get("TFMAAS_PYTHON") or _default_python())
+    requirements = _project_requirements()
+    constraints = _installed_constraints(interpreter)
+    key = _hash_parts([*requirements, constraints])
+    directory = wheelhouse_dir()
+    stamp = directory / f".complete-{key}"
+    if stamp.exists():
+        return directory
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write(constraints)
+        constraints_file = handle.name
+    try:
+        binary = [r for r in requirements if not r.startswith(_SNOWLP)]
+        source_only = [r for r in requirements if r.startswith(_SNOWLP)]
+        pip = [str(interpreter), "-m", "pip"]
+        _run(
+            [
+                *pip,
+                "download",
+                "-q",
+                "-d",
+                str(directory),
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "-c",
+                constraints_file,
+                *binary,
+                "setuptools",
+                "wheel",
+            ]
+        )
+        if source_only:
+            _run(
+                [
+                    *pip,
+                    "wheel",
+                    "-q",
+                    "--no-deps",
+                    "-w",
+                    str(directory),
+                    "-c",
+                    constraints_file,
+                    *source_only,
+                ]
+            )
+    finally:
+        Path(constraints_file).unlink(missing_ok=True)
+    stamp.touch()
+    return directory
+
+
+def _default_python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def project_source_digest() -> str:
+    parts = [(REPO_ROOT / "pyproject.toml").read_text()]
+    for name in _SOURCE_DIRS:
+        for path in sorted((REPO_ROOT / name).rglob("*")):
+            if (
+                path.is_file()
+                and path.suffix in _SOURCE_SUFFIXES
+                and "__pycache__" not in path.parts
+            ):
+                parts += [str(path.relative_to(REPO_ROOT)), _file_digest(path)]
+    return _hash_parts(parts)
+
+
+def build_context(python: Path | None = None) -> Path:
+    """A build context holding `wheelhouse/` (dependencies) and `dist/` (the tfmaas wheel)."""
+    wheels = ensure_wheelhouse(python)
+    digest = project_source_digest()
+    context = cache_dir() / f"context-{digest}"
+    if (context / ".complete").exists():
+        return context
+    shutil.rmtree(context, ignore_errors=True)
+    (context / "wheelhouse").mkdir(parents=True)
+    for wheel in wheels.glob("*.whl"):
+        os.link(wheel, context / "wheelhouse" / wheel.name)
+    interpreter = python or Path(_default_python())
+    _run(
+        [
+            str(interpreter),
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(context / "dist"),
+            str(REPO_ROOT),
+        ]
+    )
+    (context / ".complete").touch()
+    return context
+
+
+def project_image(name: str, *, base: BuiltImage | None = None) -> BuiltImage:
+    """Build `images/Dockerfile.<name>` (serving, trainer, operator) offline against the base."""
+    dockerfile = IMAGES_DIR / f"Dockerfile.{name}"
+    if not dockerfile.exists():
+        raise UserError(f"no Dockerfile for the {name} image: {dockerfile} is missing")
+    context = build_context()
+    return dockerfile_image(
+        name,
+        dockerfile,
+        context=context,
+        base=base or base_image(),
+        extra_inputs=[context / "dist"],
+    )

@@ -72,30 +72,30 @@ class Kube:
         body: Any = None,
         content_type: str | None = None,
     ) -> Any:
-        from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         try:
-            response = self.api_client.call_api(
-                path,
-                method,
+            method, url, headers, payload, _ = self.api_client.param_serialize(
+                method=method,
+                resource_path=path,
                 query_params=list((query or {}).items()),
                 header_params=headers,
                 body=body,
                 auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=30,
             )
-        except ApiException as exc:
-            raise KubeError(int(exc.status or 0), str(exc.reason), str(exc.body or "")) from None
+            response = self.api_client.call_api(
+                method, url, header_params=headers, body=payload, _request_timeout=30
+            )
+            data = response.read()
         except (HTTPError, OSError) as exc:
             raise KubeError(0, type(exc).__name__, str(exc)) from None
-        data = response.data
-        return json.loads(data) if data else None
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data or "")
+        if not 200 <= response.status < 300:
+            raise KubeError(int(response.status), str(response.reason), text)
+        return json.loads(text) if text else None
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply: creates or converges the fields this operator owns; `force`
@@ -109,7 +109,8 @@ class Kube:
                 "PATCH",
                 path,
                 query={"fieldManager": FIELD_MANAGER, "force": "true"},
-                body=manifest,
+                # JSON is YAML; sent as text so no client-side serializer second-guesses it.
+                body=json.dumps(manifest),
                 content_type="application/apply-patch+yaml",
             )
         )

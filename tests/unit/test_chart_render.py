@@ -274,11 +274,11 @@ def deploy_rbac_objects() -> list[dict[str, Any]]:
 
 def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
     deploy = deploy_rbac_objects()
-    deploy_cluster_roles = [o for o in deploy if o["kind"] == "ClusterRole"]
-    assert deploy_cluster_roles, "deploy/rbac/ holds no ClusterRole to compare with"
-    deploy_rules = [r for role in deploy_cluster_roles for r in role["rules"]]
-    chart_rules = one(render(helm), "ClusterRole")["rules"]
-    assert normalized_rules(chart_rules) == normalized_rules(deploy_rules)
+    for kind, values in (("ClusterRole", {}), ("Role", {"rbac.scope": "namespace"})):
+        deploy_roles = [o for o in deploy if o["kind"] == kind]
+        assert len(deploy_roles) == 1, f"deploy/rbac/ should hold one {kind}"
+        chart_rules = one(render(helm, values), kind)["rules"]
+        assert normalized_rules(chart_rules) == normalized_rules(deploy_roles[0]["rules"]), kind
 
 
 @pytest.mark.parametrize(
@@ -326,3 +326,11 @@ def test_defaults_configmap_is_what_the_operator_config_reads(helm: Path) -> Non
     assert config.training_backoff_limit == 3
     assert dict(config.gpu_node_selector) == {"gpu": "a"}
     assert config.request_rate_metric == "tfserving_requests_per_second"
+
+
+def test_chart_sets_every_default_the_kustomize_deploy_sets(helm: Path) -> None:
+    deploy = yaml.safe_load((REPO_ROOT / "deploy" / "operator" / "defaults.yaml").read_text())
+    chart = one(render(helm), "ConfigMap", "tfmaas-defaults")["data"]
+    assert set(deploy["data"]) <= set(chart)
+    for key in ("TFMAAS_TRAINER_IMAGE", "TFMAAS_SERVING_IMAGE", "TFMAAS_STORAGE_INITIALIZER_IMAGE"):
+        assert chart[key] == deploy["data"][key], key

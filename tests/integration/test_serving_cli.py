@@ -1,0 +1,96 @@
+"""`tfmaas serve` and `tfmaas predict` as processes, the way a serving pod and a user run them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tfmaas.serving.testing import write_demo_model
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tfmaas(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tfmaas", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
+def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited early: {process.communicate()[1][-2000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"nothing listened on {port} within {timeout}s")
+
+
+def test_serve_and_predict_processes(tmp_path: Path) -> None:
+    write_demo_model(tmp_path / "demo", 1)
+    grpc_port, rest_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tfmaas",
+            "serve",
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+            "--bind_address=127.0.0.1",
+            "--model_name=demo",
+            f"--model_base_path={tmp_path / 'demo'}",
+            "--enable_batching=true",
+            "--grpc_channel_arguments=grpc.max_connection_age_ms=30000",
+            "--tensorflow_intra_op_parallelism=1",
+            "--tensorflow_inter_op_parallelism=1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    try:
+        wait_for_port(grpc_port, server)
+        answer = tfmaas(
+            "predict", "--target", f"127.0.0.1:{grpc_port}", "--model", "demo", "很好", "一般"
+        )
+        assert answer.returncode == 0, answer.stderr
+        lines = answer.stdout.strip().splitlines()
+        assert len(lines) == 2 and '"label": "negative"' in lines[0]
+        rest = tfmaas("predict", "--rest", f"127.0.0.1:{rest_port}", "--model", "demo", "很好")
+        assert rest.returncode == 0, rest.stderr
+        missing = tfmaas(
+            "predict", "--target", f"127.0.0.1:{grpc_port}", "--model", "demo", "--version=5", "x"
+        )
+        assert missing.returncode == 1
+        assert "NOT_FOUND: Servable not found for request: Specific(demo, 5)" in missing.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=30)
+    assert server.returncode == 0, stderr[-2000:]
+
+
+def test_serve_refuses_a_bad_command_line() -> None:
+    answer = tfmaas("serve", "--port=8500")
+    assert answer.returncode == 2
+    assert "nothing to serve" in answer.stderr

@@ -103,6 +103,7 @@ TOOLS: Mapping[str, Tool] = {
                 + MINIO_RELEASE_TIME.replace(":", "-"),
                 f"-X github.com/minio/minio/cmd.CommitID={MINIO_COMMIT}",
                 f"-X github.com/minio/minio/cmd.ShortCommitID={MINIO_COMMIT}",
+                f"-X github.com/minio/minio/cmd.CopyrightYear={MINIO_RELEASE_TIME[:4]}",
             ),
         ),
         # etcd shares the Kubernetes tools module: it is the etcd that release is tested with.
@@ -237,9 +238,9 @@ def go_build_env(base: Mapping[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _build_lock(bin_root: Path) -> Iterator[None]:
-    bin_root.mkdir(parents=True, exist_ok=True)
-    with open(bin_root / ".build.lock", "w") as lock_file:
+def _build_lock(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".build.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield
@@ -264,7 +265,9 @@ def build(name: str, *, log: bool = True) -> BuildResult:
     go = find_go()
     jobs = int(os.environ.get("TFMAAS_BUILD_JOBS", DEFAULT_BUILD_JOBS))
     module_dir = tools_modules_root() / tool.module
-    with _build_lock(target.parent.parent):
+    # One lock per binary: a second process asking for the same one waits for it instead of
+    # compiling it again, while a quick relink elsewhere need not wait behind a long build.
+    with _build_lock(target.parent):
         # Another process may have built it while this one waited for the lock.
         if target.is_file():
             return BuildResult(name, target, built=False, seconds=0.0)

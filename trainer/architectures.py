@@ -22,6 +22,8 @@ class Architecture:
     vectorizer: keras.layers.TextVectorization
     build_model: Callable[[int], keras.Model]
     """Builds the model once the vectorizer is adapted (the argument is its vocabulary size)."""
+    cache_vectors: bool = False
+    """Whether vectorized examples are small enough to compute once and keep in memory."""
 
 
 def make_architecture(config: ModelConfig, num_classes: int) -> Architecture:
@@ -68,7 +70,7 @@ def _cnn(config: ModelConfig, num_classes: int) -> Architecture:
         return keras.Model(inputs, _softmax(num_classes)(x), name="cnn")
 
     vectorizer = sequence_vectorizer(config.max_tokens, config.sequence_length)
-    return Architecture("cnn", vectorizer, build)
+    return Architecture("cnn", vectorizer, build, cache_vectors=True)
 
 
 class PositionalEmbedding(keras.layers.Layer):
@@ -105,4 +107,4 @@ def _transformer(config: ModelConfig, num_classes: int) -> Architecture:
         return keras.Model(inputs, _softmax(num_classes)(x), name="transformer")
 
     vectorizer = sequence_vectorizer(config.max_tokens, config.sequence_length)
-    return Architecture("transformer", vectorizer, build)
+    return Architecture("transformer", vectorizer, build, cache_vectors=True)

@@ -110,11 +110,21 @@ def train(
         dataset = tf.data.Dataset.from_tensor_slices(
             (tf.constant(split.texts, dtype=tf.string), split.label_ids)
         )
+        vectorize = lambda text, label: (vectorizer(text), label)  # noqa: E731
+        if architecture.cache_vectors:
+            # Character ids are small: vectorize once (in batches, which is fast), then
+            # shuffle and batch the cached ids every epoch.
+            dataset = (
+                dataset.batch(1024)
+                .map(vectorize, num_parallel_calls=tf.data.AUTOTUNE)
+                .unbatch()
+                .cache()
+            )
         if shuffle:
             dataset = dataset.shuffle(len(split), seed=hp.seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(global_batch).map(
-            lambda text, label: (vectorizer(text), label), num_parallel_calls=tf.data.AUTOTUNE
-        )
+        dataset = dataset.batch(global_batch)
+        if not architecture.cache_vectors:
+            dataset = dataset.map(vectorize, num_parallel_calls=tf.data.AUTOTUNE)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA

@@ -26,12 +26,6 @@ def test_pod_network_never_masquerades_and_uses_the_bridge_gateway(tmp_path: Pat
     assert [p["type"] for p in conf["plugins"]] == ["bridge", "portmap", "loopback"]
 
 
-def test_exposing_a_loopback_port_dnats_only_traffic_from_the_bridge(tmp_path: Path) -> None:
-    rule = cni._dnat_rule(_network(tmp_path), 6443)
-    assert rule[:5] == ["PREROUTING", "-i", "tfmaas0", "-d", "10.244.0.1"]
-    assert rule[-2:] == ["--to-destination", "127.0.0.1:6443"]
-
-
 def test_containerd_config_is_private_and_uses_the_local_pause_image(tmp_path: Path) -> None:
     paths = ContainerdPaths.under(tmp_path / "containerd", tmp_path / "run")
     text = config_toml(paths, sandbox_image="tfmaas.local/pause:abc", cni_bin_dir=Path("/cni"))

@@ -2,9 +2,10 @@
 
 Pods get addresses from host-local IPAM on the bridge; the host reaches them directly and they
 reach the host at the bridge's gateway address. No masquerade rule is added, so pod traffic can
-never leave the machine. Host services that listen on loopback only (the API server, MinIO)
-are made reachable from pods by a DNAT of `gateway:port` to `127.0.0.1:port`, which needs
-`route_localnet` on the bridge and exposes nothing outside it.
+never leave the machine. Host services that listen on loopback only (MinIO, the API server) are
+relayed to pods from `gateway:port` (see `LocalNode.expose_host_port`): an address that exists
+on the bridge only. `route_localnet` on the bridge lets kube-proxy send a Service's traffic to an
+endpoint on 127.0.0.1 (the API server advertises loopback).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 NETWORK_NAME = "tfmaas"
 CONFLIST_NAME = "10-tfmaas.conflist"
-_RULE_COMMENT = "tfmaas-node"
 
 
 @dataclass(frozen=True)
@@ -101,40 +101,3 @@ def ensure_bridge(network: PodNetwork) -> None:
 
 def delete_bridge(network: PodNetwork) -> None:
     _run("ip", "link", "delete", network.bridge, check=False)
-
-
-def _dnat_rule(network: PodNetwork, port: int) -> list[str]:
-    return [
-        "PREROUTING",
-        "-i",
-        network.bridge,
-        "-d",
-        network.gateway,
-        "-p",
-        "tcp",
-        "--dport",
-        str(port),
-        "-m",
-        "comment",
-        "--comment",
-        _RULE_COMMENT,
-        "-j",
-        "DNAT",
-        "--to-destination",
-        f"127.0.0.1:{port}",
-    ]
-
-
-def expose_loopback_port(network: PodNetwork, port: int) -> str:
-    """Let pods reach a loopback-only host service at `gateway:port`; returns that address."""
-    rule = _dnat_rule(network, port)
-    if _run("iptables", "-t", "nat", "-C", *rule, check=False).returncode != 0:
-        _run("iptables", "-t", "nat", "-A", *rule)
-    return f"{network.gateway}:{port}"
-
-
-def remove_exposed_ports(network: PodNetwork) -> None:
-    listed = _run("iptables", "-t", "nat", "-S", "PREROUTING", check=False).stdout
-    for line in listed.splitlines():
-        if f'"{_RULE_COMMENT}"' in line or f" {_RULE_COMMENT} " in line:
-            _run("iptables", "-t", "nat", *line.replace("-A", "-D", 1).split(), check=False)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,10 +29,25 @@ REGISTRY = "tfmaas.local"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGES_DIR = REPO_ROOT / "images"
 BASE_SUITE = "bookworm"
-# python3-venv brings ensurepip, so images install the project into a venv from a wheelhouse.
-BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tzdata")
+# `python` and `pip` as the project's Dockerfiles call them (python:3.11-slim's names).
+BASE_PACKAGES = (
+    "python3",
+    "python3-pip",
+    "python3-venv",
+    "python-is-python3",
+    "ca-certificates",
+    "tzdata",
+)
 # Bump when base_image() or _trim_rootfs() change what the base contains.
-BASE_RECIPE_VERSION = "1"
+BASE_RECIPE_VERSION = "2"
+WHEELHOUSE_MOUNT = "/wheelhouse"
+# pip inside image builds installs from the mounted wheelhouse only; Debian marks its Python
+# externally managed, and an image is the one place where installing into it is right.
+PIP_CONF = f"""[global]
+no-index = true
+find-links = {WHEELHOUSE_MOUNT}
+break-system-packages = true
+"""
 _HOST_APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 
 
@@ -187,6 +203,7 @@ def _trim_rootfs(rootfs: Path) -> None:
             target.mkdir(parents=True)
     # The bootstrap leaves the host's resolver config; a pod gets its own from the kubelet.
     (rootfs / "etc" / "resolv.conf").unlink(missing_ok=True)
+    (rootfs / "etc" / "pip.conf").write_text(PIP_CONF)
 
 
 def dockerfile_image(
@@ -197,6 +214,8 @@ def dockerfile_image(
     base: BuiltImage,
     build_args: Mapping[str, str] | None = None,
     extra_inputs: Iterable[Path] = (),
+    extra_key: Iterable[str] = (),
+    volumes: Mapping[Path, str] | None = None,
 ) -> BuiltImage:
     """Build a Dockerfile with buildah against a local base image, never pulling.
 
@@ -205,7 +224,7 @@ def dockerfile_image(
     """
     buildah = _require("buildah")
     args = {"BASE_IMAGE": base.reference, **(build_args or {})}
-    parts: list[str] = [dockerfile.read_text(), base.reference]
+    parts: list[str] = [dockerfile.read_text(), base.reference, *extra_key]
     parts += [f"{k}={v}" for k, v in sorted(args.items())]
     for path in extra_inputs:
         parts += _hash_tree(path) if path.is_dir() else [path.name, _file_digest(path)]
@@ -217,9 +236,14 @@ def dockerfile_image(
     if not _buildah_has(buildah, base.reference):
         _run([buildah, "pull", f"oci-archive:{base.archive}"])
         _run([buildah, "tag", _buildah_id_of_archive(buildah, base), base.reference])
-    command = [buildah, "bud", "--pull-never", "--layers", "-f", str(dockerfile), "-t", reference]
+    # --from replaces the first FROM too, so a Dockerfile without the BASE_IMAGE argument
+    # (FROM python:3.11-slim) still builds on the local base; no network during RUN steps.
+    command = [buildah, "bud", "--pull-never", "--layers", "--network", "none"]
+    command += ["--from", base.reference, "-f", str(dockerfile), "-t", reference]
     for arg, value in sorted(args.items()):
         command += ["--build-arg", f"{arg}={value}"]
+    for host_path, target in (volumes or {}).items():
+        command += ["--volume", f"{host_path}:{target}:ro"]
     _run([*command, str(context)])
     partial = archive.with_suffix(".partial")
     partial.unlink(missing_ok=True)
@@ -267,11 +291,15 @@ def import_into_containerd(image: BuiltImage, *, address: str, namespace: str = 
 
 # -- the project's own images ------------------------------------------------------------------
 
-# Dockerfiles under images/ built against the local base: `images/Dockerfile.<name>`.
-PROJECT_IMAGES = ("serving", "trainer", "operator")
+# Built from the repository root against the local base; the chart's defaults stay upstream's.
+PROJECT_DOCKERFILES = {
+    "serving": "images/Dockerfile.serving",
+    "trainer": "Dockerfile.trainer",
+    "operator": "Dockerfile.operator",
+}
 _SOURCE_DIRS = ("tfmaas", "operator", "trainer")
 _SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".typed")
-_SNOWLP = "snownlp"  # published as a source distribution only: built into a wheel here
+_SOURCE_ONLY = ("snownlp",)  # published as source distributions only: built into wheels here
 
 
 def wheelhouse_dir() -> Path:
@@ -288,7 +316,7 @@ def _project_requirements() -> list[str]:
     requirements = list(project["dependencies"])
     for extra, deps in project["optional-dependencies"].items():
         if extra != "dev":
-            requirements += deps
+            requirements += [d for d in deps if not d.startswith("tfmaas")]
     return sorted(set(requirements))
 
 
@@ -298,122 +326,58 @@ def _installed_constraints(python: Path) -> str:
     return "\n".join(line for line in frozen.splitlines() if "==" in line) + "\n"
 
 
-def ensure_wheelhouse(python: Path | None = None) -> Path:
-    """Every runtime dependency as a wheel for Python 3.11 (Debian 12's), downloaded once.
-
-    Image builds run with no network; they install from this directory only.
-    """
-    interpreter = python or Path(os.environ.get("TFMAAS_PYTHON") or _default_python())
+def ensure_wheelhouse(python: Path | None = None) -> tuple[Path, str]:
+    """Every runtime dependency as a wheel for Debian 12's Python 3.11, downloaded once;
+    returns the directory and a key naming its contents. Image builds install from it only."""
+    interpreter = python or Path(os.environ.get("TFMAAS_PYTHON") or sys.executable)
     requirements = _project_requirements()
     constraints = _installed_constraints(interpreter)
     key = _hash_parts([*requirements, constraints])
     directory = wheelhouse_dir()
     stamp = directory / f".complete-{key}"
     if stamp.exists():
-        return directory
+        return directory, key
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.write(constraints)
         constraints_file = handle.name
     try:
-        binary = [r for r in requirements if not r.startswith(_SNOWLP)]
-        source_only = [r for r in requirements if r.startswith(_SNOWLP)]
+        binary = [r for r in requirements if not r.startswith(_SOURCE_ONLY)]
+        source_only = [r for r in requirements if r.startswith(_SOURCE_ONLY)]
         pip = [str(interpreter), "-m", "pip"]
-        _run(
-            [
-                *pip,
-                "download",
-                "-q",
-                "-d",
-                str(directory),
-                "--only-binary=:all:",
-                "--python-version",
-                "3.11",
-                "-c",
-                constraints_file,
-                *binary,
-                "setuptools",
-                "wheel",
-            ]
-        )
+        download = ["download", "-q", "-d", str(directory), "--only-binary=:all:"]
+        target = ["--python-version", "3.11", "-c", constraints_file]
+        _run([*pip, *download, *target, *binary, "setuptools>=69", "wheel"])
         if source_only:
-            _run(
-                [
-                    *pip,
-                    "wheel",
-                    "-q",
-                    "--no-deps",
-                    "-w",
-                    str(directory),
-                    "-c",
-                    constraints_file,
-                    *source_only,
-                ]
-            )
+            build = ["wheel", "-q", "--no-deps", "-w", str(directory)]
+            _run([*pip, *build, "-c", constraints_file, *source_only])
     finally:
         Path(constraints_file).unlink(missing_ok=True)
     stamp.touch()
-    return directory
-
-
-def _default_python() -> str:
-    import sys
-
-    return sys.executable
+    return directory, key
 
 
 def project_source_digest() -> str:
     parts = [(REPO_ROOT / "pyproject.toml").read_text()]
     for name in _SOURCE_DIRS:
         for path in sorted((REPO_ROOT / name).rglob("*")):
-            if (
-                path.is_file()
-                and path.suffix in _SOURCE_SUFFIXES
-                and "__pycache__" not in path.parts
-            ):
+            if path.suffix in _SOURCE_SUFFIXES and "__pycache__" not in path.parts:
                 parts += [str(path.relative_to(REPO_ROOT)), _file_digest(path)]
     return _hash_parts(parts)
 
 
-def build_context(python: Path | None = None) -> Path:
-    """A build context holding `wheelhouse/` (dependencies) and `dist/` (the tfmaas wheel)."""
-    wheels = ensure_wheelhouse(python)
-    digest = project_source_digest()
-    context = cache_dir() / f"context-{digest}"
-    if (context / ".complete").exists():
-        return context
-    shutil.rmtree(context, ignore_errors=True)
-    (context / "wheelhouse").mkdir(parents=True)
-    for wheel in wheels.glob("*.whl"):
-        os.link(wheel, context / "wheelhouse" / wheel.name)
-    interpreter = python or Path(_default_python())
-    _run(
-        [
-            str(interpreter),
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(context / "dist"),
-            str(REPO_ROOT),
-        ]
-    )
-    (context / ".complete").touch()
-    return context
-
-
 def project_image(name: str, *, base: BuiltImage | None = None) -> BuiltImage:
-    """Build `images/Dockerfile.<name>` (serving, trainer, operator) offline against the base."""
-    dockerfile = IMAGES_DIR / f"Dockerfile.{name}"
+    """Build one of PROJECT_DOCKERFILES offline against the local base (cached by content)."""
+    if name not in PROJECT_DOCKERFILES:
+        raise UserError(f"unknown image {name!r}; known: {', '.join(PROJECT_DOCKERFILES)}")
+    dockerfile = REPO_ROOT / PROJECT_DOCKERFILES[name]
     if not dockerfile.exists():
         raise UserError(f"no Dockerfile for the {name} image: {dockerfile} is missing")
-    context = build_context()
+    wheelhouse, wheels_key = ensure_wheelhouse()
     return dockerfile_image(
         name,
         dockerfile,
-        context=context,
+        context=REPO_ROOT,
         base=base or base_image(),
-        extra_inputs=[context / "dist"],
+        extra_key=[wheels_key, project_source_digest()],
+        volumes={wheelhouse: WHEELHOUSE_MOUNT},
     )

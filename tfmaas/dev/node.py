@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -375,14 +376,31 @@ class LocalNode:
         )
 
     def expose_host_port(self, port: int) -> str:
-        """`host:port` at which pods reach a host service that listens on 127.0.0.1:port."""
-        return cni.expose_loopback_port(self.network, port)
+        """`host:port` at which pods reach a host service that listens on 127.0.0.1:port.
+
+        A relay rather than a DNAT, because traffic that kube-proxy already DNATed to a
+        Service endpoint is not NATed again; so a selector-less Service can point at it too.
+        """
+        name = f"relay-{port}"
+        if name not in self._processes:
+            socat = shutil.which("socat")
+            if socat is None:
+                raise UserError("socat is not installed; run .ci/install-node-packages")
+            listen = f"TCP-LISTEN:{port},bind={self.address},fork,reuseaddr"
+            self._launch(name, [socat, listen, f"TCP:127.0.0.1:{port}"])
+            processes.wait_until(
+                lambda: _port_open(self.address, port),
+                timeout=10,
+                what=f"the relay of port {port}",
+                processes=[self._processes[name]],
+            )
+        return f"{self.address}:{port}"
 
     def import_image(self, image: images.BuiltImage) -> None:
         images.import_into_containerd(image, address=str(self.containerd.paths.socket))
 
     def stop(self) -> None:
-        for name in ("coredns", "kube-proxy", "kubelet"):
+        for name in ("coredns", "kube-proxy", "kubelet", *self._processes):
             process = self._processes.pop(name, None)
             if process is not None:
                 process.stop()
@@ -393,7 +411,6 @@ class LocalNode:
                 subprocess.run(
                     [str(kube_proxy), "--cleanup"], capture_output=True, timeout=60, check=False
                 )
-        cni.remove_exposed_ports(self.network)
         _unmount_under(self.directory, self.run_directory)
         cni.delete_bridge(self.network)
         shutil.rmtree(self.run_directory, ignore_errors=True)
@@ -421,6 +438,12 @@ def _http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, port)) == 0
 
 
 def _unmount_under(*roots: Path) -> None:

@@ -136,6 +136,11 @@ def write_archive(
                 "type": "layers",
                 "diff_ids": [descriptor["digest"] for descriptor in layer_descriptors],
             },
+            # Builders (buildah) check that every layer has a history entry.
+            "history": [
+                {"created": "1970-01-01T00:00:00Z", "created_by": f"tfmaas.dev.oci {layer.name}"}
+                for layer in layers
+            ],
         }
         config_descriptor = _write_blob(blobs, image_config, CONFIG_MEDIA_TYPE)
         manifest = {

@@ -14,7 +14,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -118,11 +118,12 @@ def post(body: Mapping[str, Any], event_type: str, reason: str, message: str) ->
     text = (
         message if len(message) <= EVENT_MESSAGE_LIMIT else message[: EVENT_MESSAGE_LIMIT - 1] + "…"
     )
-    kopf.event(dict(body), type=event_type, reason=reason, message=text)
+    kopf.event(cast(kopf.Body, dict(body)), type=event_type, reason=reason, message=text)
 
 
-def _reconciler(memo: kopf.Memo) -> Reconciler:
-    return memo["reconciler"]  # type: ignore[no-any-return]
+def _reconciler(memo: Any) -> Reconciler:
+    reconciler: Reconciler = memo["reconciler"]
+    return reconciler
 
 
 @kopf.on.startup()
@@ -144,9 +145,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["reconciler"] = Reconciler(await asyncio.to_thread(connect), CONFIG)
 
 
-async def _reconcile_with_retries(namespace: str, name: str, memo: kopf.Memo) -> None:
+async def _reconcile_with_retries(namespace: str | None, name: str, memo: Any) -> None:
     try:
-        await _reconciler(memo).run(namespace, name)
+        await _reconciler(memo).run(namespace or "default", name)
     except InvalidModelService as exc:
         raise kopf.PermanentError(str(exc)) from None
     except KubeError as exc:
@@ -158,29 +159,29 @@ async def _reconcile_with_retries(namespace: str, name: str, memo: kopf.Memo) ->
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def model_service_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def model_service_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     await _reconcile_with_retries(namespace, name, memo)
 
 
 @kopf.timer(
     GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds
 )
-async def resync(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     await _reconcile_with_retries(namespace, name, memo)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def model_service_event(
-    event: Mapping[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any
+    type: str, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
-    if event.get("type") == "DELETED":
-        _reconciler(memo).forget(namespace, name)
+    if type == "DELETED":
+        _reconciler(memo).forget(namespace or "default", name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("v1", "pods", labels=OWNED)
 async def owned_object_changed(
-    labels: Mapping[str, str], namespace: str, memo: kopf.Memo, **_: Any
+    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    _reconciler(memo).request(namespace, labels[MODEL_SERVICE_LABEL])
+    _reconciler(memo).request(namespace or "default", labels[MODEL_SERVICE_LABEL])

@@ -99,7 +99,9 @@ def condition(
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": now if changed else before.get("lastTransitionTime", now),
+        "lastTransitionTime": now
+        if changed or before is None
+        else before.get("lastTransitionTime", now),
         "observedGeneration": generation,
     }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 
@@ -84,7 +84,7 @@ def _schema_error_message(error: jsonschema.ValidationError) -> tuple[list[Any],
             return [*parts, messages[0][0]], messages[0][1]
         return parts, "; ".join(f"{name}: {text}" for name, text in messages)
     if validator == "enum":
-        choices = ", ".join(str(choice) for choice in expected)
+        choices = ", ".join(str(choice) for choice in cast(list[Any], expected))
         return parts, f"must be one of {choices} (got {_describe(value)})"
     if validator == "type":
         return parts, f"must be {_TYPE_WORDS.get(str(expected), expected)} (got {_describe(value)})"

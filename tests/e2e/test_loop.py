@@ -1,0 +1,155 @@
+"""The whole loop with pods that run: the sample ModelService is applied, the operator (a pod,
+installed by the chart) starts the training Job, the trainer container publishes version 1 to
+MinIO, the serving pods become Ready and gRPC Predict through the Service answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import NodeCluster
+from tfmaas.dev import images, stack
+from tfmaas.dev.minio import MinioServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SAMPLE = images.REPO_ROOT / "deploy" / "samples" / "sentiment.yaml"
+NAME = "sentiment"
+NAMESPACE = "default"
+
+
+@pytest.fixture(scope="module")
+def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    cluster, node = node_cluster.cluster, node_cluster.node
+    try:
+        built = {name: images.project_image(name) for name in images.PROJECT_DOCKERFILES}
+    except Exception as exc:
+        pytest.skip(f"the project's images cannot be built here: {exc}")
+    for image in built.values():
+        node.import_image(image)
+    minio = MinioServer(data_dir=tmp_path_factory.mktemp("e2e-minio"))
+    minio.start()
+    try:
+        minio.bucket(stack.MODELS_BUCKET)
+        stack.publish_host_service(
+            cluster,
+            node,
+            namespace=stack.SYSTEM_NAMESPACE,
+            name="minio",
+            service_port=stack.MINIO_SERVICE_PORT,
+            host_port=minio.port,
+        )
+        stack.create_store_secret(cluster, minio, NAMESPACE)
+        stack.install_chart(cluster, built, extra_values={"networkPolicy.enabled": "false"})
+        yield minio
+    finally:
+        minio.stop()
+
+
+def _small_sample() -> dict[str, Any]:
+    """The sample as shipped, with a training budget and requests that fit a 2-CPU node."""
+    spec = yaml.safe_load(SAMPLE.read_text())
+    training = spec["spec"]["training"]
+    training["hyperparameters"].update({"epochs": 1, "maxExamples": 3000})
+    training["resources"].update({"cpu": "1", "memory": "3Gi"})
+    serving = spec["spec"]["serving"]
+    serving["autoscaling"].update({"minReplicas": 1, "maxReplicas": 2})
+    serving["resources"] = {"cpu": "250m", "memory": "1Gi"}
+    return spec  # type: ignore[no-any-return]
+
+
+def _wait(what: str, predicate: Any, timeout: float, diagnose: Any) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(3)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{diagnose()}")
+
+
+def test_the_sample_trains_publishes_and_serves_through_the_service(
+    node_cluster: NodeCluster, loop: MinioServer
+) -> None:
+    cluster = node_cluster.cluster
+
+    def diagnose() -> str:
+        parts = []
+        for args in (
+            ("get", "ms,jobs,pods,deploy,svc", "-A", "-o", "wide"),
+            ("get", "events", "-A", "--sort-by=.lastTimestamp"),
+            ("logs", "-n", stack.SYSTEM_NAMESPACE, "deploy/tfmaas", "--tail=40"),
+            ("get", "ms", NAME, "-o", "jsonpath={.status}"),
+        ):
+            parts.append(cluster.kubectl(*args, check=False).stdout[-4000:])
+        return "\n".join(parts)
+
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(_small_sample()))
+
+    def job_done() -> bool:
+        job = cluster.kubectl("get", "job", f"{NAME}-train-1", "-o", "json", check=False)
+        if job.returncode != 0:
+            return False
+        status = json.loads(job.stdout).get("status", {})
+        if status.get("failed"):
+            pytest.fail(f"the training Job failed\n{diagnose()}")
+        return bool(status.get("succeeded"))
+
+    _wait("training Job sentiment-train-1 to succeed", job_done, 1200, diagnose)
+
+    from tfmaas.storage import open_store
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in loop.env.items():
+            patch.setenv(key, value)
+        store = open_store(f"s3://{stack.MODELS_BUCKET}/{NAME}", endpoint=loop.endpoint)
+        assert store.list_versions() == [1]
+        assert set(store.read_json(1, "metrics.json")) >= {"accuracy", "precision", "recall"}
+
+    def serving_ready() -> dict[str, Any] | None:
+        ms = cluster.kubectl_json("get", "modelservice", NAME)
+        status = ms.get("status", {})
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+        )
+        return status if ready and status.get("servingVersion") == 1 else None
+
+    status = _wait("ModelService Ready serving version 1", serving_ready, 600, diagnose)
+    assert status["phase"]
+
+    service = cluster.kubectl_json("get", "service", NAME)
+    address = f"{service['spec']['clusterIP']}:8500"
+    from tfmaas.client.grpc_client import GrpcClient
+
+    with GrpcClient(address, timeout=30, retries=5) as client:
+        predictions = client.predict(NAME, ["这个东西很好，非常满意", "质量太差了，很失望"])
+    assert len(predictions) == 2
+    labels = {prediction.label for prediction in predictions}
+    assert labels <= set(store_classes(loop)) and labels
+
+
+def store_classes(minio: MinioServer) -> list[str]:
+    from tfmaas.storage import open_store
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in minio.env.items():
+            patch.setenv(key, value)
+        store = open_store(f"s3://{stack.MODELS_BUCKET}/{NAME}", endpoint=minio.endpoint)
+        card = store.read_json(1, "model_card.json")
+    return list(card["classes"])
+
+
+def test_sample_file_is_what_the_loop_applies() -> None:
+    spec = _small_sample()
+    assert spec["metadata"]["name"] == NAME
+    assert spec["spec"]["storage"]["endpoint"] == (
+        f"http://minio.{stack.SYSTEM_NAMESPACE}:{stack.MINIO_SERVICE_PORT}"
+    )
+    assert spec["spec"]["storage"]["secretRef"]["name"] == stack.STORE_SECRET
+    assert Path(SAMPLE).is_file()

@@ -1,0 +1,217 @@
+"""The whole loop on one machine: control plane, a real node, MinIO, the project's images and
+the Helm chart with the operator running as a pod (`tfmaas dev up`).
+
+Pieces a test needs one by one (publishing a host service into the cluster, installing the
+chart with the local images) are functions here, so the e2e tests and `dev up` share them.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tfmaas.dev import images, tools
+from tfmaas.dev.cluster import LocalCluster
+from tfmaas.dev.minio import MinioServer
+from tfmaas.dev.node import LocalNode
+
+SYSTEM_NAMESPACE = "tfmaas-system"
+RELEASE = "tfmaas"
+CHART_DIR = images.REPO_ROOT / "charts" / "tfmaas"
+STORE_SECRET = "model-store"
+MINIO_SERVICE_PORT = 9000
+MODELS_BUCKET = "models"
+
+
+def publish_host_service(
+    cluster: LocalCluster,
+    node: LocalNode,
+    *,
+    namespace: str,
+    name: str,
+    service_port: int,
+    host_port: int,
+) -> str:
+    """Make a loopback-only host service a cluster Service (`name.namespace:service_port`):
+    a selector-less Service whose one endpoint is the node's relay of `host_port`."""
+    node.expose_host_port(host_port)
+    ensure_namespace(cluster, namespace)
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"ports": [{"name": "tcp", "port": service_port, "targetPort": host_port}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-host",
+                "namespace": namespace,
+                "labels": {
+                    "kubernetes.io/service-name": name,
+                    "endpointslice.kubernetes.io/managed-by": "tfmaas.dev",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "tcp", "port": host_port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [node.address], "conditions": {"ready": True}}],
+        },
+    ]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"kind": "List", "items": objects}))
+    return f"http://{name}.{namespace}:{service_port}"
+
+
+def ensure_namespace(cluster: LocalCluster, namespace: str) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def create_store_secret(cluster: LocalCluster, minio: MinioServer, namespace: str) -> None:
+    """The Secret a ModelService's `storage.secretRef` names (keys as contract 1 says)."""
+    ensure_namespace(cluster, namespace)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": STORE_SECRET, "namespace": namespace},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": minio.access_key,
+            "AWS_SECRET_ACCESS_KEY": minio.secret_key,
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+
+def _repository_and_tag(image: images.BuiltImage) -> tuple[str, str]:
+    repository, _, tag = image.reference.rpartition(":")
+    return repository, tag
+
+
+def chart_values(built: Mapping[str, images.BuiltImage]) -> dict[str, str]:
+    """--set values pointing the chart at the locally built images, which are never pulled."""
+    values: dict[str, str] = {}
+    for prefix, name in (
+        ("image", "operator"),
+        ("defaults.trainer.image", "trainer"),
+        ("defaults.serving.image", "serving"),
+    ):
+        if name in built:
+            repository, tag = _repository_and_tag(built[name])
+            values[f"{prefix}.repository"] = repository
+            values[f"{prefix}.tag"] = tag
+            values[f"{prefix}.pullPolicy"] = "Never"
+    return values
+
+
+def install_chart(
+    cluster: LocalCluster,
+    built: Mapping[str, images.BuiltImage],
+    *,
+    extra_values: Mapping[str, str] | None = None,
+    timeout: str = "5m",
+) -> None:
+    helm = tools.ensure("helm")
+    command = [str(helm), "upgrade", "--install", RELEASE, str(CHART_DIR)]
+    command += ["--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait"]
+    command += ["--timeout", timeout, "--kubeconfig", str(cluster.kubeconfig)]
+    for key, value in {**chart_values(built), **(extra_values or {})}.items():
+        command += ["--set", f"{key}={value}"]
+    completed = subprocess.run(command, capture_output=True, text=True, env=cluster.kubectl_env())
+    if completed.returncode != 0:
+        raise RuntimeError(f"helm install failed: {completed.stderr.strip()[-3000:]}")
+
+
+@dataclass
+class LocalStack:
+    """Everything `tfmaas dev up` runs; state under `directory`."""
+
+    directory: Path
+    image_names: tuple[str, ...] = tuple(images.PROJECT_DOCKERFILES)
+    cluster: LocalCluster | None = None
+    node: LocalNode | None = None
+    minio: MinioServer | None = None
+    built: dict[str, images.BuiltImage] = field(default_factory=dict)
+    minio_url: str = ""
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            # Images first: the slowest step, and nothing is running yet if it fails.
+            base = images.base_image()
+            self.built = {name: images.project_image(name, base=base) for name in self.image_names}
+            self.cluster = LocalCluster(self.directory / "cluster")
+            self.cluster.start()
+            self.node = LocalNode(self.cluster)
+            self.node.start()
+            for image in (base, *self.built.values()):
+                self.node.import_image(image)
+            self.minio = MinioServer(data_dir=self.directory / "minio")
+            self.minio.start()
+            self.minio.bucket(MODELS_BUCKET)
+            self.minio_url = publish_host_service(
+                self.cluster,
+                self.node,
+                namespace=SYSTEM_NAMESPACE,
+                name="minio",
+                service_port=MINIO_SERVICE_PORT,
+                host_port=self.minio.port,
+            )
+            create_store_secret(self.cluster, self.minio, "default")
+            install_chart(self.cluster, self.built)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.minio is not None:
+            self.minio.stop()
+            self.minio = None
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+    def summary(self) -> str:
+        assert self.cluster is not None and self.node is not None and self.minio is not None
+        lines = [
+            f"export KUBECONFIG={self.cluster.kubeconfig}",
+            f"node {self.node.name} Ready at {self.node.address}",
+            f"MinIO {self.minio.endpoint} (in cluster: {self.minio_url}, Secret default/"
+            f"{STORE_SECRET})",
+            *(f"image {name}: {image.reference}" for name, image in self.built.items()),
+            "try: kubectl apply -f deploy/samples/sentiment.yaml; kubectl get ms -w",
+        ]
+        return "\n".join(lines)
+
+
+def run_until_interrupted(directory: Path) -> int:
+    """Bring the stack up, print how to use it, keep it until SIGINT/SIGTERM."""
+    stack = LocalStack(directory.resolve())
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    started = time.monotonic()
+    stack.start()
+    try:
+        print(stack.summary(), flush=True)
+        print(f"up in {time.monotonic() - started:.0f}s; Ctrl-C stops it", flush=True)
+        while not stopping:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+    return 0

@@ -47,6 +47,35 @@ def register(subparsers: Any) -> None:
     ):
         cluster_commands.add_parser(name, help=help_text).set_defaults(handler=handler)
 
+    # The whole loop with a node whose pods run (tfmaas.dev.stack); needs root.
+    up = groups.add_parser(
+        "up",
+        help="cluster with a real node, MinIO, local images, the chart and the operator pod; "
+        "runs in the foreground until Ctrl-C",
+    )
+    up.add_argument("--dir", type=Path, default=Path(".tfmaas") / "stack", help="state directory")
+    up.set_defaults(handler=_stack_up)
+    images_parser = groups.add_parser("images", help="build the node's images offline (cached)")
+    images_parser.add_argument("names", nargs="*", metavar="NAME", help="default: all")
+    images_parser.set_defaults(handler=_images_build)
+
+
+def _stack_up(args: argparse.Namespace) -> int:
+    from tfmaas.dev import stack
+
+    return stack.run_until_interrupted(args.dir)
+
+
+def _images_build(args: argparse.Namespace) -> int:
+    from tfmaas.dev import images
+
+    base = images.base_image()
+    print(f"{'base':<10} {base.reference}  {base.archive}", flush=True)
+    for name in args.names or list(images.PROJECT_DOCKERFILES):
+        built = images.project_image(name, base=base)
+        print(f"{name:<10} {built.reference}  {built.archive}", flush=True)
+    return 0
+
 
 def _tools_build(args: argparse.Namespace) -> int:
     from tfmaas.dev import tools

@@ -1,0 +1,130 @@
+"""`tfmaas local run` with the sample ModelService: train, gate, serve, predict; then hand a new
+version to the server that is already running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "sentiment.yaml"
+# Enough data for the sample's quality gate (accuracy >= 0.8) with a margin, in well under a minute.
+QUICK = ("--epochs", "3", "--max-examples", "8000")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_run(workdir: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tfmaas",
+        "local",
+        "run",
+        str(SAMPLE),
+        "--workdir",
+        str(workdir),
+        *args,
+    ]
+
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_sample_trains_serves_and_picks_up_the_next_version(tmp_path: Path) -> None:
+    ports = ("--port", str(free_port()), "--rest-port", str(free_port()))
+    first = subprocess.run(
+        local_run(tmp_path, *QUICK, *ports, "--exit-after-predict"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "epoch 1/3" in first.stdout  # progress while it trains
+    assert "sample prediction (gRPC, label stable = version 1)" in first.stdout
+    assert " -> positive (" in first.stdout or " -> negative (" in first.stdout
+    assert (tmp_path / "models" / "sentiment" / "1" / "saved_model.pb").is_file()
+
+    # Serve what the store holds, then train version 2 while it runs.
+    serving = subprocess.Popen(
+        local_run(tmp_path, "--no-train", *ports),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
+    try:
+        assert serving.stdout is not None
+        deadline = time.monotonic() + 120
+        for line in serving.stdout:
+            if "serving until interrupted" in line or time.monotonic() > deadline:
+                break
+        else:
+            pytest.fail("the serving run ended early")
+        second = subprocess.run(
+            local_run(tmp_path, *QUICK, *ports, "--exit-after-predict"),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=ENV,
+        )
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert "already serves sentiment" in second.stdout
+        assert "label stable = version 2" in second.stdout
+    finally:
+        serving.send_signal(signal.SIGINT)
+        serving.communicate(timeout=60)
+    assert serving.returncode == 0
+
+
+def test_a_gate_nothing_passes_is_explained(tmp_path: Path) -> None:
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(SAMPLE.read_text().replace("minAccuracy: 0.8", "minAccuracy: 0.999"))
+    answer = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfmaas",
+            "local",
+            "run",
+            str(strict),
+            "--workdir",
+            str(tmp_path),
+            "--no-train",
+            "--exit-after-predict",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert answer.returncode == 2
+    assert "passes the quality gate" in answer.stderr
+
+
+def test_an_invalid_spec_is_rejected_before_training(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SAMPLE.read_text().replace("architecture: bag-of-ngrams", "architecture: rnn"))
+    answer = subprocess.run(
+        [sys.executable, "-m", "tfmaas", "local", "run", str(bad), "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert answer.returncode == 2
+    assert "architecture" in answer.stderr
+    assert not (tmp_path / "models").exists()

@@ -7,6 +7,7 @@ second run, or a run after a crash halfway, creates nothing twice.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -111,6 +112,19 @@ def _terminated_message(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
+def trainer_error(message: str | None) -> str | None:
+    """The trainer reports a failure as {"error": ...}; a crash leaves its log's tail."""
+    if not message:
+        return None
+    try:
+        document = json.loads(message)
+    except json.JSONDecodeError:
+        return message
+    if isinstance(document, dict) and isinstance(document.get("error"), str):
+        return str(document["error"])
+    return message
+
+
 def _chief_first(pod: Mapping[str, Any]) -> tuple[int, str]:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     index = annotations.get(COMPLETION_INDEX_ANNOTATION, "0")
@@ -136,7 +150,7 @@ def observe_job(kube: Kube, job: Mapping[str, Any], namespace: str) -> JobObserv
         else:
             failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
             failed.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
-            tail = _terminated_message(failed[-1]) if failed else None
+            tail = trainer_error(_terminated_message(failed[-1])) if failed else None
             failure = f"{failure or 'the training Job failed'}" + (
                 f"; the trainer said: {truncate(tail, 600)}" if tail else ""
             )

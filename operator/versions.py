@@ -116,6 +116,11 @@ def judge(version: int, result: TrainingResult, gate: QualityGate) -> tuple[bool
     return False, f"version {version} is below the quality gate: {'; '.join(problems)}"
 
 
+def version_taken(failure: str) -> bool:
+    """Whether the trainer refused to publish because the version number exists."""
+    return "already published" in failure or "already exists in" in failure
+
+
 def record_from_observation(observation: JobObservation, gate: QualityGate) -> VersionRecord:
     base = VersionRecord(
         version=observation.version,
@@ -124,11 +129,20 @@ def record_from_observation(observation: JobObservation, gate: QualityGate) -> V
         job=observation.job,
     )
     if observation.state == FAILED:
-        return replace(
-            base,
-            state=FAILED,
-            message=truncate(observation.failure or f"training Job {observation.job} failed"),
-        )
+        failure = observation.failure or f"training Job {observation.job} failed"
+        if version_taken(failure):
+            # Not this spec's fault: the store already holds the number (say, from an earlier
+            # ModelService of the same name). Forgetting the hash trains it again, next number.
+            return replace(
+                base,
+                state=FAILED,
+                training_hash=None,
+                message=truncate(
+                    f"version {observation.version} is already published in the store; "
+                    f"training again under the next number ({failure})"
+                ),
+            )
+        return replace(base, state=FAILED, message=truncate(failure))
     if observation.state != SUCCEEDED:
         return base
     try:

@@ -150,3 +150,11 @@ def test_canary_serves_a_second_version_or_explains() -> None:
     assert plan.canary is None and plan.problems[0].reason == "CanaryVersionUnavailable"
     plan = plan_serving(records, serving(canary={"version": 2}), current_stable=2)
     assert plan.canary is None and plan.problems[0].reason == "CanaryIsStable"
+
+
+def test_a_version_number_taken_in_the_store_is_trained_again_under_the_next() -> None:
+    failure = "BackoffLimitExceeded; the trainer said: version 1 is already published in s3://m/x"
+    observed = [JobObservation(1, "x-train-1", "a", FAILED, failure=failure)]
+    (record,) = merge_records([], observed, GATE)
+    assert record.state == FAILED and record.training_hash is None
+    assert needs_training([record], "a") and next_version([record], 1) == 2

@@ -54,6 +54,9 @@ def test_cli_user_mistakes_exit_2_with_a_clear_message(
     assert "version 1 already exists" in capsys.readouterr().err
     assert main(["store", "publish", uri, "--version", "0", str(model)]) == 2
     assert "out of range" in capsys.readouterr().err
+    assert main(["store", "pull", uri, "--versions", "1,5", "--dest", str(tmp_path / "d")]) == 2
+    assert "version 5 is not published" in capsys.readouterr().err
+    assert not (tmp_path / "d" / "1").exists()
     assert main(["store", "pull", uri, "--versions", "5", "--dest", str(tmp_path / "d")]) == 2
     assert "published versions: 1" in capsys.readouterr().err
     assert main(["store", "list", "store-without-scheme"]) == 2

@@ -150,6 +150,11 @@ def run_pull(args: argparse.Namespace) -> int:
         versions = [latest]
     else:
         versions = parse_version_list(args.versions)
+        published = set(store.list_versions())
+        missing = [v for v in versions if v not in published]
+        if missing:
+            # Fail before downloading anything: a half-filled DEST helps no one.
+            raise store.missing_version_error(missing[0])
     dest: Path = args.dest
     for version in versions:
         already = (dest / str(version) / MANIFEST_NAME).is_file()

@@ -150,24 +150,47 @@ def host_debian_mirror() -> str:
     )
 
 
+BASE_CONFIG = oci.ImageConfig(
+    cmd=["/bin/bash"],
+    env=[
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        # `python -m pip` run in a source tree must not import its operator/ folder in place of
+        # the standard library's operator module.
+        "PYTHONSAFEPATH=1",
+    ],
+)
+
+
 def base_image(packages: Iterable[str] = BASE_PACKAGES) -> BuiltImage:
-    """A minimal Debian root filesystem with Debian's python3, bootstrapped here."""
+    """A minimal Debian root filesystem with Debian's python3, bootstrapped here.
+
+    The root filesystem layer is cached on its own (debootstrap is the slow part); the image
+    around it is keyed by the layer and the image config together.
+    """
     wanted = sorted(set(packages))
     mirror = os.environ.get("TFMAAS_DEBIAN_MIRROR") or host_debian_mirror()
-    key = _hash_parts([BASE_SUITE, mirror, *wanted, BASE_RECIPE_VERSION])
+    layer_key = _hash_parts([BASE_SUITE, mirror, *wanted, BASE_RECIPE_VERSION])
+    layer = cache_dir() / f"debian-rootfs-{layer_key}.tar"
+    key = _hash_parts([layer_key, repr(BASE_CONFIG)])
     reference = f"{REGISTRY}/debian-python:{key}"
     archive = cache_dir() / f"debian-python-{key}.tar"
     if archive.exists():
         return BuiltImage(reference, archive)
+    if not layer.exists():
+        _bootstrap_layer(wanted, mirror, layer)
+    oci.write_archive(reference=reference, layers=[layer], config=BASE_CONFIG, dest=archive)
+    return BuiltImage(reference, archive)
+
+
+def _bootstrap_layer(packages: list[str], mirror: str, dest: Path) -> None:
     debootstrap = _require("debootstrap")
     with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch_name:
-        scratch = Path(scratch_name)
-        rootfs = scratch / "rootfs"
+        rootfs = Path(scratch_name) / "rootfs"
         _run(
             [
                 debootstrap,
                 "--variant=minbase",
-                f"--include={','.join(wanted)}",
+                f"--include={','.join(packages)}",
                 f"--cache-dir={_debootstrap_cache()}",
                 BASE_SUITE,
                 str(rootfs),
@@ -175,17 +198,9 @@ def base_image(packages: Iterable[str] = BASE_PACKAGES) -> BuiltImage:
             ]
         )
         _trim_rootfs(rootfs)
-        layer = oci.layer_from_directory(rootfs, scratch / "layer.tar")
-        oci.write_archive(
-            reference=reference,
-            layers=[layer],
-            config=oci.ImageConfig(
-                cmd=["/bin/bash"],
-                env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            ),
-            dest=archive,
-        )
-    return BuiltImage(reference, archive)
+        partial = dest.with_suffix(".partial")
+        oci.layer_from_directory(rootfs, partial)
+        partial.replace(dest)
 
 
 def _debootstrap_cache() -> Path:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -255,3 +258,51 @@ def test_service_account_kubeconfig_is_held_to_its_rbac(
         )
         assert denied.returncode != 0
         assert "forbidden" in denied.stderr
+
+
+@pytest.mark.slow
+def test_dev_cluster_up_status_down_leaves_nothing_running(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    # Depends on `cluster` only so its binaries are known to be built (or the test skips).
+    state_dir = tmp_path / "state"
+
+    def tfmaas(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tfmaas", "dev", "cluster", "--dir", str(state_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    up = tfmaas("up")
+    try:
+        assert up.returncode == 0, up.stderr
+        kubeconfig = up.stdout.strip().removeprefix("export KUBECONFIG=")
+        assert Path(kubeconfig).is_file()
+        assert tfmaas("env").stdout == up.stdout
+        again = tfmaas("up")
+        assert again.returncode == 0 and "already running" in again.stderr
+
+        status = tfmaas("status")
+        assert status.returncode == 0, status.stdout
+        pids = [int(line.split()[2]) for line in status.stdout.splitlines() if " pid " in line]
+        assert len(pids) == 4 and "NOT RUNNING" not in status.stdout
+        namespaces = cluster.kubectl(
+            "get", "namespaces", "-o", "name", kubeconfig_path=Path(kubeconfig)
+        )
+        assert "namespace/default" in namespaces.stdout.split()
+    finally:
+        down = tfmaas("down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"pid {pid} survived down"
+    assert tfmaas("status").returncode == 3
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True

@@ -79,7 +79,12 @@ def set_path(document: dict[str, Any], path: str, value: Any) -> None:
         node[keys[-1]] = value
 
 
-DELETE = object()
+class _Delete:
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+DELETE = _Delete()
 
 # (what to change, value, text the API server's message must contain)
 INVALID: list[tuple[str, Any, str]] = [
@@ -129,7 +134,7 @@ def test_invalid_model_service_is_rejected_by_both_layers(
     cluster: LocalCluster, namespace: str, path: str, value: Any, says: str
 ) -> None:
     document = minimal(f"bad-{uuid.uuid4().hex[:6]}")
-    set_path(document, path, copy.deepcopy(value))
+    set_path(document, path, value if value is DELETE else copy.deepcopy(value))
     applied = cluster.kubectl(
         "apply", "-n", namespace, "-f", "-", input=json.dumps(document), check=False
     )

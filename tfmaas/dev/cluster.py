@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import time
@@ -31,6 +32,7 @@ from tfmaas.dev import processes, tools
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 ADMISSION_PLUGINS = ("NodeRestriction", "PodSecurity")
+PORT_ATTEMPTS = 3
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -223,6 +225,7 @@ class LocalCluster:
         self.directory = Path(directory).resolve()
         self.service_cidr = service_cidr
         self._binaries = dict(binaries or {})
+        self._ports_fixed = ports is not None
         self.ports = ports or Ports.pick()
         self.pki = pki_module.Pki(self.directory / "pki")
         self.kubeconfig = self.directory / "admin.kubeconfig"
@@ -251,12 +254,23 @@ class LocalCluster:
             self.binary(name)
         self.directory.mkdir(parents=True, exist_ok=True)
         pki_module.generate(self.pki.root, service_cidr=self.service_cidr)
-        self._write_component_kubeconfigs()
-        try:
-            self._start_components(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        fresh_store = not (self.directory / "etcd").exists()
+        for attempt in range(PORT_ATTEMPTS):
+            self._write_component_kubeconfigs()
+            try:
+                self._start_components(timeout)
+                break
+            except RuntimeError as exc:
+                self.stop()
+                # A free port can be taken by someone else between picking and listening.
+                if self._ports_fixed or attempt + 1 == PORT_ATTEMPTS or not _port_clash(exc):
+                    raise
+                if fresh_store:
+                    shutil.rmtree(self.directory / "etcd", ignore_errors=True)
+                self.ports = Ports.pick()
+            except BaseException:
+                self.stop()
+                raise
         self.startup_seconds = time.monotonic() - started
 
     def _start_components(self, timeout: float) -> None:
@@ -552,6 +566,10 @@ class LocalCluster:
         )
 
 
+def _port_clash(error: Exception) -> bool:
+    return "address already in use" in str(error)
+
+
 def _component_env() -> dict[str, str]:
     # The components read nothing from the caller's environment that they need, and a stray
     # KUBECONFIG or proxy variable would only point them somewhere else.
@@ -590,12 +608,12 @@ def supervise(directory: Path) -> int:
     (directory / STATE_FILE).unlink(missing_ok=True)
     # Keep the ports across restarts so an exported KUBECONFIG stays valid.
     cluster = LocalCluster(directory, ports=_saved_ports(directory))
-    (directory / PORTS_FILE).write_text(json.dumps(dataclasses.asdict(cluster.ports)))
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     try:
         cluster.start()
+        (directory / PORTS_FILE).write_text(json.dumps(dataclasses.asdict(cluster.ports)))
         state = {
             "server": cluster.server,
             "kubeconfig": str(cluster.kubeconfig),

@@ -13,6 +13,7 @@ from tests.fixtures.chart import (
     REPO_ROOT,
     find,
     helm_binary,
+    kube_version_args,
     one,
     render,
     run_helm,
@@ -70,7 +71,9 @@ def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_helm_lint_passes(helm: Path, variant: str) -> None:
-    result = run_helm(helm, "lint", "--strict", str(CHART_DIR), *set_args(VARIANTS[variant]))
+    result = run_helm(
+        helm, "lint", "--strict", str(CHART_DIR), *kube_version_args(), *set_args(VARIANTS[variant])
+    )
     assert "0 chart(s) failed" in result.stdout
 
 
@@ -297,7 +300,15 @@ def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
 def test_schema_rejects_bad_values_with_a_message_naming_them(
     helm: Path, values: dict[str, Any], named: str
 ) -> None:
-    bad = run_helm(helm, "template", "tfmaas", str(CHART_DIR), *set_args(values), check=False)
+    bad = run_helm(
+        helm,
+        "template",
+        "tfmaas",
+        str(CHART_DIR),
+        *kube_version_args(),
+        *set_args(values),
+        check=False,
+    )
     assert bad.returncode != 0, f"{values} was accepted"
     assert "values don't meet the specifications of the schema" in bad.stderr
     assert named in bad.stderr, bad.stderr

@@ -67,8 +67,12 @@ class Harness:
         return {}
 
     def wait_status(self, name: str, what: str, check, timeout: float = TIMEOUT):  # type: ignore[no-untyped-def]
+        def probe() -> dict[str, Any] | None:
+            status = self.status(name)
+            return status if check(status) else None
+
         try:
-            return wait_for(lambda: check(self.status(name)), what, timeout)
+            return wait_for(probe, what, timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\noperator log:\n{self.operator.log_tail()}") from None
 

@@ -123,11 +123,15 @@ def etcd_args(data_dir: Path, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_args(pki: pki_module.Pki, ports: Ports, service_cidr: str) -> list[str]:
+def apiserver_args(
+    pki: pki_module.Pki, ports: Ports, service_cidr: str, advertise_address: str = "127.0.0.1"
+) -> list[str]:
     return [
         f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
         "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        # The `kubernetes` Service's endpoint. Loopback cannot be one (EndpointSlices refuse it),
+        # so a cluster with a node advertises the node's bridge address, relayed to loopback.
+        f"--advertise-address={advertise_address}",
         f"--secure-port={ports.apiserver}",
         f"--tls-cert-file={pki.cert('apiserver')}",
         f"--tls-private-key-file={pki.key('apiserver')}",
@@ -221,9 +225,11 @@ class LocalCluster:
         service_cidr: str = pki_module.DEFAULT_SERVICE_CIDR,
         binaries: Mapping[str, Path] | None = None,
         ports: Ports | None = None,
+        advertise_address: str = "127.0.0.1",
     ) -> None:
         self.directory = Path(directory).resolve()
         self.service_cidr = service_cidr
+        self.advertise_address = advertise_address
         self._binaries = dict(binaries or {})
         self._ports_fixed = ports is not None
         self.ports = ports or Ports.pick()
@@ -287,7 +293,8 @@ class LocalCluster:
             processes=[etcd],
         )
         apiserver = self._launch(
-            "kube-apiserver", apiserver_args(self.pki, self.ports, self.service_cidr)
+            "kube-apiserver",
+            apiserver_args(self.pki, self.ports, self.service_cidr, self.advertise_address),
         )
         admin_context = self.admin_ssl_context()
         processes.wait_until(

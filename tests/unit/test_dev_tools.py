@@ -94,3 +94,17 @@ def test_missing_go_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_all_tools_are_known_and_start_with_minio() -> None:
     assert tools.ALL_TOOLS[0] == "minio"
     assert set(tools.ALL_TOOLS) <= set(tools.TOOLS)
+
+
+def test_prune_removes_only_superseded_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFMAAS_CACHE_DIR", str(tmp_path))
+    current = tools.binary_path("etcd")
+    current.parent.mkdir(parents=True)
+    current.write_text("binary")
+    stale = tmp_path / "bin" / "etcd-v3.5.0-000000000000"
+    stale.mkdir()
+    (stale / "etcd").write_text("old")
+    assert tools.prune() == [stale]
+    assert current.is_file() and not stale.exists()

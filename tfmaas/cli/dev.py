@@ -30,6 +30,8 @@ def register(subparsers: Any) -> None:
     path = tools_commands.add_parser("path", help="print a binary's path, building it if needed")
     path.add_argument("name", metavar="NAME")
     path.set_defaults(handler=_tools_path)
+    prune = tools_commands.add_parser("prune", help="delete cached builds of superseded pins")
+    prune.set_defaults(handler=_tools_prune)
 
     cluster = groups.add_parser("cluster", help="a control plane on loopback, in the background")
     cluster.add_argument(
@@ -96,6 +98,16 @@ def _tools_path(args: argparse.Namespace) -> int:
     from tfmaas.dev import tools
 
     print(tools.ensure(args.name))
+    return 0
+
+
+def _tools_prune(args: argparse.Namespace) -> int:
+    from tfmaas.dev import tools
+
+    removed = tools.prune()
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} stale build(s) removed")
     return 0
 
 

@@ -326,3 +326,19 @@ def ensure(name: str) -> Path:
 
 def ensure_all(names: tuple[str, ...] | list[str] = ALL_TOOLS) -> list[BuildResult]:
     return [build(name) for name in names]
+
+
+def prune() -> list[Path]:
+    """Delete cached builds of pins that no longer match the tools modules; return them."""
+    bin_root = cache_root() / "bin"
+    if not bin_root.is_dir():
+        return []
+    current = {binary_path(name).parent.name for name in TOOLS}
+    stale = [
+        entry
+        for entry in sorted(bin_root.iterdir())
+        if entry.is_dir() and entry.name not in current
+    ]
+    for entry in stale:
+        shutil.rmtree(entry)
+    return stale

@@ -138,6 +138,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    if memo.get("namespaced"):
+        # Watching a fixed list of namespaces needs no cluster-wide list of namespaces and
+        # CRDs, and a namespaced Role does not grant it: without this, kopf retries those
+        # forbidden calls for about a minute before it starts handling anything.
+        settings.scanning.disabled = True
     # Reconciles block on API calls in threads; many ModelServices need many threads.
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile")

@@ -110,6 +110,7 @@ def run_operator(args: argparse.Namespace) -> int:
             standalone=not args.peering,
             peering_name=args.peering,
             liveness_endpoint=liveness,
+            memo=kopf.Memo(namespaced=bool(args.namespace)),
         )
     )
     return 0

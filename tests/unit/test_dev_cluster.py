@@ -171,3 +171,11 @@ def test_port_is_free_sees_a_listener() -> None:
         port = listener.getsockname()[1]
         assert not processes.port_is_free(port)
     assert processes.port_is_free(port)
+
+
+def test_extra_args_only_for_known_components(tmp_path: Path) -> None:
+    flags = ["--horizontal-pod-autoscaler-sync-period=2s"]
+    local = cluster.LocalCluster(tmp_path, extra_args={"kube-controller-manager": flags})
+    assert local.extra_args == {"kube-controller-manager": flags}
+    with pytest.raises(ValueError, match="kubelet"):
+        cluster.LocalCluster(tmp_path, extra_args={"kubelet": ["--v=2"]})

@@ -224,6 +224,7 @@ class LocalCluster:
         *,
         service_cidr: str = pki_module.DEFAULT_SERVICE_CIDR,
         binaries: Mapping[str, Path] | None = None,
+        extra_args: Mapping[str, Sequence[str]] | None = None,
         ports: Ports | None = None,
         advertise_address: str = "127.0.0.1",
     ) -> None:
@@ -231,6 +232,11 @@ class LocalCluster:
         self.service_cidr = service_cidr
         self.advertise_address = advertise_address
         self._binaries = dict(binaries or {})
+        # Per component, appended last so they override: e.g. a faster HPA sync period.
+        self.extra_args = {name: list(args) for name, args in (extra_args or {}).items()}
+        unknown = set(self.extra_args) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"extra_args for unknown components {sorted(unknown)}")
         self._ports_fixed = ports is not None
         self.ports = ports or Ports.pick()
         self.pki = pki_module.Pki(self.directory / "pki")
@@ -349,7 +355,7 @@ class LocalCluster:
     def _launch(self, name: str, args: Sequence[str]) -> processes.ManagedProcess:
         process = processes.start(
             name,
-            [str(self.binary(name)), *args],
+            [str(self.binary(name)), *args, *self.extra_args.get(name, ())],
             log_path=self.logs_dir / f"{name}.log",
             env=_component_env(),
             cwd=self.directory,

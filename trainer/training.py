@@ -118,6 +118,7 @@ def train(
                 dataset.batch(1024)
                 .map(vectorize, num_parallel_calls=tf.data.AUTOTUNE)
                 .unbatch()
+                .apply(tf.data.experimental.assert_cardinality(len(split)))
                 .cache()
             )
         if shuffle:

@@ -86,8 +86,16 @@ def test_unknown_tool_is_a_user_error() -> None:
 
 
 def test_missing_go_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TFMAAS_GO", str(tmp_path / "no-go-here"))
+    monkeypatch.delenv("TFMAAS_GO", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(tools, "_FALLBACK_GO", str(tmp_path / "no-go-here"))
     with pytest.raises(UserError, match="install Go"):
+        tools.find_go()
+
+
+def test_a_wrong_tfmaas_go_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TFMAAS_GO", str(tmp_path / "no-go-here"))
+    with pytest.raises(UserError, match=r"TFMAAS_GO is .*no-go-here"):
         tools.find_go()
 
 

@@ -35,6 +35,9 @@ MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 MINIO_RELEASE_TIME = "2026-02-12T20:18:48Z"
 MINIO_COMMIT = "7aac2a2c5b7c"
 
+# Where the official tarball installs Go; a non-login shell may not have it on PATH.
+_FALLBACK_GO = "/usr/local/go/bin/go"
+
 # Two cores are shared by everyone working on the machine; more parallel compiles only thrash.
 DEFAULT_BUILD_JOBS = 2
 
@@ -203,7 +206,12 @@ def binary_path(name: str) -> Path:
 
 def find_go() -> Path:
     configured = os.environ.get("TFMAAS_GO")
-    found = configured or shutil.which("go") or "/usr/local/go/bin/go"
+    if configured and not Path(configured).is_file():
+        raise UserError(
+            f"TFMAAS_GO is {configured!r}, which is not a file: point it at the `go` binary "
+            "of Go 1.25 or newer, or unset it to use the `go` on PATH"
+        )
+    found = configured or shutil.which("go") or _FALLBACK_GO
     if not Path(found).is_file():
         raise UserError(
             "the Go toolchain is needed to build the local test environment's binaries but "

@@ -144,6 +144,8 @@ def apiserver_args(
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
         f"--service-account-key-file={pki.service_account_public_key}",
         f"--service-account-signing-key-file={pki.service_account_key}",
+        # A local node's name resolves nowhere; its InternalIP is the bridge address.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
         f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
         f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
         # The aggregation layer, so prometheus-adapter can serve custom.metrics.k8s.io.

@@ -134,6 +134,16 @@ def test_install_creates_every_object_and_admits_restricted_pods(
         "the operator pod to be admitted",
     )
     assert len(pods) == 1
+    # The NetworkPolicy's API server rule names the addresses behind the kubernetes Service, or
+    # any address where there are none (an apiserver advertising loopback publishes none).
+    slices = cluster.kubectl_json(
+        "get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes"
+    )["items"]
+    addresses = {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+    policy = cluster.kubectl_json("get", "networkpolicy", "tfmaas", "-n", NAMESPACE)
+    api_rule = policy["spec"]["egress"][0]
+    allowed = {peer["ipBlock"]["cidr"] for peer in api_rule.get("to", [])}
+    assert allowed == {f"{a}/32" for a in addresses}
     events = cluster.kubectl_json("get", "events", "-n", NAMESPACE)["items"]
     assert not [e["message"] for e in events if e.get("reason") == "FailedCreate"]
 
@@ -215,9 +225,21 @@ def test_upgrade_to_two_replicas_and_back_leaves_no_orphan(
     cluster: LocalCluster, helm: Helm, installed: None
 ) -> None:
     before = chart_objects(cluster)
-    helm("upgrade", RELEASE, str(CHART_DIR), "-n", NAMESPACE, *set_args({"operator.replicas": 2}))
+    checksum = "checksum/defaults"
+
+    def annotations() -> dict[str, str]:
+        deployment = cluster.kubectl_json("get", "deployment", "tfmaas", "-n", NAMESPACE)
+        return dict(deployment["spec"]["template"]["metadata"]["annotations"])
+
+    installed_checksum = annotations()[checksum]
+    changed = {"operator.replicas": 2, "defaults.storage.endpoint": "http://minio.models:9000"}
+    helm("upgrade", RELEASE, str(CHART_DIR), "-n", NAMESPACE, *set_args(changed))
     deployment = cluster.kubectl_json("get", "deployment", "tfmaas", "-n", NAMESPACE)
     assert deployment["spec"]["replicas"] == 2
+    # Changed defaults roll the operator so it reads them.
+    assert annotations()[checksum] != installed_checksum
+    defaults = cluster.kubectl_json("get", "configmap", "tfmaas-defaults", "-n", NAMESPACE)
+    assert defaults["data"]["TFMAAS_DEFAULT_STORE_ENDPOINT"] == "http://minio.models:9000"
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=tfmaas" in args
     cluster.kubectl("get", "clusterkopfpeering", "tfmaas")
@@ -227,7 +249,7 @@ def test_upgrade_to_two_replicas_and_back_leaves_no_orphan(
     assert chart_objects(cluster) == before
     deployment = cluster.kubectl_json("get", "deployment", "tfmaas", "-n", NAMESPACE)
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["metadata"]["generation"] >= 3
+    assert annotations()[checksum] == installed_checksum
 
 
 def test_namespace_scope_release_is_confined_to_its_namespaces(

@@ -18,7 +18,7 @@ import pytest
 
 from tfmaas.dev import images, tools
 from tfmaas.dev.cluster import COMPONENTS, LocalCluster
-from tfmaas.dev.node import LocalNode, check_prerequisites
+from tfmaas.dev.node import LocalNode, check_prerequisites, default_node_address
 from tfmaas.errors import TfmaasError
 
 NODE_TOOLS = ("kubelet", "kube-proxy", "coredns")
@@ -47,7 +47,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
     except (TfmaasError, OSError, RuntimeError) as exc:
         pytest.skip(f"cannot run a local node here: {exc}")
     directory = tmp_path_factory.mktemp("e2e-cluster")
-    cluster = LocalCluster(directory, binaries=binaries)
+    cluster = LocalCluster(directory, binaries=binaries, advertise_address=default_node_address())
     cluster.start()
     node = LocalNode(cluster)
     try:

@@ -145,8 +145,8 @@ def _run_to_completion(env: NodeCluster, name: str, script: str) -> tuple[str, s
             and p
         ),
     )
-    logs = env.kubectl("logs", name, "-n", NAMESPACE, check=False).stdout
-    return pod["status"]["phase"], logs
+    logs = env.kubectl("logs", name, "-n", NAMESPACE)
+    return pod["status"]["phase"], logs.stdout
 
 
 def test_a_service_resolves_by_dns_and_answers_from_another_pod(

@@ -48,6 +48,7 @@ def test_kubelet_config_fits_the_sandbox(tmp_path: Path) -> None:
         runtime_endpoint="unix:///run/c.sock",
         cluster_dns="10.244.0.1",
         resolv_conf=tmp_path / "resolv.conf",
+        pod_logs_dir=tmp_path / "pod-logs",
     )
     assert config["cgroupDriver"] == "cgroupfs"
     assert config["failCgroupV1"] is False
@@ -58,6 +59,8 @@ def test_kubelet_config_fits_the_sandbox(tmp_path: Path) -> None:
     assert config["authorization"]["mode"] == "Webhook"
     assert config["clusterDNS"] == ["10.244.0.1"]
     assert config["containerRuntimeEndpoint"] == "unix:///run/c.sock"
+    # Pod logs stay in the node's directory, not the host's /var/log/pods.
+    assert config["podLogsDir"] == str(tmp_path / "pod-logs")
 
 
 def test_kube_proxy_runs_iptables_mode_and_opens_node_ports_on_the_bridge_only(

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tfmaas.errors import UserError
 
 NETWORK_NAME = "tfmaas"
 CONFLIST_NAME = "10-tfmaas.conflist"
@@ -93,7 +96,10 @@ def ensure_bridge(network: PodNetwork) -> None:
     _run("ip", "link", "set", network.bridge, "up")
     # Forwarding between the bridge and the host's Service DNAT, and bridged packets through
     # iptables so kube-proxy's rules see pod-to-Service traffic.
-    _run("modprobe", "br_netfilter", check=False)
+    if not Path("/proc/sys/net/bridge").exists():
+        if shutil.which("modprobe") is None:
+            raise UserError("the br_netfilter kernel module is not loaded and modprobe is missing")
+        _run("modprobe", "br_netfilter")
     _sysctl("net.ipv4.ip_forward", "1")
     _sysctl("net.bridge.bridge-nf-call-iptables", "1")
     _sysctl(f"net.ipv4.conf.{network.bridge}.route_localnet", "1")

@@ -8,6 +8,7 @@ cgroupfs driver (the kubelet's), and runs pod sandboxes from the locally built p
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import time
@@ -41,9 +42,13 @@ class ContainerdPaths:
         )
 
 
-def config_toml(paths: ContainerdPaths, *, sandbox_image: str, cni_bin_dir: Path) -> str:
+def config_toml(
+    paths: ContainerdPaths, *, sandbox_image: str, cni_bin_dir: Path, runc: str = ""
+) -> str:
     """containerd 1.6 configuration (version 2 schema) for one private instance."""
     cri = 'plugins."io.containerd.grpc.v1.cri"'
+    # TFMAAS_RUNC swaps in another runc (e.g. a wrapper adding --debug) to diagnose a node.
+    binary_name = f'\n        BinaryName = "{runc}"' if runc else ""
     return f"""\
 version = 2
 root = "{paths.root}"
@@ -73,13 +78,16 @@ disabled_plugins = [
   # Pod network namespaces live under the state dir, so tearing the node down finds them all.
   netns_mounts_under_state_dir = true
   enable_unprivileged_ports = false
+  # Sandboxes like this one lack CAP_SYS_RESOURCE, so runc cannot lower a container's
+  # oom_score_adj (guaranteed pods and sandboxes ask for -998); cap it at containerd's own.
+  restrict_oom_score_adj = true
   [{cri}.containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [{cri}.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
-        SystemdCgroup = false
+        SystemdCgroup = false{binary_name}
   [{cri}.cni]
     bin_dir = "{cni_bin_dir}"
     conf_dir = "{paths.cni_conf_dir}"
@@ -108,7 +116,12 @@ class Containerd:
         for directory in (self.paths.root, self.paths.state, self.paths.cni_conf_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.paths.config.write_text(
-            config_toml(self.paths, sandbox_image=sandbox_image, cni_bin_dir=CNI_BIN_DIR)
+            config_toml(
+                self.paths,
+                sandbox_image=sandbox_image,
+                cni_bin_dir=CNI_BIN_DIR,
+                runc=os.environ.get("TFMAAS_RUNC", ""),
+            )
         )
         self.process = processes.start(
             "containerd",

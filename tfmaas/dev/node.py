@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -40,6 +42,12 @@ GPU_RESOURCE = "nvidia.com/gpu"
 RUN_ROOT = Path("/run/tfmaas-node")
 
 
+def default_node_address(pod_cidr: str = DEFAULT_POD_CIDR) -> str:
+    """The address a node on `pod_cidr` will have: give it to `LocalCluster(advertise_address=)`
+    so the `kubernetes` Service points at the node's relay of the API server."""
+    return str(ipaddress.ip_network(pod_cidr).network_address + 1)
+
+
 def kubelet_config(
     *,
     address: str,
@@ -51,6 +59,7 @@ def kubelet_config(
     runtime_endpoint: str,
     cluster_dns: str,
     resolv_conf: Path,
+    pod_logs_dir: Path,
 ) -> dict[str, Any]:
     """KubeletConfiguration for a sandboxed node (cgroupfs, cgroup v1 tolerated, no image GC)."""
     return {
@@ -74,6 +83,8 @@ def kubelet_config(
         # The machines this runs on mount cgroup v1; 1.35 refuses it unless told otherwise.
         "failCgroupV1": False,
         "failSwapOn": False,
+        # Lowering an OOM score needs CAP_SYS_RESOURCE, which sandboxed machines often lack.
+        "oomScoreAdj": 0,
         # Images cannot be pulled again here, so the kubelet must never delete one.
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
@@ -87,6 +98,7 @@ def kubelet_config(
         "clusterDNS": [cluster_dns],
         "clusterDomain": pki.CLUSTER_DOMAIN,
         "resolvConf": str(resolv_conf),
+        "podLogsDir": str(pod_logs_dir),
         "serializeImagePulls": False,
         "rotateCertificates": False,
         "serverTLSBootstrap": False,
@@ -120,6 +132,7 @@ def kube_proxy_config(
         # Leave the host's conntrack table size alone.
         "conntrack": {"maxPerCore": 0, "min": 0},
         "iptables": {"localhostNodePorts": False},
+        "oomScoreAdj": 0,
     }
 
 
@@ -190,6 +203,7 @@ class LocalNode:
             bridge=bridge, pod_cidr=pod_cidr, ipam_data_dir=self.run_directory / "ipam"
         )
         self.logs_dir = self.directory / "logs"
+        self.pod_logs_dir = self.directory / "pod-logs"
         self.containerd = Containerd(
             ContainerdPaths.under(self.directory / "containerd", self.run_directory),
             self.logs_dir,
@@ -214,6 +228,8 @@ class LocalNode:
         pause = images.pause_image()
         try:
             self._prepare_host()
+            if self.cluster.advertise_address == self.address:
+                self.expose_host_port(self.cluster.ports.apiserver)
             self.containerd.start(sandbox_image=pause.reference)
             images.import_into_containerd(pause, address=str(self.containerd.paths.socket))
             self._start_kubelet(kubelet)
@@ -227,6 +243,8 @@ class LocalNode:
         self.startup_seconds = time.monotonic() - started
 
     def _prepare_host(self) -> None:
+        # A previous run killed before its teardown leaves shims (and their containers).
+        _kill_shims_of(self.containerd.paths.socket)
         # Volume mounts made by the kubelet must propagate into containers.
         subprocess.run(["mount", "--make-rshared", "/"], check=True)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -291,6 +309,7 @@ class LocalNode:
             runtime_endpoint=self.containerd.endpoint,
             cluster_dns=self.address,
             resolv_conf=resolv_conf,
+            pod_logs_dir=self.pod_logs_dir,
         )
         config_path = _write_yaml(self.directory / "kubelet-config.yaml", config)
         self._launch(
@@ -405,12 +424,15 @@ class LocalNode:
             if process is not None:
                 process.stop()
         self.containerd.stop()
+        _kill_shims_of(self.containerd.paths.socket)
         with contextlib.suppress(Exception):
             kube_proxy = tools.binary_path("kube-proxy")
             if kube_proxy.exists():
                 subprocess.run(
                     [str(kube_proxy), "--cleanup"], capture_output=True, timeout=60, check=False
                 )
+        _remove_kubelet_chains()
+        _remove_container_log_links(self.pod_logs_dir)
         _unmount_under(self.directory, self.run_directory)
         cni.delete_bridge(self.network)
         shutil.rmtree(self.run_directory, ignore_errors=True)
@@ -438,6 +460,57 @@ def _http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
+
+
+def _kill_shims_of(socket_path: Path) -> None:
+    """SIGKILL the containerd shims serving `socket_path`, with the containers they run.
+
+    Shims outlive containerd by design; these belong to this node's private instance only.
+    """
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].endswith(b"containerd-shim-runc-v2"):
+            continue
+        if str(socket_path).encode() not in argv:
+            continue
+        shim = int(proc.name)
+        children = subprocess.run(
+            ["pgrep", "-P", str(shim)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for pid in [*map(int, children), shim]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _remove_container_log_links(pod_logs_dir: Path) -> None:
+    """The kubelet links every container log into the fixed /var/log/containers; drop ours."""
+    links = Path("/var/log/containers")
+    if not links.is_dir():
+        return
+    for link in links.iterdir():
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and str(link.readlink()).startswith(str(pod_logs_dir)):
+                link.unlink()
+
+
+def _remove_kubelet_chains() -> None:
+    """The kubelet's own iptables chains, which `kube-proxy --cleanup` leaves behind."""
+
+    def iptables(*args: str) -> None:
+        subprocess.run(["iptables", *args], capture_output=True, check=False)
+
+    for chain in ("INPUT", "OUTPUT"):
+        iptables("-D", chain, "-j", "KUBE-FIREWALL")
+    iptables("-F", "KUBE-FIREWALL")
+    iptables("-X", "KUBE-FIREWALL")
+    for table in ("nat", "filter", "mangle"):
+        iptables("-t", table, "-X", "KUBE-KUBELET-CANARY")
+        iptables("-t", table, "-X", "KUBE-IPTABLES-HINT")
 
 
 def _port_open(host: str, port: int) -> bool:

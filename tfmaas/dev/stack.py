@@ -19,7 +19,7 @@ from typing import Any
 from tfmaas.dev import images, tools
 from tfmaas.dev.cluster import LocalCluster
 from tfmaas.dev.minio import MinioServer
-from tfmaas.dev.node import LocalNode
+from tfmaas.dev.node import LocalNode, default_node_address
 
 SYSTEM_NAMESPACE = "tfmaas-system"
 RELEASE = "tfmaas"
@@ -146,7 +146,9 @@ class LocalStack:
             # Images first: the slowest step, and nothing is running yet if it fails.
             base = images.base_image()
             self.built = {name: images.project_image(name, base=base) for name in self.image_names}
-            self.cluster = LocalCluster(self.directory / "cluster")
+            self.cluster = LocalCluster(
+                self.directory / "cluster", advertise_address=default_node_address()
+            )
             self.cluster.start()
             self.node = LocalNode(self.cluster)
             self.node.start()

@@ -20,6 +20,7 @@ import kopf
 
 from tfmaas.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from tfmaas.operator import metrics
+from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError, connect
 from tfmaas.operator.naming import FIELD_MANAGER, MANAGED_BY_LABEL, MODEL_SERVICE_LABEL
@@ -31,6 +32,7 @@ CONFIG = OperatorConfig.load()
 OWNED = {MANAGED_BY_LABEL: FIELD_MANAGER, MODEL_SERVICE_LABEL: kopf.PRESENT}
 EVENT_MESSAGE_LIMIT = 1000
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+COALESCE_SECONDS = 0.3
 
 Key = tuple[str, str]
 
@@ -42,6 +44,7 @@ class Reconciler:
     def __init__(self, kube: Kube, config: OperatorConfig) -> None:
         self.kube = kube
         self.config = config
+        self.applier = Applier(kube, max_age=config.resync_seconds)
         self._locks: dict[Key, asyncio.Lock] = {}
         self._queued: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -64,7 +67,7 @@ class Reconciler:
         started = time.monotonic()
         result = "error"
         try:
-            outcome = await asyncio.to_thread(reconcile, self.kube, body, self.config)
+            outcome = await asyncio.to_thread(reconcile, self.kube, body, self.config, self.applier)
             result = "ok"
         except InvalidModelService as exc:
             result = "invalid"
@@ -93,6 +96,9 @@ class Reconciler:
         task.add_done_callback(self._tasks.discard)
 
     async def _requested(self, namespace: str, name: str) -> None:
+        # Owned objects change in bursts (a Job's pod starts, finishes, the Job completes):
+        # a short wait folds a burst into one reconcile.
+        await asyncio.sleep(COALESCE_SECONDS)
         for delay in (*RETRY_DELAYS, None):
             try:
                 await self.run(namespace, name)
@@ -109,6 +115,7 @@ class Reconciler:
                 return
 
     def forget(self, namespace: str, name: str) -> None:
+        self.applier.forget(namespace, name)
         lock = self._locks.get((namespace, name))
         if lock is not None and not lock.locked():
             self._locks.pop((namespace, name), None)
@@ -183,10 +190,14 @@ async def model_service_event(
         _reconciler(memo).forget(namespace or "default", name)
 
 
+# Pods need no watch: a training pod's end shows in its Job, a serving pod's readiness in its
+# Deployment's status.
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-@kopf.on.event("v1", "pods", labels=OWNED)
 async def owned_object_changed(
-    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+    type: str, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    _reconciler(memo).request(namespace or "default", labels[MODEL_SERVICE_LABEL])
+    reconciler, service = _reconciler(memo), labels[MODEL_SERVICE_LABEL]
+    if type == "DELETED":
+        reconciler.applier.forget(namespace or "default", service)
+    reconciler.request(namespace or "default", service)

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tfmaas.api import API_VERSION, KIND, ModelService, SpecError, validate_model_service
+from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.configmap import build_config_map, serving_config
@@ -59,6 +60,7 @@ from tfmaas.operator.versions import (
 )
 
 log = logging.getLogger(__name__)
+HPA = "HorizontalPodAutoscaler"
 
 
 class InvalidModelService(Exception):
@@ -176,35 +178,43 @@ def _deployment_state(kube: Kube, namespace: str, name: str) -> DeploymentState 
 
 def _converge_serving(
     kube: Kube,
+    applier: Applier,
     service: ModelService,
     stable: int,
     canary: int | None,
     config: OperatorConfig,
+    had_canary: bool,
 ) -> set[str]:
     """Apply everything serving needs; returns the ConfigMaps now in use."""
     namespace = service.namespace or "default"
     serving = service.spec.serving
-    in_use = set()
     tracks: list[tuple[str, int, int | None]] = [
         (STABLE, stable, None if serving.autoscaling.enabled else serving.replicas)
     ]
     if canary is not None and serving.canary is not None:
         tracks.append((CANARY, canary, serving.canary.replicas))
+    in_use = set()
+    sent = []
     for track, version, replicas in tracks:
         settings = serving_config(service, track, version)
         config_map = build_config_map(service, settings, config)
-        kube.apply(config_map)
+        applier.apply(config_map)
         in_use.add(config_map["metadata"]["name"])
-        kube.apply(build_deployment(service, settings, replicas, config))
-    if canary is None:
-        kube.delete("apps/v1", "Deployment", namespace, deployment_name(service.name, CANARY))
-    kube.apply(build_service(service))
-    kube.apply(build_headless_service(service))
+        sent.append(applier.apply(build_deployment(service, settings, replicas, config)))
+    # Deleting what must not exist costs calls that find nothing; do it only when something
+    # changed or the stable Deployment was re-sent (after a start, then every max_age).
+    full_pass = sent[0]
+    if canary is None and (full_pass or had_canary):
+        canary_name = deployment_name(service.name, CANARY)
+        if kube.delete("apps/v1", "Deployment", namespace, canary_name):
+            applier.forget_object("apps/v1", "Deployment", namespace, canary_name)
+    applier.apply(build_service(service))
+    applier.apply(build_headless_service(service))
     if serving.autoscaling.enabled:
-        kube.apply(build_hpa(service, config.request_rate_metric))
-    else:
-        kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", namespace, service.name)
-    kube.apply(build_pdb(service))
+        applier.apply(build_hpa(service, config.request_rate_metric))
+    elif full_pass and kube.delete("autoscaling/v2", HPA, namespace, service.name):
+        applier.forget_object("autoscaling/v2", HPA, namespace, service.name)
+    applier.apply(build_pdb(service))
     return in_use
 
 
@@ -218,8 +228,25 @@ def _prune_config_maps(kube: Kube, service: ModelService, in_use: set[str]) -> N
             kube.delete("v1", "ConfigMap", namespace, name)
 
 
-def reconcile(kube: Kube, body: Mapping[str, Any], config: OperatorConfig) -> Outcome:
+def unchanged(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether writing `status` (a merge patch: None removes) would change nothing."""
+    merged = dict(previous)
+    for key, value in status.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged == dict(previous)
+
+
+def reconcile(
+    kube: Kube,
+    body: Mapping[str, Any],
+    config: OperatorConfig,
+    applier: Applier | None = None,
+) -> Outcome:
     """Converge one ModelService (`body` as just read from the API server)."""
+    applier = applier or Applier(kube)
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
     generation = int(metadata.get("generation") or 0)
@@ -271,7 +298,15 @@ def reconcile(kube: Kube, body: Mapping[str, Any], config: OperatorConfig) -> Ou
     plan = plan_serving(records, service.spec.serving, previous.get("servingVersion"))
     stable_state = canary_state = None
     if plan.stable is not None:
-        in_use = _converge_serving(kube, service, plan.stable, plan.canary, config)
+        in_use = _converge_serving(
+            kube,
+            applier,
+            service,
+            plan.stable,
+            plan.canary,
+            config,
+            had_canary=previous.get("canaryVersion") is not None,
+        )
         stable_state = _deployment_state(kube, namespace, deployment_name(name, STABLE))
         if plan.canary is not None:
             canary_state = _deployment_state(kube, namespace, deployment_name(name, CANARY))
@@ -291,5 +326,6 @@ def reconcile(kube: Kube, body: Mapping[str, Any], config: OperatorConfig) -> Ou
         endpoint=endpoint(service),
     )
     status = build_status(observed, previous, now)
-    kube.patch_status(API_VERSION, KIND, namespace, name, status)
+    if not unchanged(previous, status):
+        kube.patch_status(API_VERSION, KIND, namespace, name, status)
     return Outcome(status=status, events=transitions(previous, status), started_training=started)

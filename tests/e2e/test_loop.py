@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,19 @@ import yaml
 from tests.e2e.conftest import NodeCluster
 from tfmaas.dev import images, stack
 from tfmaas.dev.minio import MinioServer
+from tfmaas.dev.monitoring import LocalPrometheus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SAMPLE = images.REPO_ROOT / "deploy" / "samples" / "sentiment.yaml"
 NAME = "sentiment"
 NAMESPACE = "default"
+
+
+@dataclass
+class Loop:
+    minio: MinioServer
+    prometheus: LocalPrometheus
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +55,12 @@ def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) ->
         )
         stack.create_store_secret(cluster, minio, NAMESPACE)
         stack.install_chart(cluster, built, extra_values={"networkPolicy.enabled": "false"})
-        yield minio
+        prometheus = LocalPrometheus(tmp_path_factory.mktemp("e2e-prometheus"), cluster.kubeconfig)
+        prometheus.start()
+        try:
+            yield Loop(minio=minio, prometheus=prometheus)
+        finally:
+            prometheus.stop()
     finally:
         minio.stop()
 
@@ -75,7 +88,7 @@ def _wait(what: str, predicate: Any, timeout: float, diagnose: Any) -> Any:
 
 
 def test_the_sample_trains_publishes_and_serves_through_the_service(
-    node_cluster: NodeCluster, loop: MinioServer
+    node_cluster: NodeCluster, loop: Loop
 ) -> None:
     cluster = node_cluster.cluster
 
@@ -106,9 +119,9 @@ def test_the_sample_trains_publishes_and_serves_through_the_service(
     from tfmaas.storage import open_store
 
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in loop.env.items():
+        for key, value in loop.minio.env.items():
             patch.setenv(key, value)
-        store = open_store(f"s3://{stack.MODELS_BUCKET}/{NAME}", endpoint=loop.endpoint)
+        store = open_store(f"s3://{stack.MODELS_BUCKET}/{NAME}", endpoint=loop.minio.endpoint)
         assert store.list_versions() == [1]
         assert set(store.read_json(1, "metrics.json")) >= {"accuracy", "precision", "recall"}
 
@@ -131,7 +144,16 @@ def test_the_sample_trains_publishes_and_serves_through_the_service(
         predictions = client.predict(NAME, ["这个东西很好，非常满意", "质量太差了，很失望"])
     assert len(predictions) == 2
     labels = {prediction.label for prediction in predictions}
-    assert labels <= set(store_classes(loop)) and labels
+    assert labels <= set(store_classes(loop.minio)) and labels
+
+    # Prometheus, discovering pods through the API server, scrapes the request it served.
+    def scraped() -> list[dict[str, Any]]:
+        return loop.prometheus.query(
+            f'sum by (pod) (:tensorflow:serving:request_count{{model_name="{NAME}"}})'
+        )
+
+    series = _wait("Prometheus to scrape the serving pod", scraped, 120, diagnose)
+    assert any(float(s["value"][1]) >= 1 for s in series)
 
 
 def store_classes(minio: MinioServer) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 from tfmaas.dev import images, tools
 from tfmaas.dev.cluster import LocalCluster
 from tfmaas.dev.minio import MinioServer
+from tfmaas.dev.monitoring import LocalPrometheus
 from tfmaas.dev.node import LocalNode, default_node_address
 
 SYSTEM_NAMESPACE = "tfmaas-system"
@@ -137,6 +138,7 @@ class LocalStack:
     cluster: LocalCluster | None = None
     node: LocalNode | None = None
     minio: MinioServer | None = None
+    prometheus: LocalPrometheus | None = None
     built: dict[str, images.BuiltImage] = field(default_factory=dict)
     minio_url: str = ""
 
@@ -166,12 +168,18 @@ class LocalStack:
                 host_port=self.minio.port,
             )
             create_store_secret(self.cluster, self.minio, "default")
+            self.prometheus = LocalPrometheus(
+                self.directory / "prometheus", self.cluster.kubeconfig
+            ).start()
             install_chart(self.cluster, self.built)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
+        if self.prometheus is not None:
+            self.prometheus.stop()
+            self.prometheus = None
         if self.minio is not None:
             self.minio.stop()
             self.minio = None
@@ -189,6 +197,7 @@ class LocalStack:
             f"node {self.node.name} Ready at {self.node.address}",
             f"MinIO {self.minio.endpoint} (in cluster: {self.minio_url}, Secret default/"
             f"{STORE_SECRET})",
+            f"Prometheus {self.prometheus.url if self.prometheus else '-'} (scrapes serving pods)",
             *(f"image {name}: {image.reference}" for name, image in self.built.items()),
             "try: kubectl apply -f deploy/samples/sentiment.yaml; kubectl get ms -w",
         ]

@@ -84,7 +84,7 @@ def chart_objects(cluster: LocalCluster) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(cluster: LocalCluster, helm: Helm) -> Iterator[None]:
+def installed(cluster: LocalCluster, helm: Helm) -> Iterator[str]:
     """The chart installed (default values) in a namespace enforcing the restricted profile."""
     cluster.kubectl(
         "apply",
@@ -101,14 +101,17 @@ def installed(cluster: LocalCluster, helm: Helm) -> Iterator[None]:
             }
         ),
     )
-    helm("install", RELEASE, str(CHART_DIR), "-n", NAMESPACE)
-    yield
+    output = helm("install", RELEASE, str(CHART_DIR), "-n", NAMESPACE).stdout
+    yield output
     helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", check=False)
 
 
 def test_install_creates_every_object_and_admits_restricted_pods(
-    cluster: LocalCluster, installed: None
+    cluster: LocalCluster, installed: str
 ) -> None:
+    # NOTES.txt tells the next commands.
+    assert "kubectl apply -f deploy/samples/sentiment.yaml" in installed
+    assert "kubectl get modelservices" in installed
     objects = chart_objects(cluster)
     kinds = sorted({o.split("/")[0] for o in objects})
     assert kinds == [
@@ -160,7 +163,7 @@ def sample_model_service() -> dict[str, Any]:
 
 
 def test_operator_with_the_charts_permissions_reconciles_the_sample(
-    cluster: LocalCluster, installed: None, tmp_path: Path
+    cluster: LocalCluster, installed: str, tmp_path: Path
 ) -> None:
     cluster.kubectl("create", "namespace", MODELS)
     cluster.kubectl(
@@ -222,7 +225,7 @@ def test_operator_with_the_charts_permissions_reconciles_the_sample(
 
 
 def test_upgrade_to_two_replicas_and_back_leaves_no_orphan(
-    cluster: LocalCluster, helm: Helm, installed: None
+    cluster: LocalCluster, helm: Helm, installed: str
 ) -> None:
     before = chart_objects(cluster)
     checksum = "checksum/defaults"
@@ -253,7 +256,7 @@ def test_upgrade_to_two_replicas_and_back_leaves_no_orphan(
 
 
 def test_namespace_scope_release_is_confined_to_its_namespaces(
-    cluster: LocalCluster, helm: Helm, installed: None
+    cluster: LocalCluster, helm: Helm, installed: str
 ) -> None:
     for namespace in ("team-a", "team-b"):
         cluster.kubectl("create", "namespace", namespace)
@@ -318,7 +321,7 @@ def prometheus_operator_crds() -> list[Path]:
 
 
 def test_monitors_appear_once_the_prometheus_operator_api_exists(
-    cluster: LocalCluster, helm: Helm, installed: None
+    cluster: LocalCluster, helm: Helm, installed: str
 ) -> None:
     for crd in prometheus_operator_crds():
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
@@ -334,7 +337,7 @@ def test_monitors_appear_once_the_prometheus_operator_api_exists(
 
 
 def test_uninstall_leaves_no_orphan_and_keeps_the_crds(
-    cluster: LocalCluster, helm: Helm, installed: None
+    cluster: LocalCluster, helm: Helm, installed: str
 ) -> None:
     helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait")
     eventually(lambda: chart_objects(cluster) == [], "every chart object to be deleted")

@@ -10,6 +10,8 @@ a full queue answers UNAVAILABLE.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -26,15 +28,29 @@ Tensors = dict[str, np.ndarray]
 
 
 class _Task:
-    __slots__ = ("arrived", "done", "error", "inputs", "result", "rows")
+    __slots__ = ("arrived", "done", "error", "future", "inputs", "loop", "result", "rows")
 
     def __init__(self, inputs: Tensors, rows: int) -> None:
         self.inputs = inputs
         self.rows = rows
         self.arrived = time.monotonic()
-        self.done = threading.Event()
+        self.done: threading.Event | None = None  # a blocking caller waits on this
+        self.loop: asyncio.AbstractEventLoop | None = None  # an async caller's loop and future
+        self.future: asyncio.Future[Tensors] | None = None
         self.result: Tensors | None = None
         self.error: ServingError | None = None
+
+
+def _settle(tasks: list[_Task]) -> None:
+    """Runs on an event loop: resolve its callers' futures (one loop wake-up per batch)."""
+    for task in tasks:
+        future = task.future
+        if future is None or future.done():
+            continue  # the caller went away (cancelled RPC)
+        if task.error is not None:
+            future.set_exception(task.error)
+        else:
+            future.set_result(task.result)  # type: ignore[arg-type]
 
 
 def batch_rows(inputs: Tensors) -> int:
@@ -97,28 +113,46 @@ class Batcher:
 
     def submit(self, inputs: Tensors) -> Tensors:
         """Blocks until this request's rows come back from a batched model call."""
+        task = self._new_task(inputs)
+        task.done = threading.Event()
+        self._enqueue(task)
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        assert task.result is not None
+        return task.result
+
+    def submit_async(self, inputs: Tensors) -> asyncio.Future[Tensors]:
+        """For an event loop: a future resolved on the loop when this request's rows are back."""
+        task = self._new_task(inputs)
+        task.loop = asyncio.get_running_loop()
+        task.future = task.loop.create_future()
+        self._enqueue(task)
+        return task.future
+
+    def _new_task(self, inputs: Tensors) -> _Task:
         rows = batch_rows(inputs)
         if rows > self._options.max_batch_size:
             raise invalid_argument(
                 f"Task size {rows} is larger than maximum input batch size "
                 f"{self._options.max_batch_size}"
             )
-        task = _Task(inputs, rows)
+        return _Task(inputs, rows)
+
+    def _enqueue(self, task: _Task) -> None:
         with self._cond:
             if self._closed:
                 raise unavailable("The servable is being unloaded; retry the request")
-            if self._pending_rows + rows > self._capacity_rows:
+            if self._pending_rows + task.rows > self._capacity_rows:
                 raise unavailable(
                     "The batch scheduling queue to which this task was submitted is full"
                 )
+            was_empty = not self._pending
             self._pending.append(task)
-            self._pending_rows += rows
-            self._cond.notify()
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        assert task.result is not None
-        return task.result
+            self._pending_rows += task.rows
+            # Wake the batch former only when it has something new to decide.
+            if was_empty or self._pending_rows >= self._options.max_batch_size:
+                self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
@@ -166,5 +200,12 @@ class Batcher:
                 task.error = error
         finally:
             self._free.release()
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Task]] = {}
             for task in batch:
-                task.done.set()
+                if task.done is not None:
+                    task.done.set()
+                elif task.loop is not None:
+                    by_loop.setdefault(task.loop, []).append(task)
+            for loop, tasks in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # a closed loop's callers are gone
+                    loop.call_soon_threadsafe(_settle, tasks)

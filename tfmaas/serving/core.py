@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -12,7 +14,23 @@ import numpy as np
 from tfmaas.serving.errors import ServingError
 from tfmaas.serving.metrics import ServingMetrics
 from tfmaas.serving.registry import Registry
+from tfmaas.serving.runner import ServedVersion
 from tfmaas.serving.servable import DEFAULT_SIGNATURE, Signature
+
+
+@dataclass(frozen=True)
+class PredictPlan:
+    served: ServedVersion
+    signature: Signature
+    inputs: dict[str, np.ndarray]
+    aliases: list[str]
+
+    def result(self, outputs: dict[str, np.ndarray]) -> PredictResult:
+        return PredictResult(
+            version=self.served.version,
+            signature=self.signature,
+            outputs={alias: outputs[alias] for alias in self.aliases},
+        )
 
 
 @dataclass(frozen=True)
@@ -27,7 +45,7 @@ class ServingCore:
         self.registry = registry
         self.metrics = metrics
 
-    def predict(
+    def plan(
         self,
         *,
         model_name: str,
@@ -36,17 +54,25 @@ class ServingCore:
         signature_name: str,
         inputs: Mapping[str, tuple[np.ndarray, int]],
         output_filter: list[str] | None = None,
-    ) -> PredictResult:
+    ) -> PredictPlan:
+        """Everything checked before the model runs: model, version, signature, inputs."""
         served = self.registry.resolve(model_name, version, label)
         signature = served.signature(signature_name or DEFAULT_SIGNATURE)
         signature.validate(inputs)
-        aliases = signature.select_outputs(output_filter or [])
-        outputs = served.run(signature, {alias: array for alias, (array, _) in inputs.items()})
-        return PredictResult(
-            version=served.version,
+        return PredictPlan(
+            served=served,
             signature=signature,
-            outputs={alias: outputs[alias] for alias in aliases},
+            inputs={alias: array for alias, (array, _) in inputs.items()},
+            aliases=signature.select_outputs(output_filter or []),
         )
+
+    def predict(self, **request: Any) -> PredictResult:
+        plan = self.plan(**request)
+        return plan.result(plan.served.run(plan.signature, plan.inputs))
+
+    async def predict_async(self, executor: Executor, **request: Any) -> PredictResult:
+        plan = self.plan(**request)
+        return plan.result(await plan.served.run_async(plan.signature, plan.inputs, executor))
 
     def observe(
         self, model_name: str, api: str, entrypoint: str, code: str, started: float

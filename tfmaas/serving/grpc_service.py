@@ -1,9 +1,15 @@
-"""tensorflow.serving.PredictionService and ModelService over the official messages."""
+"""tensorflow.serving.PredictionService and ModelService over the official messages.
+
+The handlers run on a grpc.aio event loop: a request costs no thread hand-off of its own, and the
+model runs on batching threads or an executor, never on the loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import Executor
 
 import grpc
 from tensorflow_serving.apis import (
@@ -29,15 +35,16 @@ def _model_ref(spec) -> tuple[str, int | None, str]:  # type: ignore[no-untyped-
     return spec.name, version, label
 
 
-def _abort(context: grpc.ServicerContext, error: ServingError) -> None:
-    context.abort(error.code, error.message)
+async def _abort(context: grpc.aio.ServicerContext, error: ServingError) -> None:
+    await context.abort(error.code, error.message)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, core: ServingCore) -> None:
+    def __init__(self, core: ServingCore, executor: Executor) -> None:
         self._core = core
+        self._executor = executor
 
-    def Predict(self, request, context):  # type: ignore[no-untyped-def]
+    async def Predict(self, request, context):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         name, version, label = _model_ref(request.model_spec)
         code = "OK"
@@ -48,7 +55,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     inputs[alias] = (to_numpy(proto), proto.dtype)
                 except TensorConversionError as exc:
                     raise invalid_argument(f"tensor parsing error: {alias} ({exc})") from exc
-            result = self._core.predict(
+            result = await self._core.predict_async(
+                self._executor,
                 model_name=name,
                 version=version,
                 label=label,
@@ -67,16 +75,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             return response
         except ServingError as exc:
             code = exc.code_name
-            _abort(context, exc)
+            await _abort(context, exc)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
         except Exception as exc:
             log.exception("Predict failed")
             error = internal(exc)
             code = error.code_name
-            _abort(context, error)
+            await _abort(context, error)
         finally:
             self._core.observe(name, "predict", "GRPC", code, started)
 
-    def GetModelMetadata(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetModelMetadata(self, request, context):  # type: ignore[no-untyped-def]
         try:
             fields = list(request.metadata_field)
             if not fields:
@@ -94,28 +105,31 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.metadata["signature_def"].Pack(served.servable.signature_def_map())
             return response
         except ServingError as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
 
-    def Classify(self, request, context):  # type: ignore[no-untyped-def]
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not served; use Predict")
+    async def Classify(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not served; use Predict")
 
-    def Regress(self, request, context):  # type: ignore[no-untyped-def]
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not served; use Predict")
+    async def Regress(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not served; use Predict")
 
-    def MultiInference(self, request, context):  # type: ignore[no-untyped-def]
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served; use Predict")
+    async def MultiInference(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served; use Predict"
+        )
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core: ServingCore) -> None:
+    def __init__(self, core: ServingCore, executor: Executor) -> None:
         self._core = core
+        self._executor = executor
 
-    def GetModelStatus(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetModelStatus(self, request, context):  # type: ignore[no-untyped-def]
         try:
             name, version, label = _model_ref(request.model_spec)
             records = self._core.registry.status(name, version, label)
         except ServingError as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
             return None
         response = get_model_status_pb2.GetModelStatusResponse()
         for record in records:
@@ -127,10 +141,14 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 status.status.error_message = record.error
         return response
 
-    def HandleReloadConfigRequest(self, request, context):  # type: ignore[no-untyped-def]
+    async def HandleReloadConfigRequest(self, request, context):  # type: ignore[no-untyped-def]
         response = model_management_pb2.ReloadConfigResponse()
+        loop = asyncio.get_running_loop()
         try:
-            self._core.registry.apply_config(request.config)
+            # Loading models takes seconds; the loop keeps serving meanwhile.
+            await loop.run_in_executor(
+                self._executor, self._core.registry.apply_config, request.config
+            )
         except ServingError as exc:
             response.status.error_code = exc.code.value[0]
             response.status.error_message = exc.message

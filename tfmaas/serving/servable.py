@@ -17,6 +17,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from tfmaas.client.tensors import dtype_name
 from tfmaas.serving.errors import failed_precondition, invalid_argument
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ class TensorSpec:
     shape: tuple[int, ...] | None  # None: unknown rank; -1: unknown dimension
 
     def check(self, index: int, array: np.ndarray, request_dtype: int) -> None:
-        from tfmaas.client.tensors import dtype_name
-
         if request_dtype != self.dtype:
             raise invalid_argument(
                 f"Expects arg[{index}] to be {dtype_name(self.dtype)} but "

@@ -1,0 +1,322 @@
+"""Serving benchmark: gRPC Predict of one sentence against the embedded server, with baselines.
+
+Prints, for one model:
+  floor      the loaded `serving_default` signature called in-process (no server at all)
+  tfmaas     `tfmaas serve` over gRPC, concurrency 1: p50/p99 and the p50 overhead over the floor
+  c=32       concurrency 32 with batching off and on: throughput and p99
+  naive      a gRPC server that calls Keras `model.predict` per request (what a quick hand-rolled
+             server does), at concurrency 1 and 32
+
+Everything runs on 127.0.0.1; each phase is bounded in requests and seconds. The model is a
+small bag-of-ngrams sentiment model trained on the spot (about 20 s), or `--model-dir DIR`
+(a folder holding `<version>/saved_model.pb`).
+
+    python benchmarks/serving_benchmark.py [--model-dir DIR] [--requests 400] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent import futures
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SENTENCE = "这个东西质量很好，用起来非常满意"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def train_small_model(base: Path) -> Path:
+    from tfmaas.trainer import train_and_publish
+
+    training = {
+        "dataset": {"uri": "builtin:chinese-reviews"},
+        "model": {"architecture": "bag-of-ngrams", "maxTokens": 20000, "ngrams": 2},
+        "hyperparameters": {"epochs": 2, "maxExamples": 4000},
+    }
+    train_and_publish(training, name="bench", store_uri=base.as_uri(), log=lambda line: None)
+    return base
+
+
+def model_path(base: Path) -> Path:
+    versions = sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
+    if not versions:
+        raise SystemExit(f"{base} holds no <version>/ folder")
+    return base / str(versions[-1])
+
+
+def measure_c1(path: Path, target: str, requests: int) -> tuple[list[float], list[float]]:
+    """Floor and server latency at concurrency 1, interleaved call by call so that load from
+    other processes on the machine hits both the same way."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    request = predict_pb2.PredictRequest.FromString(request_bytes())
+    floor, served = [], []
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(
+            "/tensorflow.serving.PredictionService/Predict",
+            request_serializer=predict_pb2.PredictRequest.SerializeToString,
+            response_deserializer=predict_pb2.PredictResponse.FromString,
+        )
+        for i in range(requests + 20):
+            started = time.perf_counter()
+            outputs = signature(text=tf.constant([SENTENCE]))
+            _ = {k: v.numpy() for k, v in outputs.items()}
+            middle = time.perf_counter()
+            call(request, timeout=30)
+            ended = time.perf_counter()
+            if i >= 20:
+                floor.append(middle - started)
+                served.append(ended - middle)
+    return floor, served
+
+
+def request_bytes() -> bytes:
+    from tensorflow_serving.apis import predict_pb2
+
+    from tfmaas.client.tensors import strings_proto
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "bench"
+    request.inputs["text"].CopyFrom(strings_proto([SENTENCE]))
+    return request.SerializeToString()
+
+
+async def load(
+    target: str, concurrency: int, requests: int, seconds: float
+) -> tuple[list[float], float]:
+    """Closed-loop load: `concurrency` callers, until `requests` done or `seconds` pass."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2
+
+    payload = predict_pb2.PredictRequest.FromString(request_bytes())
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(
+            "/tensorflow.serving.PredictionService/Predict",
+            request_serializer=predict_pb2.PredictRequest.SerializeToString,
+            response_deserializer=predict_pb2.PredictResponse.FromString,
+        )
+        for _ in range(10):  # warm up connections and the model
+            await call(payload, timeout=30)
+        deadline = time.perf_counter() + seconds
+        remaining = [requests]
+
+        async def caller() -> None:
+            nonlocal errors
+            while remaining[0] > 0 and time.perf_counter() < deadline:
+                remaining[0] -= 1
+                started = time.perf_counter()
+                try:
+                    await call(payload, timeout=30)
+                except grpc.RpcError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    if errors:
+        print(f"    ({errors} requests failed)")
+    return latencies, len(latencies) / elapsed
+
+
+def wait_until_serving(target: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    import grpc
+
+    payload = request_bytes()
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"server exited with {process.returncode}")
+            try:
+                call(payload, timeout=5)
+                return
+            except grpc.RpcError:
+                time.sleep(0.3)
+    raise SystemExit(f"server at {target} did not answer within {timeout}s")
+
+
+def start_tfmaas(base: Path, batching: bool, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tfmaas",
+        "serve",
+        f"--port={port}",
+        "--bind_address=127.0.0.1",
+        "--model_name=bench",
+        f"--model_base_path={base}",
+        "--file_system_poll_wait_seconds=0",
+    ]
+    if batching:
+        params = workdir / "batching.config"
+        params.write_text(
+            "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000 }\n"
+            "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n"
+        )
+        command += ["--enable_batching", f"--batching_parameters_file={params}"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, f"127.0.0.1:{port}"
+
+
+def start_naive(path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--naive-server", str(port), str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, f"127.0.0.1:{port}"
+
+
+def naive_server(port: int, path: str) -> None:
+    """The baseline: Keras `model.predict` and TensorFlow's proto helpers on every request."""
+    import grpc
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+    text = keras.Input(shape=(), dtype="string", name="text")
+    model = keras.Model(text, layer(text))
+
+    class Naive(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # type: ignore[no-untyped-def]
+            inputs = tf.make_ndarray(request.inputs["text"])
+            texts = np.array([value.decode("utf-8") for value in inputs], dtype=object)
+            outputs = model.predict(texts, verbose=0)
+            response = predict_pb2.PredictResponse()
+            for alias, value in outputs.items():
+                if value.dtype == object:  # make_tensor_proto refuses object arrays of bytes
+                    value = value.astype(bytes)
+                response.outputs[alias].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(64))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Naive(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    signal.sigwait({signal.SIGTERM})
+    server.stop(1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: a cost per request that other load cannot skew."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.2f} ms"
+
+
+def report_latency(name: str, latencies: list[float], throughput: float) -> None:
+    print(
+        f"  {name:<34} p50 {ms(percentile(latencies, 50))}  p99 {ms(percentile(latencies, 99))}"
+        f"  {throughput:8.0f} req/s  ({len(latencies)} requests)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", type=Path, help="folder holding <version>/saved_model.pb")
+    parser.add_argument("--requests", type=int, default=400, help="requests per phase, c=1")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time bound per phase")
+    parser.add_argument("--naive-server", nargs=2, metavar=("PORT", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--skip-naive", action="store_true", help="leave the naive baseline out")
+    args = parser.parse_args()
+    if args.naive_server:
+        naive_server(int(args.naive_server[0]), args.naive_server[1])
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="tfmaas-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.model_dir:
+            base = args.model_dir.resolve()
+        else:
+            print("training a small bag-of-ngrams model ...", flush=True)
+            base = train_small_model(workdir / "models")
+        path = model_path(base)
+        print(f"model: {path}")
+        print(f"cpus: {os.cpu_count()}; one sentence per request: {SENTENCE}")
+
+        results: dict[str, tuple[list[float], float]] = {}
+        for batching in (False, True):
+            process, target = start_tfmaas(base, batching, workdir)
+            try:
+                wait_until_serving(target, process)
+                tag = "on" if batching else "off"
+                if not batching:
+                    floor, served = measure_c1(path, target, args.requests)
+                    report_latency("floor: signature in-process, c=1", floor, 1 / mean(floor))
+                    report_latency("tfmaas gRPC, c=1", served, 1 / mean(served))
+                    results["c1"] = (served, 1 / mean(served))
+                cpu_before = cpu_seconds(process.pid)
+                results[tag] = asyncio.run(load(target, 32, args.requests * 10, args.seconds))
+                cpu = (cpu_seconds(process.pid) - cpu_before) / len(results[tag][0])
+                report_latency(f"tfmaas gRPC, c=32, batching {tag}", *results[tag])
+                print(f"    server CPU per request: {cpu * 1000:.2f} ms")
+            finally:
+                stop(process)
+
+        if not args.skip_naive:
+            process, target = start_naive(path)
+            try:
+                wait_until_serving(target, process)
+                naive1 = asyncio.run(load(target, 1, min(args.requests, 100), args.seconds))
+                report_latency("naive model.predict server, c=1", *naive1)
+                naive32 = asyncio.run(load(target, 32, args.requests, args.seconds))
+                report_latency("naive model.predict server, c=32", *naive32)
+            finally:
+                stop(process)
+
+        overhead = percentile(results["c1"][0], 50) - percentile(floor, 50)
+        speedup = results["on"][1] / results["off"][1]
+        print()
+        print(f"p50 overhead over the in-process floor, c=1: {overhead * 1000:.2f} ms (target < 1)")
+        print(f"batching on / off throughput at c=32: {speedup:.1f}x (target >= 3x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

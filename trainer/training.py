@@ -134,30 +134,28 @@ def train(
 
     with strategy.scope():
         model = architecture.build_model(vocabulary_size)
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
     has_validation = len(splits.validation) > 0
+    train_batches = batches(splits.train, shuffle=True)
+    validation_batches = batches(splits.validation, shuffle=False) if has_validation else None
     epoch_log = EpochLog(log, hp.epochs, len(splits.train))
-    callbacks: list[keras.callbacks.Callback] = [epoch_log]
-    callbacks.append(
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss" if has_validation else "loss",
-            patience=hp.early_stopping_patience,
-            restore_best_weights=True,
-        )
-    )
     started = time.perf_counter()
-    history = model.fit(
-        batches(splits.train, shuffle=True),
-        validation_data=batches(splits.validation, shuffle=False) if has_validation else None,
-        epochs=hp.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset reshuffles itself each epoch, by the seed
-        verbose=0,
-    )
+    if placement.role.distributed:
+        from tfmaas.trainer.multiworker import fit_multi_worker
+
+        history = fit_multi_worker(
+            model,
+            strategy,
+            train_batches,
+            validation_batches,
+            epochs=hp.epochs,
+            patience=hp.early_stopping_patience,
+            learning_rate=hp.learning_rate,
+            global_batch=global_batch,
+            mixed_precision=placement.mixed_precision,
+            epoch_log=epoch_log,
+        )
+    else:
+        history = _fit(model, strategy, train_batches, validation_batches, hp, epoch_log)
     training_seconds = time.perf_counter() - started
     trained_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     trained_at = trained_at.replace("+00:00", "Z")
@@ -165,7 +163,12 @@ def train(
     evaluated_on, held_out = _held_out(splits)
     if evaluated_on != "test":
         log(f"no test examples (testFraction=0): evaluating on the {evaluated_on} split")
-    scores = model.predict(batches(held_out, shuffle=False), verbose=0)
+    if placement.role.distributed:
+        from tfmaas.trainer.multiworker import predict_locally
+
+        scores = predict_locally(model, batches(held_out, shuffle=False))
+    else:
+        scores = model.predict(batches(held_out, shuffle=False), verbose=0)
     metrics = classification_metrics(held_out.label_ids, np.argmax(scores, axis=-1), splits.classes)
     metrics.update(
         {
@@ -191,11 +194,44 @@ def train(
         examples_per_second=epoch_log.examples_per_second,
         trained_at=trained_at,
         dataset_fingerprint=data.fingerprint,
-        epochs_run=len(history.history.get("loss", [])),
+        epochs_run=len(history.get("loss", [])),
         is_chief=placement.role.is_chief,
         placement=placement.describe(),
-        history={key: [float(v) for v in values] for key, values in history.history.items()},
+        history={key: [float(v) for v in values] for key, values in history.items()},
     )
+
+
+def _fit(
+    model: Any,
+    strategy: Any,
+    train_batches: Any,
+    validation_batches: Any,
+    hp: Any,
+    epoch_log: Any,
+) -> dict[str, list[float]]:
+    """Keras `fit` with early stopping on validation loss and the best weights restored."""
+    import keras
+
+    with strategy.scope():
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss" if validation_batches is not None else "loss",
+        patience=hp.early_stopping_patience,
+        restore_best_weights=True,
+    )
+    history = model.fit(
+        train_batches,
+        validation_data=validation_batches,
+        epochs=hp.epochs,
+        callbacks=[epoch_log, early_stopping],
+        shuffle=False,  # the dataset reshuffles itself each epoch, by the seed
+        verbose=0,
+    )
+    return dict(history.history)
 
 
 def _held_out(splits: Splits) -> tuple[str, Split]:

@@ -1,0 +1,112 @@
+"""A training loop for MultiWorkerMirroredStrategy, which Keras 3's `fit` cannot drive.
+
+Keras 3 `fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585): it
+reduces whole data batches and per-replica logs in ways collective ops reject. This loop
+does what `fit` does for us single-process — shuffled epochs, validation loss, early
+stopping with the best weights restored, one log line an epoch — with `strategy.run`.
+Every decision is taken from values all-reduced across workers, so all workers stop
+at the same epoch and hold the same weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmaas.trainer.progress import EpochLog
+
+
+def fit_multi_worker(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset | None,
+    *,
+    epochs: int,
+    patience: int,
+    learning_rate: float,
+    global_batch: int,
+    mixed_precision: bool,
+    epoch_log: EpochLog,
+) -> dict[str, list[float]]:
+    with strategy.scope():
+        optimizer: Any = keras.optimizers.Adam(learning_rate=learning_rate)
+        if mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+
+    def sums(probabilities: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        per_example = loss_fn(labels, probabilities)
+        predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        correct = tf.cast(tf.equal(predicted, tf.cast(labels, tf.int64)), tf.float32)
+        count = tf.cast(tf.size(labels), tf.float32)
+        return per_example, tf.reduce_sum(correct), count
+
+    @tf.function
+    def train_step(batch: Any) -> list[tf.Tensor]:
+        def step(features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            with tf.GradientTape() as tape:
+                probabilities = model(features, training=True)
+                per_example, correct, count = sums(probabilities, labels)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                scaled = optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+            return tf.reduce_sum(per_example), correct, count
+
+        results = strategy.run(step, args=batch)
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+    @tf.function
+    def evaluate_step(batch: Any) -> list[tf.Tensor]:
+        def step(features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            per_example, correct, count = sums(model(features, training=False), labels)
+            return tf.reduce_sum(per_example), correct, count
+
+        results = strategy.run(step, args=batch)
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+    def run_epoch(step: Any, dataset: Any) -> tuple[float, float]:
+        totals = np.zeros(3)
+        for batch in dataset:
+            totals += np.array([float(value) for value in step(batch)])
+        loss_sum, correct, count = totals
+        return loss_sum / max(count, 1.0), correct / max(count, 1.0)
+
+    train_distributed = strategy.experimental_distribute_dataset(train)
+    validation_distributed = (
+        strategy.experimental_distribute_dataset(validation) if validation is not None else None
+    )
+    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    monitor = "val_loss" if validation_distributed is not None else "loss"
+    best_loss = float("inf")
+    best_weights = model.get_weights()
+    waited = 0
+    for epoch in range(epochs):
+        epoch_log.on_epoch_begin(epoch)
+        logs: dict[str, float] = {}
+        logs["loss"], logs["accuracy"] = run_epoch(train_step, train_distributed)
+        if validation_distributed is not None:
+            logs["val_loss"], logs["val_accuracy"] = run_epoch(
+                evaluate_step, validation_distributed
+            )
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        epoch_log.on_epoch_end(epoch, logs)
+        if logs[monitor] < best_loss:
+            best_loss, best_weights, waited = logs[monitor], model.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    model.set_weights(best_weights)
+    return history
+
+
+def predict_locally(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
+    """Scores for every example, computed on this worker alone (no collectives)."""
+    return np.concatenate([np.asarray(model(features, training=False)) for features, _ in dataset])

@@ -48,6 +48,8 @@ class Reconciler:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._queued: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # What each owned object last looked like to a reconcile, by (kind, namespace, name).
+        self.seen: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -195,9 +197,54 @@ async def model_service_event(
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 async def owned_object_changed(
-    type: str, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+    type: str,
+    body: Mapping[str, Any],
+    labels: Mapping[str, str],
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    **_: Any,
 ) -> None:
     reconciler, service = _reconciler(memo), labels[MODEL_SERVICE_LABEL]
+    namespace = namespace or "default"
+    key = (str(body.get("kind")), namespace, name)
     if type == "DELETED":
-        reconciler.applier.forget(namespace or "default", service)
-    reconciler.request(namespace or "default", service)
+        reconciler.applier.forget(namespace, service)
+        reconciler.seen.pop(key, None)
+    else:
+        # Most updates (a Job's active count, a Deployment's conditions' heartbeats) change
+        # nothing a reconcile reads; only the fields it does read trigger one.
+        state = observed_state(body)
+        if reconciler.seen.get(key) == state:
+            return
+        reconciler.seen[key] = state
+    reconciler.request(namespace, service)
+
+
+def observed_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a reconcile reads from an owned Job or Deployment."""
+    status = body.get("status") or {}
+    if body.get("kind") == "Job":
+        finished = sorted(
+            (c.get("type"), c.get("status"))
+            for c in status.get("conditions") or []
+            if c.get("type") in ("Complete", "SuccessCriteriaMet", "Failed")
+        )
+        return ("Job", tuple(finished))
+    template = ((body.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return (
+        "Deployment",
+        (body.get("metadata") or {}).get("generation"),
+        (body.get("spec") or {}).get("replicas"),
+        (template.get("labels") or {}).get("tfmaas.io/version"),
+        *(
+            status.get(field)
+            for field in (
+                "observedGeneration",
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            )
+        ),
+    )

@@ -1,0 +1,46 @@
+"""Which owned-object updates are worth a reconcile."""
+
+from __future__ import annotations
+
+from tfmaas.operator.handlers import observed_state
+
+
+def job(active: int, *conditions: str) -> dict:  # type: ignore[type-arg]
+    return {
+        "kind": "Job",
+        "status": {
+            "active": active,
+            "conditions": [{"type": c, "status": "True"} for c in conditions]
+            + [{"type": "Suspended", "status": "False"}],
+        },
+    }
+
+
+def deployment(ready: int, version: str = "1", heartbeat: str = "t1") -> dict:  # type: ignore[type-arg]
+    return {
+        "kind": "Deployment",
+        "metadata": {"generation": 2},
+        "spec": {
+            "replicas": 1,
+            "template": {"metadata": {"labels": {"tfmaas.io/version": version}}},
+        },
+        "status": {
+            "observedGeneration": 2,
+            "readyReplicas": ready,
+            "conditions": [{"type": "Progressing", "lastUpdateTime": heartbeat}],
+        },
+    }
+
+
+def test_job_progress_without_an_outcome_is_ignored() -> None:
+    assert observed_state(job(1)) == observed_state(job(0))
+    assert observed_state(job(0, "SuccessCriteriaMet")) != observed_state(job(0))
+    assert observed_state(job(0, "Failed")) != observed_state(job(0, "Complete"))
+
+
+def test_deployment_rollout_fields_matter_and_heartbeats_do_not() -> None:
+    assert observed_state(deployment(0, heartbeat="t1")) == observed_state(
+        deployment(0, heartbeat="t2")
+    )
+    assert observed_state(deployment(1)) != observed_state(deployment(0))
+    assert observed_state(deployment(1, version="2")) != observed_state(deployment(1))

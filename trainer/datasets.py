@@ -90,7 +90,7 @@ def decode_utf8(data: bytes, source: str) -> str:
 
 def parse_csv(text: str, text_field: str, label_field: str, *, source: str) -> RawExamples:
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    fields = reader.fieldnames or []
+    fields = list(reader.fieldnames or [])
     _require_fields(source, fields, text_field, label_field)
     texts: list[str] = []
     labels: list[str] = []

@@ -237,6 +237,7 @@ def run(cluster: LocalCluster, scratch: Path, count: int, timeout: float) -> int
             if line.startswith(
                 (
                     "tfmaas_operator_reconciles_total",
+                    "tfmaas_operator_reconcile_triggers_total",
                     "tfmaas_operator_reconcile_duration_seconds_sum",
                     "tfmaas_operator_reconcile_duration_seconds_count",
                 )

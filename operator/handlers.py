@@ -54,10 +54,11 @@ class Reconciler:
     def _lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def run(self, namespace: str, name: str) -> Outcome | None:
+    async def run(self, namespace: str, name: str, trigger: str = "spec") -> Outcome | None:
         """Reconcile now; raises what reconcile raises."""
         async with self._lock((namespace, name)):
             self._queued.discard((namespace, name))
+            metrics.TRIGGERS.labels(trigger).inc()
             return await self._run_locked(namespace, name)
 
     async def _run_locked(self, namespace: str, name: str) -> Outcome | None:
@@ -103,7 +104,7 @@ class Reconciler:
         await asyncio.sleep(COALESCE_SECONDS)
         for delay in (*RETRY_DELAYS, None):
             try:
-                await self.run(namespace, name)
+                await self.run(namespace, name, trigger="owned")
                 return
             except InvalidModelService:
                 return
@@ -159,9 +160,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["reconciler"] = Reconciler(await asyncio.to_thread(connect), CONFIG)
 
 
-async def _reconcile_with_retries(namespace: str | None, name: str, memo: Any) -> None:
+async def _reconcile_with_retries(
+    namespace: str | None, name: str, memo: Any, trigger: str
+) -> None:
     try:
-        await _reconciler(memo).run(namespace or "default", name)
+        await _reconciler(memo).run(namespace or "default", name, trigger)
     except InvalidModelService as exc:
         raise kopf.PermanentError(str(exc)) from None
     except KubeError as exc:
@@ -173,15 +176,17 @@ async def _reconcile_with_retries(namespace: str | None, name: str, memo: Any) -
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def model_service_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _reconcile_with_retries(namespace, name, memo)
+async def model_service_changed(
+    namespace: str | None, name: str, memo: Any, reason: str, **_: Any
+) -> None:
+    await _reconcile_with_retries(namespace, name, memo, trigger=str(reason))
 
 
 @kopf.timer(
     GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds
 )
 async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _reconcile_with_retries(namespace, name, memo)
+    await _reconcile_with_retries(namespace, name, memo, trigger="resync")
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -13,6 +13,12 @@ RECONCILES = Counter(
     ["result"],
     registry=REGISTRY,
 )
+TRIGGERS = Counter(
+    "tfmaas_operator_reconcile_triggers",
+    "What started each reconcile (create, update, resume, resync, owned).",
+    ["trigger"],
+    registry=REGISTRY,
+)
 RECONCILE_SECONDS = Histogram(
     "tfmaas_operator_reconcile_duration_seconds",
     "Wall time of one reconcile, API calls included.",

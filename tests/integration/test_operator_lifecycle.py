@@ -287,6 +287,56 @@ def test_failed_training_keeps_the_old_version_serving(harness: Harness) -> None
     assert "TrainingFailed" in events
 
 
+def test_fixed_replicas_replace_the_autoscaler(harness: Harness) -> None:
+    harness.patch_spec("first", {"serving": {"replicas": 2, "autoscaling": {"enabled": False}}})
+    wait_for(lambda: harness.get("hpa", "first") is None, "HPA removed", TIMEOUT)
+    deployment = wait_for(
+        lambda: (d := harness.get("deployment", "first")) and d["spec"]["replicas"] == 2 and d,
+        "two fixed replicas",
+        TIMEOUT,
+    )
+    assert deployment["spec"]["replicas"] == 2
+    harness.patch_spec("first", {"serving": {"autoscaling": {"enabled": True}}})
+    wait_for(lambda: harness.get("hpa", "first"), "HPA back", TIMEOUT)
+
+
+def test_multi_worker_training_reads_the_chief(harness: Harness) -> None:
+    document = model_service("workers")
+    document["spec"]["training"]["workers"] = 2
+    harness.apply(document)
+    job = wait_for(lambda: harness.get("job", "workers-train-1"), "Job workers-train-1", TIMEOUT)
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    service = harness.get("service", "workers-train-1")
+    assert service is not None and service["spec"]["clusterIP"] == "None"
+    pods = wait_for(
+        lambda: (
+            len(p := harness.items("pods", "batch.kubernetes.io/job-name=workers-train-1")) == 2
+            and p
+        ),
+        "two worker pods",
+        TIMEOUT,
+    )
+    by_index = {
+        pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: pod
+        for pod in pods
+    }
+    assert by_index["1"]["spec"]["hostname"] == "workers-train-1-1"
+    # only the chief reports metrics; the other worker's message must not be mistaken for it
+    harness.cluster.finish_pod(
+        harness.namespace, by_index["1"]["metadata"]["name"], termination_message="worker done"
+    )
+    harness.cluster.finish_pod(
+        harness.namespace,
+        by_index["0"]["metadata"]["name"],
+        termination_message=termination_message(1, 0.93),
+    )
+    status = harness.wait_status(
+        "workers", "chief metrics", lambda s: (s.get("versions") or [{}])[0].get("promoted")
+    )
+    assert status["versions"][0]["metrics"]["accuracy"] == 0.93
+    harness.kubectl("delete", "modelservice", "workers", "--wait=false")
+
+
 def test_restart_mid_rollout_converges_without_duplicates(harness: Harness) -> None:
     harness.apply(model_service("restart"))
     wait_for(lambda: harness.get("job", "restart-train-1"), "Job restart-train-1", TIMEOUT)

@@ -106,7 +106,8 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """`tfmaas operator run --namespace NS` in a subprocess, logging to a file."""
+    """`tfmaas operator run --namespace NS` (or, with no namespace, --all-namespaces) in a
+    subprocess, logging to a file."""
 
     def __init__(
         self,
@@ -143,8 +144,7 @@ class OperatorProcess:
                 "tfmaas",
                 "operator",
                 "run",
-                "--namespace",
-                self.namespace,
+                *(["--namespace", self.namespace] if self.namespace else ["--all-namespaces"]),
                 "--standalone",
                 "--liveness",
                 f"http://127.0.0.1:{self.health_port}/healthz",

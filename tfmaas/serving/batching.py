@@ -10,8 +10,7 @@ a full queue answers UNAVAILABLE.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import logging
 import threading
 import time
 from collections import deque
@@ -24,33 +23,21 @@ import numpy as np
 from tfmaas.serving.config import BatchingOptions
 from tfmaas.serving.errors import ServingError, invalid_argument, unavailable
 
+log = logging.getLogger(__name__)
+
 Tensors = dict[str, np.ndarray]
 
 
 class _Task:
-    __slots__ = ("arrived", "done", "error", "future", "inputs", "loop", "result", "rows")
+    __slots__ = ("arrived", "done", "error", "inputs", "result", "rows")
 
     def __init__(self, inputs: Tensors, rows: int) -> None:
         self.inputs = inputs
         self.rows = rows
         self.arrived = time.monotonic()
-        self.done: threading.Event | None = None  # a blocking caller waits on this
-        self.loop: asyncio.AbstractEventLoop | None = None  # an async caller's loop and future
-        self.future: asyncio.Future[Tensors] | None = None
+        self.done = threading.Event()
         self.result: Tensors | None = None
         self.error: ServingError | None = None
-
-
-def _settle(tasks: list[_Task]) -> None:
-    """Runs on an event loop: resolve its callers' futures (one loop wake-up per batch)."""
-    for task in tasks:
-        future = task.future
-        if future is None or future.done():
-            continue  # the caller went away (cancelled RPC)
-        if task.error is not None:
-            future.set_exception(task.error)
-        else:
-            future.set_result(task.result)  # type: ignore[arg-type]
 
 
 def batch_rows(inputs: Tensors) -> int:
@@ -107,6 +94,9 @@ class Batcher:
         self._closed = False
         self._free = threading.Semaphore(options.threads)
         self._pool = ThreadPoolExecutor(options.threads, thread_name_prefix=f"batch-{name}")
+        self._name = name
+        self.batches = 0
+        self.rows = 0
         self._former = threading.Thread(target=self._form_batches, name=f"batcher-{name}")
         self._former.daemon = True
         self._former.start()
@@ -114,21 +104,12 @@ class Batcher:
     def submit(self, inputs: Tensors) -> Tensors:
         """Blocks until this request's rows come back from a batched model call."""
         task = self._new_task(inputs)
-        task.done = threading.Event()
         self._enqueue(task)
         task.done.wait()
         if task.error is not None:
             raise task.error
         assert task.result is not None
         return task.result
-
-    def submit_async(self, inputs: Tensors) -> asyncio.Future[Tensors]:
-        """For an event loop: a future resolved on the loop when this request's rows are back."""
-        task = self._new_task(inputs)
-        task.loop = asyncio.get_running_loop()
-        task.future = task.loop.create_future()
-        self._enqueue(task)
-        return task.future
 
     def _new_task(self, inputs: Tensors) -> _Task:
         rows = batch_rows(inputs)
@@ -160,6 +141,13 @@ class Batcher:
             self._cond.notify_all()
         self._former.join(timeout=30)
         self._pool.shutdown(wait=True)
+        if self.batches:
+            log.info(
+                "batcher %s ran %d batches, %.1f rows each on average",
+                self._name,
+                self.batches,
+                self.rows / self.batches,
+            )
 
     def _form_batches(self) -> None:
         limit = self._options.max_batch_size
@@ -187,6 +175,8 @@ class Batcher:
             self._pool.submit(self._run_batch, batch)
 
     def _run_batch(self, batch: list[_Task]) -> None:
+        self.batches += 1  # only batch threads write these; a torn read is harmless
+        self.rows += sum(task.rows for task in batch)
         try:
             outputs = self._run(merge(batch))
             for task, result in zip(batch, split(outputs, [t.rows for t in batch]), strict=True):
@@ -200,12 +190,5 @@ class Batcher:
                 task.error = error
         finally:
             self._free.release()
-            by_loop: dict[asyncio.AbstractEventLoop, list[_Task]] = {}
             for task in batch:
-                if task.done is not None:
-                    task.done.set()
-                elif task.loop is not None:
-                    by_loop.setdefault(task.loop, []).append(task)
-            for loop, tasks in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # a closed loop's callers are gone
-                    loop.call_soon_threadsafe(_settle, tasks)
+                task.done.set()

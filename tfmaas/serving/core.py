@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +68,6 @@ class ServingCore:
     def predict(self, **request: Any) -> PredictResult:
         plan = self.plan(**request)
         return plan.result(plan.served.run(plan.signature, plan.inputs))
-
-    async def predict_async(self, executor: Executor, **request: Any) -> PredictResult:
-        plan = self.plan(**request)
-        return plan.result(await plan.served.run_async(plan.signature, plan.inputs, executor))
 
     def observe(
         self, model_name: str, api: str, entrypoint: str, code: str, started: float

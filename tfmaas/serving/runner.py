@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from concurrent.futures import Executor
 
 from tfmaas.serving.batching import Batcher, Tensors, batch_rows
 from tfmaas.serving.config import BatchingOptions
@@ -30,14 +28,6 @@ class ServedVersion:
             return self.servable.run(signature, inputs)
         batch_rows(inputs)  # same 0th-dimension rule as the batched path, checked up front
         return self._batcher(signature).submit(inputs)
-
-    async def run_async(self, signature: Signature, inputs: Tensors, executor: Executor) -> Tensors:
-        """The same call for an event loop: the model runs on a thread, never on the loop."""
-        if self._batching is None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(executor, self.servable.run, signature, inputs)
-        batch_rows(inputs)
-        return await self._batcher(signature).submit_async(inputs)
 
     def _batcher(self, signature: Signature) -> Batcher:
         batcher = self._batchers.get(signature.name)

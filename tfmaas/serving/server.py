@@ -6,7 +6,6 @@ readiness probe that finds the port open can already predict.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from concurrent import futures
@@ -69,17 +68,9 @@ class ModelServer:
             allow_labels_for_unavailable=flags.allow_version_labels_for_unavailable_models,
         )
         self.core = ServingCore(self.registry, self.metrics)
-        self._health = health.aio.HealthServicer()
+        self._health = health.HealthServicer()
         self.registry.on_change = self._update_health
-        self._grpc: grpc.aio.Server | None = None
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(
-            target=self._loop.run_forever, name="grpc-loop", daemon=True
-        )
-        # Runs the model for unbatched requests and model loads asked for over gRPC.
-        self._executor = futures.ThreadPoolExecutor(
-            flags.grpc_threads, thread_name_prefix="inference"
-        )
+        self._grpc: grpc.Server | None = None
         self._rest: RestServer | None = None
         self._stop = threading.Event()
         self._pollers: list[threading.Thread] = []
@@ -106,7 +97,6 @@ class ModelServer:
             self.flags.tensorflow_intra_op_parallelism,
             self.flags.tensorflow_inter_op_parallelism or self.flags.tensorflow_session_parallelism,
         )
-        self._loop_thread.start()
         try:
             self.registry.apply_config(self._initial_config())
         except ServingError as exc:
@@ -128,9 +118,6 @@ class ModelServer:
         )
 
     def _start_grpc(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._start_grpc_on_loop(), self._loop).result()
-
-    async def _start_grpc_on_loop(self) -> None:
         options = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
@@ -138,20 +125,22 @@ class ModelServer:
         ]
         overridden = {key for key, _ in self._channel_options}
         options = [opt for opt in options if opt[0] not in overridden] + self._channel_options
-        server = grpc.aio.server(options=options)
+        # Worker threads run the model (or wait on the batcher): one per concurrent request.
+        server = grpc.server(
+            futures.ThreadPoolExecutor(self.flags.grpc_threads, thread_name_prefix="grpc"),
+            options=options,
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.core, self._executor), server
+            PredictionService(self.core), server
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self.core, self._executor), server
-        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.flags.bind_address}:{self.flags.port}"
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise UserError(f"cannot listen on {address} for gRPC: {exc}") from exc
-        await server.start()
+        server.start()
         self._grpc, self.grpc_port = server, port
 
     def _start_pollers(self) -> None:
@@ -187,17 +176,10 @@ class ModelServer:
         names = self.registry.model_names()
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        statuses = {
-            name: serving if self.registry.has_available(name) else not_serving for name in names
-        }
-        all_up = bool(names) and all(status == serving for status in statuses.values())
-        statuses[""] = serving if all_up else not_serving
-
-        async def publish() -> None:
-            for name, status in statuses.items():
-                await self._health.set(name, status)
-
-        asyncio.run_coroutine_threadsafe(publish(), self._loop)
+        for name in names:
+            self._health.set(name, serving if self.registry.has_available(name) else not_serving)
+        all_up = bool(names) and all(self.registry.has_available(n) for n in names)
+        self._health.set("", serving if all_up else not_serving)
 
     def wait(self) -> None:
         self._stop.wait()
@@ -205,16 +187,12 @@ class ModelServer:
     def stop(self, grace: float = 1.0) -> None:
         self._stop.set()
         if self._grpc is not None:
-            asyncio.run_coroutine_threadsafe(self._grpc.stop(grace), self._loop).result()
+            self._grpc.stop(grace).wait()
         if self._rest is not None:
             self._rest.stop()
         for thread in self._pollers:
             thread.join(timeout=5)
         self.registry.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._loop_thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(timeout=5)
 
     def __enter__(self) -> ModelServer:
         self.start()

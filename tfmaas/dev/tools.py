@@ -142,6 +142,18 @@ TOOLS: Mapping[str, Tool] = {
             ldflags=(
                 f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
                 "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+                # Without these stamps (helm's Makefile sets them) a helm built from its
+                # module believes the cluster is Kubernetes 1.20 whenever it renders
+                # offline, and charts with a kubeVersion constraint fail to template.
+                *(
+                    f"-X helm.sh/helm/v3/pkg/{package}.k8sVersion{part}={value}"
+                    for package in ("chartutil", "lint/rules")
+                    for part, value in zip(
+                        ("Major", "Minor"),
+                        KUBERNETES_VERSION.lstrip("v").split(".")[:2],
+                        strict=True,
+                    )
+                ),
             ),
         ),
     )

@@ -184,10 +184,9 @@ class GrpcClient:
         while time.monotonic() < deadline:
             try:
                 available = [s["version"] for s in self.status(model) if s["state"] == "AVAILABLE"]
-                if version is None and available:
-                    return max(available)
-                if version in available:
-                    return version
+                wanted = max(available, default=None) if version is None else version
+                if wanted is not None and wanted in available:
+                    return wanted
                 last = f"available versions: {available}"
             except PredictionError as exc:
                 last = str(exc)

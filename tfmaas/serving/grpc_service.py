@@ -28,7 +28,7 @@ from tfmaas.serving.errors import ServingError, invalid_argument
 log = logging.getLogger(__name__)
 
 
-def _model_ref(spec) -> tuple[str, int | None, str]:  # type: ignore[no-untyped-def]
+def _model_ref(spec) -> tuple[str, int | None, str]:
     version = spec.version.value if spec.HasField("version") else None
     label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else ""
     return spec.name, version, label
@@ -42,7 +42,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
-    def Predict(self, request, context):  # type: ignore[no-untyped-def]
+    def Predict(self, request, context):
         started = time.perf_counter()
         name, version, label = _model_ref(request.model_spec)
         code = "OK"
@@ -81,7 +81,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         finally:
             self._core.observe(name, "predict", "GRPC", code, started)
 
-    def GetModelMetadata(self, request, context):  # type: ignore[no-untyped-def]
+    def GetModelMetadata(self, request, context):
         try:
             fields = list(request.metadata_field)
             if not fields:
@@ -101,13 +101,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as exc:
             _abort(context, exc)
 
-    def Classify(self, request, context):  # type: ignore[no-untyped-def]
+    def Classify(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not served; use Predict")
 
-    def Regress(self, request, context):  # type: ignore[no-untyped-def]
+    def Regress(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not served; use Predict")
 
-    def MultiInference(self, request, context):  # type: ignore[no-untyped-def]
+    def MultiInference(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served; use Predict")
 
 
@@ -115,7 +115,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
-    def GetModelStatus(self, request, context):  # type: ignore[no-untyped-def]
+    def GetModelStatus(self, request, context):
         try:
             name, version, label = _model_ref(request.model_spec)
             records = self._core.registry.status(name, version, label)
@@ -132,7 +132,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 status.status.error_message = record.error
         return response
 
-    def HandleReloadConfigRequest(self, request, context):  # type: ignore[no-untyped-def]
+    def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
         try:
             self._core.registry.apply_config(request.config)

@@ -28,7 +28,6 @@ from tfmaas.serving.runner import ServedVersion
 
 log = logging.getLogger(__name__)
 
-ModelConfig = model_server_config_pb2.ModelConfig
 Loader = Callable[[str, int, Path], ServedVersion]
 
 
@@ -52,7 +51,7 @@ class VersionRecord:
 
 @dataclass
 class ModelRecord:
-    config: ModelConfig
+    config: model_server_config_pb2.ModelConfig
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
 
@@ -87,7 +86,7 @@ def versions_on_disk(base: Path) -> list[int]:
     return sorted(found)
 
 
-def aspired_versions(config: ModelConfig, on_disk: list[int]) -> set[int]:
+def aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: list[int]) -> set[int]:
     policy = config.model_version_policy
     kind = policy.WhichOneof("policy_choice")
     if kind == "all":
@@ -197,7 +196,7 @@ class Registry:
             if entry.state == VersionState.AVAILABLE:
                 self._unload(record, entry)
 
-    def _apply_labels(self, wanted: dict[str, ModelConfig]) -> None:
+    def _apply_labels(self, wanted: dict[str, model_server_config_pb2.ModelConfig]) -> None:
         new_labels: dict[str, dict[str, int]] = {}
         for name, model in wanted.items():
             record = self._models[name]

@@ -81,7 +81,7 @@ class ModelServer:
     def _load(self, name: str, version: int, path: Path) -> ServedVersion:
         return ServedVersion(Servable(name, version, path), self._batching)
 
-    def _initial_config(self):  # type: ignore[no-untyped-def]
+    def _initial_config(self):
         if self.flags.model_config_file:
             source = self.flags.model_config_file
             try:
@@ -118,7 +118,7 @@ class ModelServer:
         )
 
     def _start_grpc(self) -> None:
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
@@ -151,7 +151,7 @@ class ModelServer:
                 self.flags.model_config_file_poll_wait_seconds, self._reload_config, "config"
             )
 
-    def _poll_every(self, seconds: float, action, name: str) -> None:  # type: ignore[no-untyped-def]
+    def _poll_every(self, seconds: float, action, name: str) -> None:
         def loop() -> None:
             while not self._stop.wait(seconds):
                 try:

@@ -398,3 +398,24 @@ def test_trained_model_is_served(exported_model: Any, tmp_path: Path) -> None:
         assert prediction.label == max(prediction.scores, key=prediction.scores.__getitem__)
         assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-4)
         assert np.isfinite(list(prediction.scores.values())).all()
+
+
+def test_message_size_limit_from_channel_arguments(tmp_path: Path) -> None:
+    write_demo_model(tmp_path / "m", 1)
+    flags = ServerFlags(
+        port=0,
+        bind_address="127.0.0.1",
+        model_name="demo",
+        model_base_path=str(tmp_path / "m"),
+        file_system_poll_wait_seconds=0,
+        grpc_channel_arguments="grpc.max_receive_message_length=4096",
+    )
+    with (
+        ModelServer(flags) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel,
+    ):
+        assert len(positive_scores(predict(channel, ["small"]))) == 1
+        with pytest.raises(grpc.RpcError) as error:
+            predict(channel, ["x" * 8192])
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert len(positive_scores(predict(channel, ["small again"]))) == 1

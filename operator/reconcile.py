@@ -56,6 +56,7 @@ from tfmaas.operator.versions import (
     needs_training,
     next_version,
     plan_serving,
+    supersede,
     truncate,
 )
 
@@ -285,6 +286,11 @@ def reconcile(
         if worker_service is not None:
             kube.apply(worker_service)
         kube.apply(build_training_job(service, started, config))
+        stopped = supersede(records, started)
+        for old, new in zip(records, stopped, strict=True):
+            if old.state != new.state and old.job:
+                kube.delete("batch/v1", "Job", namespace, old.job)
+        records = stopped
         records.append(
             VersionRecord(
                 version=started,

@@ -197,6 +197,21 @@ def needs_training(records: Sequence[VersionRecord], fingerprint: str) -> bool:
     return not any(record.training_hash == fingerprint for record in records)
 
 
+def supersede(records: Sequence[VersionRecord], version: int) -> list[VersionRecord]:
+    """Older versions still training when `version` starts are stopped: their spec is no
+    longer wanted and they would only hold (GPU) nodes."""
+    return [
+        replace(
+            record,
+            state=FAILED,
+            message=f"superseded by version {version} (spec.training changed) before it finished",
+        )
+        if record.state == TRAINING and record.version < version
+        else record
+        for record in records
+    ]
+
+
 def newest(records: Sequence[VersionRecord]) -> VersionRecord | None:
     return max(records, key=lambda record: record.version) if records else None
 

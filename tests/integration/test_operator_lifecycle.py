@@ -287,6 +287,19 @@ def test_failed_training_keeps_the_old_version_serving(harness: Harness) -> None
     assert "TrainingFailed" in events
 
 
+def test_a_newer_training_supersedes_and_its_version_rolls_out(harness: Harness) -> None:
+    harness.patch_spec("first", {"training": {"hyperparameters": {"epochs": 5}}})
+    wait_for(lambda: harness.get("job", "first-train-4"), "Job first-train-4", TIMEOUT)
+    harness.patch_spec("first", {"training": {"hyperparameters": {"epochs": 6}}})
+    wait_for(lambda: harness.get("job", "first-train-5"), "Job first-train-5", TIMEOUT)
+    wait_for(lambda: harness.get("job", "first-train-4") is None, "v4 stopped", TIMEOUT)
+    harness.finish_training("first", 5, accuracy=0.85)
+    harness.serve("first", 5)
+    versions = {v["version"]: v for v in harness.status("first")["versions"]}
+    assert versions[4]["state"] == "Failed" and "superseded" in versions[4]["message"]
+    assert versions[5]["promoted"] is True
+
+
 def test_fixed_replicas_replace_the_autoscaler(harness: Harness) -> None:
     harness.patch_spec("first", {"serving": {"replicas": 2, "autoscaling": {"enabled": False}}})
     wait_for(lambda: harness.get("hpa", "first") is None, "HPA removed", TIMEOUT)

@@ -18,6 +18,7 @@ from tfmaas.operator.versions import (
     next_version,
     parse_termination_message,
     plan_serving,
+    supersede,
 )
 
 GATE = QualityGate(min_accuracy=0.8)
@@ -158,3 +159,10 @@ def test_a_version_number_taken_in_the_store_is_trained_again_under_the_next() -
     (record,) = merge_records([], observed, GATE)
     assert record.state == FAILED and record.training_hash is None
     assert needs_training([record], "a") and next_version([record], 1) == 2
+
+
+def test_a_new_training_supersedes_older_ones_still_running() -> None:
+    records = [ok(1), VersionRecord(2, TRAINING, "b", "x-train-2")]
+    stopped = supersede(records, 3)
+    assert stopped[0] == ok(1)
+    assert stopped[1].state == FAILED and "superseded by version 3" in (stopped[1].message or "")

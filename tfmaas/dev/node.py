@@ -252,7 +252,8 @@ class LocalNode:
         cni.ensure_bridge(self.network)
         cni.write_conflist(self.network, self.containerd.paths.cni_conf_dir)
 
-    def _issue(self, stem: str, request: pki.CertRequest) -> tuple[Path, Path]:
+    def issue_certificate(self, stem: str, request: pki.CertRequest) -> tuple[Path, Path]:
+        """A certificate from the cluster's CA, written under the node's pki/ folder."""
         ca = _load_ca(self.cluster.pki)
         certificate, key = ca.issue(request)
         cert_path = self.directory / "pki" / f"{stem}.crt"
@@ -266,7 +267,7 @@ class LocalNode:
     def _client_kubeconfig(self, stem: str, request: pki.CertRequest) -> Path:
         from tfmaas.dev.cluster import client_cert_credentials, kubeconfig
 
-        cert_path, key_path = self._issue(stem, request)
+        cert_path, key_path = self.issue_certificate(stem, request)
         config = kubeconfig(
             server=self.cluster.server,
             ca_pem=self.cluster.pki.ca_cert.read_bytes(),
@@ -287,7 +288,7 @@ class LocalNode:
                 f"system:node:{self.name}", organizations=("system:nodes",), client=True
             ),
         )
-        serving_cert, serving_key = self._issue(
+        serving_cert, serving_key = self.issue_certificate(
             "kubelet-serving",
             pki.CertRequest(
                 f"system:node:{self.name}",

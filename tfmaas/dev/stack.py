@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfmaas.dev import images, tools
+from tfmaas.dev import images, pki, tools
 from tfmaas.dev.cluster import LocalCluster
+from tfmaas.dev.metrics_adapter import GROUP as METRICS_GROUP
+from tfmaas.dev.metrics_adapter import VERSION as METRICS_VERSION
+from tfmaas.dev.metrics_adapter import CustomMetricsServer
 from tfmaas.dev.minio import MinioServer
 from tfmaas.dev.monitoring import LocalPrometheus
 from tfmaas.dev.node import LocalNode, default_node_address
@@ -129,6 +132,65 @@ def install_chart(
         raise RuntimeError(f"helm install failed: {completed.stderr.strip()[-3000:]}")
 
 
+def install_metrics_adapter(
+    cluster: LocalCluster, node: LocalNode, prometheus: LocalPrometheus
+) -> CustomMetricsServer:
+    """Serve custom.metrics.k8s.io from Prometheus (see tfmaas.dev.metrics_adapter)."""
+    cert, key = node.issue_certificate(
+        "custom-metrics",
+        pki.CertRequest(
+            "custom-metrics",
+            dns_names=(f"custom-metrics.{SYSTEM_NAMESPACE}.svc",),
+            ip_addresses=(node.address, "127.0.0.1"),
+            server=True,
+        ),
+    )
+
+    def list_pods(namespace: str, selector: str) -> list[str]:
+        args = ["get", "pods", "-n", namespace]
+        if selector:
+            args += ["-l", selector]
+        listed = cluster.kubectl_json(*args)
+        return [
+            pod["metadata"]["name"]
+            for pod in listed["items"]
+            if pod.get("status", {}).get("phase") == "Running"
+        ]
+
+    def query_rates(expr: str) -> dict[str, float]:
+        return {
+            series["metric"].get("pod", ""): float(series["value"][1])
+            for series in prometheus.query(expr)
+        }
+
+    server = CustomMetricsServer(
+        list_pods=list_pods, query_rates=query_rates, cert=cert, key=key
+    ).start()
+    publish_host_service(
+        cluster,
+        node,
+        namespace=SYSTEM_NAMESPACE,
+        name="custom-metrics",
+        service_port=443,
+        host_port=server.port,
+    )
+    api_service = {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": f"{METRICS_VERSION}.{METRICS_GROUP}"},
+        "spec": {
+            "service": {"name": "custom-metrics", "namespace": SYSTEM_NAMESPACE, "port": 443},
+            "group": METRICS_GROUP,
+            "version": METRICS_VERSION,
+            "insecureSkipTLSVerify": True,
+            "groupPriorityMinimum": 100,
+            "versionPriority": 200,
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(api_service))
+    return server
+
+
 @dataclass
 class LocalStack:
     """Everything `tfmaas dev up` runs; state under `directory`."""
@@ -139,6 +201,7 @@ class LocalStack:
     node: LocalNode | None = None
     minio: MinioServer | None = None
     prometheus: LocalPrometheus | None = None
+    metrics_adapter: CustomMetricsServer | None = None
     built: dict[str, images.BuiltImage] = field(default_factory=dict)
     minio_url: str = ""
 
@@ -171,12 +234,16 @@ class LocalStack:
             self.prometheus = LocalPrometheus(
                 self.directory / "prometheus", self.cluster.kubeconfig
             ).start()
+            self.metrics_adapter = install_metrics_adapter(self.cluster, self.node, self.prometheus)
             install_chart(self.cluster, self.built)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
+        if self.metrics_adapter is not None:
+            self.metrics_adapter.stop()
+            self.metrics_adapter = None
         if self.prometheus is not None:
             self.prometheus.stop()
             self.prometheus = None

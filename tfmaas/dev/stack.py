@@ -69,7 +69,9 @@ def publish_host_service(
             "endpoints": [{"addresses": [node.address], "conditions": {"ready": True}}],
         },
     ]
-    cluster.kubectl("apply", "-f", "-", input=json.dumps({"kind": "List", "items": objects}))
+    cluster.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    )
     return f"http://{name}.{namespace}:{service_port}"
 
 

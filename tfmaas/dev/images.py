@@ -264,7 +264,21 @@ def dockerfile_image(
     partial.unlink(missing_ok=True)
     _run([buildah, "push", reference, f"oci-archive:{partial}:{reference}"])
     partial.replace(archive)
+    _prune_older(buildah, name, keep=reference)
     return BuiltImage(reference, archive)
+
+
+def _prune_older(buildah: str, name: str, *, keep: str, archives_kept: int = 2) -> None:
+    """Each source change makes a new multi-GB image: drop older builds of `name`, keeping
+    the newest archives (a run in progress may still import one)."""
+    listed = _run([buildah, "images", "--format", "{{.Name}}:{{.Tag}}"]).stdout.split()
+    for ref in listed:
+        if ref.startswith(f"{REGISTRY}/{name}:") and ref != keep:
+            subprocess.run([buildah, "rmi", ref], capture_output=True, check=False)
+    subprocess.run([buildah, "rmi", "--prune"], capture_output=True, check=False)
+    archives = sorted(cache_dir().glob(f"{name}-*.tar"), key=lambda p: p.stat().st_mtime)
+    for old in archives[:-archives_kept]:
+        old.unlink(missing_ok=True)
 
 
 def _file_digest(path: Path) -> str:

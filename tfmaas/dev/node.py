@@ -437,6 +437,9 @@ class LocalNode:
         _unmount_under(self.directory, self.run_directory)
         cni.delete_bridge(self.network)
         shutil.rmtree(self.run_directory, ignore_errors=True)
+        # Unpacked images are gigabytes per run; the archives stay cached for the next node.
+        shutil.rmtree(self.containerd.paths.root, ignore_errors=True)
+        shutil.rmtree(self.directory / "kubelet", ignore_errors=True)
 
     def __enter__(self) -> LocalNode:
         self.start()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tfmaas.operator.reconcile import _job_state, parse, trainer_error
+from tfmaas.operator.reconcile import parse
+from tfmaas.operator.training import job_state, trainer_error
 from tfmaas.operator.versions import FAILED, SUCCEEDED, TRAINING
 
 
@@ -25,10 +26,10 @@ def test_job_states_from_conditions() -> None:
             }
         }
 
-    assert _job_state({}) == (TRAINING, None)
-    assert _job_state(job(("SuccessCriteriaMet", "True"), ("Complete", "True")))[0] == SUCCEEDED
-    assert _job_state(job(("Failed", "True"))) == (FAILED, "R: m")
-    assert _job_state(job(("Failed", "False"))) == (TRAINING, None)
+    assert job_state({}) == (TRAINING, None)
+    assert job_state(job(("SuccessCriteriaMet", "True"), ("Complete", "True")))[0] == SUCCEEDED
+    assert job_state(job(("Failed", "True"))) == (FAILED, "R: m")
+    assert job_state(job(("Failed", "False"))) == (TRAINING, None)
 
 
 def test_parse_keeps_metadata_and_applies_defaults() -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from tfmaas.operator.events import transitions
 from tfmaas.operator.status import (
     DeploymentState,
     Observed,
     build_status,
     invalid_spec_status,
-    transitions,
 )
 from tfmaas.operator.versions import (
     FAILED,

@@ -1,0 +1,109 @@
+"""The serving steps of a reconcile: converge the ConfigMaps, Deployments, Services, HPA and
+PDB of the planned versions, observe the rollout, and drop configurations no longer used."""
+
+from __future__ import annotations
+
+from tfmaas.api import ModelService
+from tfmaas.operator.apply import Applier
+from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.kube import Kube
+from tfmaas.operator.manifests.configmap import build_config_map, serving_config
+from tfmaas.operator.manifests.deployment import build_deployment
+from tfmaas.operator.manifests.hpa import build_hpa
+from tfmaas.operator.manifests.pdb import build_pdb
+from tfmaas.operator.manifests.service import build_headless_service, build_service
+from tfmaas.operator.naming import (
+    CANARY,
+    COMPONENT_LABEL,
+    MODEL_SERVICE_LABEL,
+    SERVING,
+    STABLE,
+    deployment_name,
+)
+from tfmaas.operator.status import DeploymentState
+from tfmaas.operator.training import owned_by
+from tfmaas.operator.versions import ServingPlan
+
+HPA = "HorizontalPodAutoscaler"
+
+
+def deployment_state(kube: Kube, namespace: str, name: str) -> DeploymentState | None:
+    found = kube.get("apps/v1", "Deployment", namespace, name)
+    return DeploymentState.from_object(found) if found else None
+
+
+def converge_serving(
+    kube: Kube,
+    applier: Applier,
+    service: ModelService,
+    stable: int,
+    canary: int | None,
+    config: OperatorConfig,
+    had_canary: bool,
+) -> set[str]:
+    """Apply everything serving needs; returns the ConfigMaps now in use."""
+    namespace = service.namespace or "default"
+    serving = service.spec.serving
+    tracks: list[tuple[str, int, int | None]] = [
+        (STABLE, stable, None if serving.autoscaling.enabled else serving.replicas)
+    ]
+    if canary is not None and serving.canary is not None:
+        tracks.append((CANARY, canary, serving.canary.replicas))
+    in_use = set()
+    sent = []
+    for track, version, replicas in tracks:
+        settings = serving_config(service, track, version)
+        config_map = build_config_map(service, settings, config)
+        applier.apply(config_map)
+        in_use.add(config_map["metadata"]["name"])
+        sent.append(applier.apply(build_deployment(service, settings, replicas, config)))
+    # Deleting what must not exist costs calls that find nothing; do it only when something
+    # changed or the stable Deployment was re-sent (after a start, then every max_age).
+    full_pass = sent[0]
+    if canary is None and (full_pass or had_canary):
+        canary_name = deployment_name(service.name, CANARY)
+        if kube.delete("apps/v1", "Deployment", namespace, canary_name):
+            applier.forget_object("apps/v1", "Deployment", namespace, canary_name)
+    applier.apply(build_service(service))
+    applier.apply(build_headless_service(service))
+    if serving.autoscaling.enabled:
+        applier.apply(build_hpa(service, config.request_rate_metric))
+    elif full_pass and kube.delete("autoscaling/v2", HPA, namespace, service.name):
+        applier.forget_object("autoscaling/v2", HPA, namespace, service.name)
+    applier.apply(build_pdb(service))
+    return in_use
+
+
+def prune_config_maps(kube: Kube, service: ModelService, in_use: set[str]) -> None:
+    """Old serving configurations go once no rollout can still need them."""
+    namespace = service.namespace or "default"
+    selector = f"{MODEL_SERVICE_LABEL}={service.name},{COMPONENT_LABEL}={SERVING}"
+    for item in kube.list("v1", "ConfigMap", namespace, selector):
+        name = item["metadata"]["name"]
+        if name not in in_use and owned_by(item, service.uid):
+            kube.delete("v1", "ConfigMap", namespace, name)
+
+
+def serve(
+    kube: Kube,
+    applier: Applier,
+    service: ModelService,
+    plan: ServingPlan,
+    config: OperatorConfig,
+    had_canary: bool,
+) -> tuple[DeploymentState | None, DeploymentState | None]:
+    """Converge serving for `plan` (which has a stable version); the tracks' rollout states."""
+    assert plan.stable is not None
+    namespace = service.namespace or "default"
+    in_use = converge_serving(
+        kube, applier, service, plan.stable, plan.canary, config, had_canary=had_canary
+    )
+    stable = deployment_state(kube, namespace, deployment_name(service.name, STABLE))
+    canary = None
+    if plan.canary is not None:
+        canary = deployment_state(kube, namespace, deployment_name(service.name, CANARY))
+    rolled = stable is not None and stable.rolled_out(plan.stable)
+    canary_rolled = plan.canary is None or (canary is not None and canary.rolled_out(plan.canary))
+    if rolled and canary_rolled:
+        prune_config_maps(kube, service, in_use)
+    return stable, canary

@@ -1,0 +1,160 @@
+"""The training steps of a reconcile: what the ModelService's Jobs say, and starting the
+Job of a new version (stopping any it supersedes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tfmaas.api import ModelService
+from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.kube import Kube
+from tfmaas.operator.manifests.job import build_training_job, build_worker_service
+from tfmaas.operator.naming import (
+    COMPLETION_INDEX_ANNOTATION,
+    JOB_NAME_LABEL,
+    MODEL_SERVICE_LABEL,
+    TRAINER_CONTAINER,
+    TRAINING_HASH_ANNOTATION,
+    VERSION_LABEL,
+    job_name,
+)
+from tfmaas.operator.versions import (
+    FAILED,
+    FINAL_STATES,
+    SUCCEEDED,
+    TRAINING,
+    JobObservation,
+    VersionRecord,
+    supersede,
+    truncate,
+)
+
+log = logging.getLogger(__name__)
+
+
+def job_state(job: Mapping[str, Any]) -> tuple[str, str | None]:
+    for entry in (job.get("status") or {}).get("conditions") or []:
+        if entry.get("status") != "True":
+            continue
+        if entry.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return SUCCEEDED, None
+        if entry.get("type") == "Failed":
+            return FAILED, f"{entry.get('reason', 'Failed')}: {entry.get('message', '')}".strip()
+    return TRAINING, None
+
+
+def _terminated_message(pod: Mapping[str, Any]) -> str | None:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        if container.get("name") == TRAINER_CONTAINER:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            return terminated.get("message")
+    return None
+
+
+def trainer_error(message: str | None) -> str | None:
+    """The trainer reports a failure as {"error": ...}; a crash leaves its log's tail."""
+    if not message:
+        return None
+    try:
+        document = json.loads(message)
+    except json.JSONDecodeError:
+        return message
+    if isinstance(document, dict) and isinstance(document.get("error"), str):
+        return str(document["error"])
+    return message
+
+
+def _chief_first(pod: Mapping[str, Any]) -> tuple[int, str]:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    index = annotations.get(COMPLETION_INDEX_ANNOTATION, "0")
+    created = (pod.get("metadata") or {}).get("creationTimestamp") or ""
+    return (int(index) if str(index).isdigit() else 0, created)
+
+
+def observe_job(kube: Kube, job: Mapping[str, Any], namespace: str) -> JobObservation | None:
+    meta = job.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    raw_version = labels.get(VERSION_LABEL)
+    if not raw_version or not str(raw_version).isdigit():
+        return None
+    state, failure = job_state(job)
+    message = None
+    if state != TRAINING:
+        pods = kube.list("v1", "Pod", namespace, f"{JOB_NAME_LABEL}={meta['name']}")
+        if state == SUCCEEDED:
+            # The chief (completion index 0) writes the metrics of a multi-worker run.
+            done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+            done.sort(key=_chief_first)
+            message = _terminated_message(done[0]) if done else None
+        else:
+            failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+            failed.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+            tail = trainer_error(_terminated_message(failed[-1])) if failed else None
+            failure = f"{failure or 'the training Job failed'}" + (
+                f"; the trainer said: {truncate(tail, 600)}" if tail else ""
+            )
+    return JobObservation(
+        version=int(raw_version),
+        job=str(meta["name"]),
+        training_hash=(meta.get("annotations") or {}).get(TRAINING_HASH_ANNOTATION),
+        state=state,
+        termination_message=message,
+        failure=failure,
+    )
+
+
+def owned_by(item: Mapping[str, Any], uid: str | None) -> bool:
+    owners = (item.get("metadata") or {}).get("ownerReferences") or []
+    return any(owner.get("uid") == uid for owner in owners)
+
+
+def observe_training(
+    kube: Kube, service: ModelService, known: Sequence[VersionRecord]
+) -> list[JobObservation]:
+    """Observations of this ModelService's Jobs whose versions are not recorded as final."""
+    namespace = service.namespace or "default"
+    final = {record.version for record in known if record.state in FINAL_STATES}
+    observations = []
+    selector = f"{MODEL_SERVICE_LABEL}={service.name}"
+    for job in kube.list("batch/v1", "Job", namespace, selector):
+        if not owned_by(job, service.uid):
+            continue
+        version = ((job.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL)
+        if version and str(version).isdigit() and int(version) in final:
+            continue  # finished and recorded: no need to read its pods again
+        observation = observe_job(kube, job, namespace)
+        if observation is not None:
+            observations.append(observation)
+    return observations
+
+
+def start_training(
+    kube: Kube,
+    service: ModelService,
+    version: int,
+    records: Sequence[VersionRecord],
+    config: OperatorConfig,
+) -> list[VersionRecord]:
+    """Create version `version`'s Job, stop older trainings it supersedes; the new records."""
+    namespace = service.namespace or "default"
+    worker_service = build_worker_service(service, version)
+    if worker_service is not None:
+        kube.apply(worker_service)
+    kube.apply(build_training_job(service, version, config))
+    stopped = supersede(records, version)
+    for old, new in zip(records, stopped, strict=True):
+        if old.state != new.state and old.job:
+            kube.delete("batch/v1", "Job", namespace, old.job)
+    log.info("%s/%s: training version %d", namespace, service.name, version)
+    return [
+        *stopped,
+        VersionRecord(
+            version=version,
+            state=TRAINING,
+            training_hash=service.spec.training.fingerprint(),
+            job=job_name(service.name, version),
+        ),
+    ]

@@ -419,3 +419,29 @@ def test_message_size_limit_from_channel_arguments(tmp_path: Path) -> None:
             predict(channel, ["x" * 8192])
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert len(positive_scores(predict(channel, ["small again"]))) == 1
+
+
+def test_client_round_robin_spreads_calls_over_servers(tmp_path: Path) -> None:
+    servers = [start(tmp_path / name) for name in ("a", "b")]
+    try:
+        # What a headless Service gives through DNS: several pod addresses for one name.
+        target = "ipv4:" + ",".join(s.target for s in servers)
+        with GrpcClient(target, round_robin=True) as client:
+            for _ in range(20):
+                client.predict("demo", ["x"], version=1)
+        counts = []
+        for served in servers:
+            text = urllib.request.urlopen(f"{served.rest}/monitoring/prometheus/metrics").read()
+            ok = [
+                float(line.rsplit(" ", 1)[1])
+                for line in text.decode().splitlines()
+                if line.startswith(
+                    ':tensorflow:serving:request_count{model_name="demo",status="OK"}'
+                )
+            ]
+            counts.append(ok[0] if ok else 0.0)
+        assert sum(counts) == 20
+        assert min(counts) >= 5, counts
+    finally:
+        for served in servers:
+            served.server.stop()

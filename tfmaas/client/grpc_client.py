@@ -62,7 +62,7 @@ class GrpcClient:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         if round_robin is None:
-            round_robin = target.startswith("dns:")
+            round_robin = target.startswith(("dns:", "ipv4:", "ipv6:"))
         channel_options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),

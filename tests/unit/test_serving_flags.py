@@ -42,6 +42,7 @@ def test_runtime_only_upstream_flags_are_accepted() -> None:
         ]
     )
     assert flags.model_config_file == "/c"
+    assert flags.per_process_gpu_memory_fraction == 0.5
 
 
 def test_unknown_flag_is_an_error() -> None:
@@ -56,6 +57,7 @@ def test_unknown_flag_is_an_error() -> None:
         (["--model_base_path=/m", "--model_config_file=/c"], "exclusive"),
         (["--model_base_path=/m", "--port=8500", "--rest_api_port=8500"], "must differ"),
         (["--model_base_path=/m", "--port=70000"], "not a TCP port"),
+        (["--model_base_path=/m", "--per_process_gpu_memory_fraction=2"], "between 0 and 1"),
     ],
 )
 def test_bad_flag_combinations_say_what_to_fix(argv: list[str], message: str) -> None:

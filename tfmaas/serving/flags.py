@@ -50,6 +50,7 @@ class ServerFlags:
     tensorflow_inter_op_parallelism: int = 0
     tensorflow_session_parallelism: int = 0
     allow_version_labels_for_unavailable_models: bool = False
+    per_process_gpu_memory_fraction: float = 0.0
 
     def validate(self) -> None:
         if self.model_config_file and self.model_base_path:
@@ -68,6 +69,8 @@ class ServerFlags:
                 raise UserError(f"--{name}={value} is not a TCP port (0..65535)")
         if self.port and self.port == self.rest_api_port:
             raise UserError("--port and --rest_api_port must differ")
+        if not 0.0 <= self.per_process_gpu_memory_fraction <= 1.0:
+            raise UserError("--per_process_gpu_memory_fraction must be between 0 and 1")
         if self.file_system_poll_wait_seconds < 0 or self.model_config_file_poll_wait_seconds < 0:
             raise UserError("poll intervals must be >= 0 seconds (0 turns polling off)")
 
@@ -80,7 +83,6 @@ class ServerFlags:
 
 # Upstream flags that only tune the C++ runtime; accepted so one command line fits both servers.
 _IGNORED_FLAGS = (
-    "per_process_gpu_memory_fraction",
     "enable_model_warmup",
     "saved_model_tags",
     "max_num_load_retries",
@@ -114,6 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
         elif field.type in (int, "int"):
             parser.add_argument(f"--{field.name}", type=int, default=default, metavar="N")
+        elif field.type in (float, "float"):
+            parser.add_argument(f"--{field.name}", type=float, default=default, metavar="X")
         else:
             parser.add_argument(f"--{field.name}", default=default, metavar="VALUE")
     for name in _IGNORED_FLAGS:

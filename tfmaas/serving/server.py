@@ -31,13 +31,14 @@ log = logging.getLogger(__name__)
 
 # TF Serving lifts gRPC's 4 MiB default; a client may still lower it on its side.
 _MAX_MESSAGE_BYTES = 2**31 - 1
-_threads_configured = False
+_tensorflow_configured = False
 
 
-def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
-    """Must run before TensorFlow executes its first op; later calls are no-ops."""
-    global _threads_configured
-    if _threads_configured:
+def configure_tensorflow(intra_op: int, inter_op: int, gpu_memory_fraction: float = 0.0) -> None:
+    """Thread pools sized for the pod, not the node; GPU memory taken as needed, not all at
+    once. Must run before TensorFlow executes its first op; later calls change nothing."""
+    global _tensorflow_configured
+    if _tensorflow_configured:
         return
     import tensorflow as tf
 
@@ -46,9 +47,13 @@ def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op)
         if inter_op > 0:
             tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        if gpu_memory_fraction > 0:
+            # Memory growth is what a fraction is for: leave room for other processes.
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError as exc:
-        log.warning("TensorFlow thread pools already started; %s", exc)
-    _threads_configured = True
+        log.warning("TensorFlow already initialized; %s", exc)
+    _tensorflow_configured = True
 
 
 class ModelServer:
@@ -93,9 +98,10 @@ class ModelServer:
         return config_files.single_model_config(self.flags.model_name, self.flags.model_base_path)
 
     def start(self) -> None:
-        configure_tensorflow_threads(
+        configure_tensorflow(
             self.flags.tensorflow_intra_op_parallelism,
             self.flags.tensorflow_inter_op_parallelism or self.flags.tensorflow_session_parallelism,
+            self.flags.per_process_gpu_memory_fraction,
         )
         try:
             self.registry.apply_config(self._initial_config())

@@ -8,8 +8,9 @@ Prints, for one model:
              server does), at concurrency 1 and 32
 
 Everything runs on 127.0.0.1; each phase is bounded in requests and seconds. The model is a
-small bag-of-ngrams sentiment model trained on the spot (about 20 s), or `--model-dir DIR`
-(a folder holding `<version>/saved_model.pb`).
+small sentiment model trained on the spot (bag-of-ngrams like the sample, about 20 s; or
+`--architecture cnn|transformer`), or `--model-dir DIR` (a folder holding
+`<version>/saved_model.pb`).
 
     python benchmarks/serving_benchmark.py [--model-dir DIR] [--requests 400] [--seconds 10]
 """
@@ -48,12 +49,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def train_small_model(base: Path) -> Path:
+def train_small_model(base: Path, architecture: str) -> Path:
     from tfmaas.trainer import train_and_publish
 
     training = {
         "dataset": {"uri": "builtin:chinese-reviews"},
-        "model": {"architecture": "bag-of-ngrams", "maxTokens": 20000, "ngrams": 2},
+        "model": {"architecture": architecture, "maxTokens": 20000, "ngrams": 2},
         "hyperparameters": {"epochs": 2, "maxExamples": 4000},
     }
     train_and_publish(training, name="bench", store_uri=base.as_uri(), log=lambda line: None)
@@ -260,6 +261,12 @@ def report_latency(name: str, latencies: list[float], throughput: float) -> None
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", type=Path, help="folder holding <version>/saved_model.pb")
+    parser.add_argument(
+        "--architecture",
+        default="bag-of-ngrams",
+        choices=("bag-of-ngrams", "cnn", "transformer"),
+        help="what to train when no --model-dir is given (default: the sample's)",
+    )
     parser.add_argument("--requests", type=int, default=400, help="requests per phase, c=1")
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound per phase")
     parser.add_argument("--naive-server", nargs=2, metavar=("PORT", "PATH"), help=argparse.SUPPRESS)
@@ -274,8 +281,8 @@ def main() -> int:
         if args.model_dir:
             base = args.model_dir.resolve()
         else:
-            print("training a small bag-of-ngrams model ...", flush=True)
-            base = train_small_model(workdir / "models")
+            print(f"training a small {args.architecture} model ...", flush=True)
+            base = train_small_model(workdir / "models", args.architecture)
         path = model_path(base)
         print(f"model: {path}")
         print(f"cpus: {os.cpu_count()}; one sentence per request: {SENTENCE}")

@@ -106,7 +106,13 @@ def reconcile(
     stable_state = canary_state = None
     if plan.stable is not None:
         had_canary = previous.get("canaryVersion") is not None
-        stable_state, canary_state = serve(kube, applier, service, plan, config, had_canary)
+        moved = (previous.get("servingVersion"), previous.get("canaryVersion")) != (
+            plan.stable,
+            plan.canary,
+        )
+        stable_state, canary_state = serve(
+            kube, applier, service, plan, config, had_canary, versions_moved=moved
+        )
 
     observed = Observed(
         generation=generation,

@@ -40,8 +40,9 @@ def converge_serving(
     canary: int | None,
     config: OperatorConfig,
     had_canary: bool,
-) -> set[str]:
-    """Apply everything serving needs; returns the ConfigMaps now in use."""
+) -> tuple[set[str], bool]:
+    """Apply everything serving needs; returns the ConfigMaps now in use, and whether this
+    was a full pass (something changed, or the periodic re-send)."""
     namespace = service.namespace or "default"
     serving = service.spec.serving
     tracks: list[tuple[str, int, int | None]] = [
@@ -71,7 +72,7 @@ def converge_serving(
     elif full_pass and kube.delete("autoscaling/v2", HPA, namespace, service.name):
         applier.forget_object("autoscaling/v2", HPA, namespace, service.name)
     applier.apply(build_pdb(service))
-    return in_use
+    return in_use, full_pass
 
 
 def prune_config_maps(kube: Kube, service: ModelService, in_use: set[str]) -> None:
@@ -91,11 +92,12 @@ def serve(
     plan: ServingPlan,
     config: OperatorConfig,
     had_canary: bool,
+    versions_moved: bool = True,
 ) -> tuple[DeploymentState | None, DeploymentState | None]:
     """Converge serving for `plan` (which has a stable version); the tracks' rollout states."""
     assert plan.stable is not None
     namespace = service.namespace or "default"
-    in_use = converge_serving(
+    in_use, full_pass = converge_serving(
         kube, applier, service, plan.stable, plan.canary, config, had_canary=had_canary
     )
     stable = deployment_state(kube, namespace, deployment_name(service.name, STABLE))
@@ -104,6 +106,7 @@ def serve(
         canary = deployment_state(kube, namespace, deployment_name(service.name, CANARY))
     rolled = stable is not None and stable.rolled_out(plan.stable)
     canary_rolled = plan.canary is None or (canary is not None and canary.rolled_out(plan.canary))
-    if rolled and canary_rolled:
+    # Listing ConfigMaps on every reconcile would be wasted: only after a change.
+    if rolled and canary_rolled and (full_pass or versions_moved):
         prune_config_maps(kube, service, in_use)
     return stable, canary

@@ -80,18 +80,17 @@ def choose_placement(log: Callable[[str], Any] = print) -> Placement:
     import tensorflow as tf
 
     role = cluster_role()
-    if role.distributed:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # Memory growth has to be set before anything (the strategy included) starts the GPUs.
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
-        # Fails once the GPU is initialised; growth only matters when the GPU is shared.
         with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)
-    if not role.distributed:
-        if len(gpus) > 1:
-            strategy = tf.distribute.MirroredStrategy()
-        else:
-            strategy = tf.distribute.get_strategy()
+    if role.distributed:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
     mixed = bool(gpus)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     placement = Placement(strategy, role, len(gpus), mixed)

@@ -33,6 +33,10 @@ def test_version_folder_holds_savedmodel_metrics_and_card(exported_model) -> Non
     assert card["classes"] == exported_model.classes == ["negative", "positive"]
     assert card["version"] == 1 and card["name"] == "sentiment"
     assert card["dataset"]["fingerprint"].startswith("sha256:")
+    assert card["dataset"]["uri"] == "builtin:chinese-reviews"
+    assert card["hyperparameters"]["epochs"] == 3 and card["architecture"] == "bag-of-ngrams"
+    assert card["examples"] == metrics["examples"] == {"train": 800, "validation": 100, "test": 100}
+    assert card["trainedAt"].endswith("Z") and card["tensorflowVersion"]
 
 
 def test_serving_default_signature_matches_contract(exported_model) -> None:

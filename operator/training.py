@@ -28,6 +28,7 @@ from tfmaas.operator.versions import (
     TRAINING,
     JobObservation,
     VersionRecord,
+    needs_training,
     supersede,
     truncate,
 )
@@ -114,12 +115,27 @@ def owned_by(item: Mapping[str, Any], uid: str | None) -> bool:
 def observe_training(
     kube: Kube, service: ModelService, known: Sequence[VersionRecord]
 ) -> list[JobObservation]:
-    """Observations of this ModelService's Jobs whose versions are not recorded as final."""
+    """Observations of this ModelService's Jobs whose versions are not recorded as final.
+
+    When the status already records a version of the current spec.training, only the Jobs
+    it lists as training are read, by name. Otherwise all the ModelService's Jobs are listed:
+    a crash between creating a Job and recording it leaves a Job only a listing finds.
+    """
     namespace = service.namespace or "default"
     final = {record.version for record in known if record.state in FINAL_STATES}
     observations = []
-    selector = f"{MODEL_SERVICE_LABEL}={service.name}"
-    for job in kube.list("batch/v1", "Job", namespace, selector):
+    jobs: list[dict[str, Any]]
+    if needs_training(known, service.spec.training.fingerprint()):
+        selector = f"{MODEL_SERVICE_LABEL}={service.name}"
+        jobs = kube.list("batch/v1", "Job", namespace, selector)
+    else:
+        found = (
+            kube.get("batch/v1", "Job", namespace, record.job)
+            for record in known
+            if record.state == TRAINING and record.job
+        )
+        jobs = [job for job in found if job is not None]
+    for job in jobs:
         if not owned_by(job, service.uid):
             continue
         version = ((job.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL)

@@ -2,9 +2,9 @@
 ModelService concerned.
 
 Triggers: the ModelService's own create/update/resume (with kopf's retries: a transient API
-fault is a TemporaryError with backoff, an invalid spec a PermanentError), events of the
-Jobs, Pods and Deployments it owns (so a finished training or a ready replica is noticed at
-once), and a periodic timer as a safety net for anything missed.
+fault is a TemporaryError with backoff, an invalid spec a PermanentError), updates of the
+Jobs and Deployments it owns that change what a reconcile reads (so a finished training or
+a ready replica is noticed at once), and a periodic timer as a safety net.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ class Reconciler:
             result = "ok"
         except InvalidModelService as exc:
             result = "invalid"
-            post(body, "Warning", "InvalidSpec", str(exc))
+            if not already_invalid(body, str(exc)):
+                post(body, "Warning", "InvalidSpec", str(exc))
             raise
         except KubeError as exc:
             result = "transient" if exc.transient else "error"
@@ -122,6 +123,15 @@ class Reconciler:
         lock = self._locks.get((namespace, name))
         if lock is not None and not lock.locked():
             self._locks.pop((namespace, name), None)
+
+
+def already_invalid(body: Mapping[str, Any], message: str) -> bool:
+    """Whether the status already reports this very spec error (one Event per mistake)."""
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == "SpecValid" and c.get("status") == "False" and c.get("message") == message
+        for c in conditions
+    )
 
 
 def post(body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:

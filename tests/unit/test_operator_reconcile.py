@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tfmaas.operator.reconcile import parse
+import pytest
+
+from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.reconcile import InvalidModelService, parse, reconcile
 from tfmaas.operator.training import job_state, trainer_error
 from tfmaas.operator.versions import FAILED, SUCCEEDED, TRAINING
 
@@ -46,3 +49,31 @@ def test_parse_keeps_metadata_and_applies_defaults() -> None:
     service = parse(body)
     assert (service.uid, service.generation, service.namespace) == ("u", 3, "ns")
     assert service.spec.serving.autoscaling.max_replicas == 10
+
+
+class StatusOnlyKube:
+    """Records status writes; any other call would mean the reconcile went on regardless."""
+
+    def __init__(self) -> None:
+        self.statuses: list[dict] = []  # type: ignore[type-arg]
+
+    def patch_status(self, api_version, kind, namespace, name, status):  # type: ignore[no-untyped-def]
+        self.statuses.append(status)
+        return {}
+
+
+def test_a_stored_spec_that_fails_validation_is_reported_and_not_acted_on() -> None:
+    kube = StatusOnlyKube()
+    body = {
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 2},
+        "spec": {
+            "storage": {"uri": "gs://bucket/m"},
+            "training": {"dataset": {"uri": "builtin:chinese-reviews"}},
+        },
+    }
+    with pytest.raises(InvalidModelService, match=r"storage\.uri must start with s3://"):
+        reconcile(kube, body, OperatorConfig())  # type: ignore[arg-type]
+    (status,) = kube.statuses
+    assert status["phase"] == "Failed"
+    (condition,) = status["conditions"]
+    assert (condition["type"], condition["status"]) == ("SpecValid", "False")

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 
 from tfmaas.client import GrpcClient, PredictionError, RestClient
 from tfmaas.client.tensors import strings_proto
+from tfmaas.errors import UserError
 from tfmaas.serving.flags import ServerFlags
 from tfmaas.serving.server import ModelServer
 from tfmaas.serving.testing import DEMO_CLASSES, demo_scores, write_demo_model
@@ -445,3 +446,21 @@ def test_client_round_robin_spreads_calls_over_servers(tmp_path: Path) -> None:
     finally:
         for served in servers:
             served.server.stop()
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    write_demo_model(tmp_path / "m", 1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for grpc_port, rest_port, what in ((port, 0, "gRPC"), (0, port, "REST")):
+            flags = ServerFlags(
+                port=grpc_port,
+                rest_api_port=rest_port,
+                bind_address="127.0.0.1",
+                model_name="demo",
+                model_base_path=str(tmp_path / "m"),
+            )
+            with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port} for {what}"):
+                ModelServer(flags).start()

@@ -109,12 +109,13 @@ class ModelServer:
             raise UserError(
                 f"Failed to start server. Error: {exc.code_name}: {exc.message}"
             ) from exc
-        self._start_grpc()
-        if self.flags.rest_api_port:
-            api = RestApi(self.core, self._monitoring.path if self.metrics else None)
-            self._rest = RestServer(api, self.flags.bind_address, self.flags.rest_api_port)
-            self._rest.start()
-            self.rest_port = self._rest.port
+        try:
+            self._start_grpc()
+            if self.flags.rest_api_port:
+                self._start_rest()
+        except UserError:
+            self.stop(grace=0)
+            raise
         self._start_pollers()
         log.info(
             "Serving gRPC on %s:%d%s",
@@ -148,6 +149,16 @@ class ModelServer:
             raise UserError(f"cannot listen on {address} for gRPC: {exc}") from exc
         server.start()
         self._grpc, self.grpc_port = server, port
+
+    def _start_rest(self) -> None:
+        api = RestApi(self.core, self._monitoring.path if self.metrics else None)
+        address = f"{self.flags.bind_address}:{self.flags.rest_api_port}"
+        try:
+            self._rest = RestServer(api, self.flags.bind_address, self.flags.rest_api_port)
+        except OSError as exc:
+            raise UserError(f"cannot listen on {address} for REST: {exc.strerror}") from exc
+        self._rest.start()
+        self.rest_port = self._rest.port
 
     def _start_pollers(self) -> None:
         if self.flags.file_system_poll_wait_seconds > 0:

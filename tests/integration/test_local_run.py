@@ -3,6 +3,7 @@ version to the server that is already running."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "sentiment.yaml"
 # Enough data for the sample's quality gate (accuracy >= 0.8) with a margin, in well under a minute.
@@ -43,6 +44,7 @@ def local_run(workdir: Path, *args: str) -> list[str]:
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+@pytest.mark.slow
 def test_sample_trains_serves_and_picks_up_the_next_version(tmp_path: Path) -> None:
     ports = ("--port", str(free_port()), "--rest-port", str(free_port()))
     first = subprocess.run(
@@ -90,29 +92,58 @@ def test_sample_trains_serves_and_picks_up_the_next_version(tmp_path: Path) -> N
     assert serving.returncode == 0
 
 
+def publish_demo_version(store: Path, version: int, accuracy: float) -> None:
+    """A published version with the files the trainer writes, without training."""
+    from tfmaas.serving.testing import DEMO_CLASSES, write_demo_model
+    from tfmaas.storage import open_store
+
+    export = write_demo_model(store.parent / "export", version)
+    scores = {"accuracy": accuracy, "precision": accuracy, "recall": accuracy, "f1": accuracy}
+    (export / "metrics.json").write_text(json.dumps(scores))
+    (export / "model_card.json").write_text(json.dumps({"classes": list(DEMO_CLASSES)}))
+    open_store(store.as_uri()).publish(version, export)
+
+
+def run_quick(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tfmaas", "local", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=ENV,
+    )
+
+
+def test_serves_a_published_version_without_training(tmp_path: Path) -> None:
+    store = tmp_path / "models" / "sentiment"
+    publish_demo_version(store, 1, accuracy=0.9)
+    publish_demo_version(store, 2, accuracy=0.5)  # below the sample's gate: kept, not served
+    ports = ("--port", str(free_port()), "--rest-port", str(free_port()))
+    answer = run_quick(
+        str(SAMPLE),
+        "--workdir",
+        str(tmp_path),
+        "--no-train",
+        *ports,
+        "--exit-after-predict",
+        "--sample",
+        "好",
+    )
+    assert answer.returncode == 0, answer.stdout[-2000:] + answer.stderr[-2000:]
+    assert "label stable = version 1" in answer.stdout
+    assert "好 -> negative (negative=" in answer.stdout  # class names from the model card
+
+
 def test_a_gate_nothing_passes_is_explained(tmp_path: Path) -> None:
     strict = tmp_path / "strict.yaml"
     strict.write_text(SAMPLE.read_text().replace("minAccuracy: 0.8", "minAccuracy: 0.999"))
-    answer = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tfmaas",
-            "local",
-            "run",
-            str(strict),
-            "--workdir",
-            str(tmp_path),
-            "--no-train",
-            "--exit-after-predict",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ENV,
-    )
-    assert answer.returncode == 2
-    assert "passes the quality gate" in answer.stderr
+    empty = run_quick(str(strict), "--workdir", str(tmp_path), "--no-train")
+    assert empty.returncode == 2
+    assert "holds no versions yet" in empty.stderr
+    publish_demo_version(tmp_path / "models" / "sentiment", 1, accuracy=0.9)
+    gated = run_quick(str(strict), "--workdir", str(tmp_path), "--no-train")
+    assert gated.returncode == 2
+    assert "passes the quality gate" in gated.stderr
 
 
 def test_an_invalid_spec_is_rejected_before_training(tmp_path: Path) -> None:

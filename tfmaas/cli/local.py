@@ -229,6 +229,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.no_serve:
         return 0
 
+    if not store.list_versions():
+        raise UserError(f"the store {store_uri} holds no versions yet; run without --no-train")
     stable, canary = choose_versions(service, store)
     if stable is None:
         raise UserError(

@@ -55,11 +55,12 @@ def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) ->
         )
         stack.create_store_secret(cluster, minio, NAMESPACE)
         stack.install_chart(cluster, built, extra_values={"networkPolicy.enabled": "false"})
-        prometheus = LocalPrometheus(tmp_path_factory.mktemp("e2e-prometheus"), cluster.kubeconfig)
-        prometheus.start()
+        prometheus = stack.start_prometheus(cluster, tmp_path_factory.mktemp("e2e-prometheus"))
+        adapter = stack.install_metrics_adapter(cluster, node, prometheus)
         try:
             yield Loop(minio=minio, prometheus=prometheus)
         finally:
+            adapter.stop()
             prometheus.stop()
     finally:
         minio.stop()
@@ -175,3 +176,74 @@ def test_sample_file_is_what_the_loop_applies() -> None:
     )
     assert spec["spec"]["storage"]["secretRef"]["name"] == stack.STORE_SECRET
     assert Path(SAMPLE).is_file()
+
+
+def _ready_serving_pods(env: NodeCluster) -> list[str]:
+    pods = env.cluster.kubectl_json(
+        "get", "pods", "-l", f"tfmaas.io/model-service={NAME},app.kubernetes.io/component=serving"
+    )["items"]
+    return [
+        pod["metadata"]["name"]
+        for pod in pods
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in pod.get("status", {}).get("conditions", [])
+        )
+    ]
+
+
+def test_request_rate_scales_the_serving_deployment_out(
+    node_cluster: NodeCluster, loop: Loop
+) -> None:
+    """Bounded load (about 8 requests/s for at most 4 minutes) against a target of 2 per pod:
+    Prometheus scrapes the rate, the custom metrics API serves it, the HPA adds a replica."""
+    import concurrent.futures
+    import threading
+
+    from tfmaas.client.grpc_client import GrpcClient
+
+    cluster = node_cluster.cluster
+    patch = {"spec": {"serving": {"autoscaling": {"targetRequestsPerSecond": 2}}}}
+    cluster.kubectl("patch", "modelservice", NAME, "--type=merge", "-p", json.dumps(patch))
+    service = cluster.kubectl_json("get", "service", NAME)
+    address = f"{service['spec']['clusterIP']}:8500"
+    stop = threading.Event()
+    outcomes = {"ok": 0, "failed": 0}
+
+    def load() -> None:
+        with GrpcClient(address, timeout=10, retries=0) as client:
+            while not stop.is_set():
+                try:
+                    client.predict(NAME, ["还不错"])
+                    outcomes["ok"] += 1
+                except Exception:
+                    outcomes["failed"] += 1
+                stop.wait(0.25)
+
+    def scaled_out() -> bool:
+        return len(_ready_serving_pods(node_cluster)) >= 2
+
+    def diagnose() -> str:
+        return (
+            "\n".join(
+                cluster.kubectl(*args, check=False).stdout[-3000:]
+                for args in (
+                    ("get", "hpa", "-o", "wide"),
+                    ("describe", "hpa"),
+                    ("get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2"),
+                    ("get", "pods", "-o", "wide"),
+                )
+            )
+            + f"\nrequests: {outcomes}"
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        workers = [pool.submit(load) for _ in range(2)]
+        try:
+            _wait("a second Ready serving replica", scaled_out, 240, diagnose)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.result()
+    assert outcomes["ok"] > 0
+    assert outcomes["failed"] == 0, outcomes

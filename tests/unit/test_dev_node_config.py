@@ -91,18 +91,19 @@ def test_corefile_serves_the_cluster_domain_on_the_node_address(tmp_path: Path) 
     assert "forward" not in text
 
 
-def test_prometheus_scrapes_only_serving_pods_rest_port_at_tf_serving_path(tmp_path: Path) -> None:
-    from tfmaas.dev.monitoring import scrape_config
+def test_prometheus_scrapes_serving_pods_rest_port_at_tf_serving_path(tmp_path: Path) -> None:
+    from tfmaas.dev.monitoring import file_sd_targets, scrape_config
 
-    job = scrape_config(tmp_path / "admin.kubeconfig")["scrape_configs"][0]
+    job = scrape_config(tmp_path / "targets.json")["scrape_configs"][0]
     assert job["metrics_path"] == "/monitoring/prometheus/metrics"
-    assert job["kubernetes_sd_configs"] == [
-        {"role": "pod", "kubeconfig_file": str(tmp_path / "admin.kubeconfig")}
+    assert job["file_sd_configs"][0]["files"] == [str(tmp_path / "targets.json")]
+    pods = [
+        {
+            "metadata": {"namespace": "ml", "name": "b"},
+            "status": {"phase": "Running", "podIP": "10.244.0.7"},
+        },
+        {"metadata": {"namespace": "ml", "name": "a"}, "status": {"phase": "Pending"}},
     ]
-    keeps = {r["source_labels"][0]: r["regex"] for r in job["relabel_configs"] if r.get("action")}
-    assert keeps == {
-        "__meta_kubernetes_pod_label_app_kubernetes_io_component": "serving",
-        "__meta_kubernetes_pod_container_port_name": "http",
-    }
-    targets = {r["target_label"] for r in job["relabel_configs"] if "target_label" in r}
-    assert targets == {"namespace", "pod"}
+    assert file_sd_targets(pods) == [
+        {"targets": ["10.244.0.7:8501"], "labels": {"namespace": "ml", "pod": "b"}}
+    ]

@@ -1,16 +1,20 @@
 """Prometheus (Debian's package) on the host, scraping the serving pods of a local node.
 
-It discovers pods through the API server (kubernetes_sd with the admin kubeconfig), keeps the
-tfmaas serving containers' REST port and scrapes TF Serving's metrics path there, labelling each
-series with its namespace and pod as the chart's PodMonitor would.
+Debian builds Prometheus without Kubernetes service discovery, so the pods are discovered here:
+a thread lists the tfmaas serving pods through the API server every few seconds and writes
+their REST port as file_sd targets, labelled with namespace and pod as the chart's PodMonitor
+would. Prometheus scrapes TF Serving's metrics path there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,40 +24,57 @@ from tfmaas.dev import processes
 from tfmaas.errors import UserError
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
-SERVING_PORT_NAME = "http"
 
 
-def scrape_config(kubeconfig: Path, *, interval: str = "5s") -> dict[str, Any]:
-    """One job: the REST port of every pod labelled as a tfmaas serving pod."""
-    component = "__meta_kubernetes_pod_label_app_kubernetes_io_component"
+SERVING_SELECTOR = "app.kubernetes.io/component=serving,app.kubernetes.io/part-of=tfmaas"
+REST_PORT = 8501
+# kubectl-style lister: label selector -> the pod objects of all namespaces
+PodLister = Callable[[str], list[dict[str, Any]]]
+
+
+def scrape_config(targets_file: Path, *, interval: str = "5s") -> dict[str, Any]:
+    """One job: every serving pod's REST port, from the discovered targets file."""
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [
             {
                 "job_name": "tfmaas-serving",
                 "metrics_path": METRICS_PATH,
-                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
-                "relabel_configs": [
-                    {"source_labels": [component], "regex": "serving", "action": "keep"},
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                        "regex": SERVING_PORT_NAME,
-                        "action": "keep",
-                    },
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                ],
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": interval}],
             }
         ],
     }
 
 
+def file_sd_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Running pods with an IP become targets at their REST port, labelled namespace/pod."""
+    targets = []
+    for pod in pods:
+        status = pod.get("status", {})
+        if status.get("phase") != "Running" or not status.get("podIP"):
+            continue
+        targets.append(
+            {
+                "targets": [f"{status['podIP']}:{REST_PORT}"],
+                "labels": {
+                    "namespace": pod["metadata"]["namespace"],
+                    "pod": pod["metadata"]["name"],
+                },
+            }
+        )
+    return sorted(targets, key=lambda target: target["labels"]["pod"])
+
+
 class LocalPrometheus:
-    def __init__(self, directory: Path, kubeconfig: Path) -> None:
+    def __init__(self, directory: Path, list_pods: PodLister, *, every: float = 3.0) -> None:
         self.directory = directory
-        self.kubeconfig = kubeconfig
+        self.list_pods = list_pods
+        self.every = every
+        self.targets_file = directory / "targets.json"
         self.port = 0
         self.process: processes.ManagedProcess | None = None
+        self._stop = threading.Event()
+        self._discovery = threading.Thread(target=self._discover_forever, daemon=True)
 
     @property
     def url(self) -> str:
@@ -65,7 +86,8 @@ class LocalPrometheus:
             raise UserError("prometheus is not installed; run .ci/install-system-packages")
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(self.kubeconfig)))
+        self.discover_once()
+        config.write_text(yaml.safe_dump(scrape_config(self.targets_file)))
         self.port = processes.free_port()
         self.process = processes.start(
             "prometheus",
@@ -81,7 +103,19 @@ class LocalPrometheus:
         processes.wait_until(
             self._ready, timeout=60, what="Prometheus to be ready", processes=[self.process]
         )
+        self._discovery.start()
         return self
+
+    def discover_once(self) -> None:
+        targets = file_sd_targets(self.list_pods(SERVING_SELECTOR))
+        partial = self.targets_file.with_suffix(".partial")
+        partial.write_text(json.dumps(targets))
+        partial.replace(self.targets_file)
+
+    def _discover_forever(self) -> None:
+        while not self._stop.wait(self.every):
+            with contextlib.suppress(Exception):
+                self.discover_once()
 
     def _ready(self) -> bool:
         try:
@@ -97,6 +131,7 @@ class LocalPrometheus:
         return list(body["data"]["result"])
 
     def stop(self) -> None:
+        self._stop.set()
         if self.process is not None:
             self.process.stop()
             self.process = None

@@ -134,6 +134,13 @@ def install_chart(
         raise RuntimeError(f"helm install failed: {completed.stderr.strip()[-3000:]}")
 
 
+def start_prometheus(cluster: LocalCluster, directory: Path) -> LocalPrometheus:
+    def list_pods(selector: str) -> list[dict[str, Any]]:
+        return list(cluster.kubectl_json("get", "pods", "-A", "-l", selector)["items"])
+
+    return LocalPrometheus(directory, list_pods).start()
+
+
 def install_metrics_adapter(
     cluster: LocalCluster, node: LocalNode, prometheus: LocalPrometheus
 ) -> CustomMetricsServer:
@@ -233,9 +240,7 @@ class LocalStack:
                 host_port=self.minio.port,
             )
             create_store_secret(self.cluster, self.minio, "default")
-            self.prometheus = LocalPrometheus(
-                self.directory / "prometheus", self.cluster.kubeconfig
-            ).start()
+            self.prometheus = start_prometheus(self.cluster, self.directory / "prometheus")
             self.metrics_adapter = install_metrics_adapter(self.cluster, self.node, self.prometheus)
             install_chart(self.cluster, self.built)
         except BaseException:

@@ -1,6 +1,7 @@
 """Serving benchmark: gRPC Predict of one sentence against the embedded server, with baselines.
 
 Prints, for one model:
+  echo       grpc's Python server answering Predict without a model: the transport's own cost
   floor      the loaded `serving_default` signature called in-process (no server at all)
   tfmaas     `tfmaas serve` over gRPC, concurrency 1: p50/p99 and the p50 overhead over the floor
   c=32       concurrency 32 with batching off and on: throughput and p99
@@ -69,31 +70,39 @@ def model_path(base: Path) -> Path:
 
 
 def measure_c1(path: Path, target: str, requests: int) -> tuple[list[float], list[float]]:
-    """Floor and server latency at concurrency 1, interleaved call by call so that load from
-    other processes on the machine hits both the same way."""
+    """Floor and server latency at concurrency 1, alternating in blocks so that load from other
+    processes hits both alike; a pause between blocks lets the client's TensorFlow threads go
+    idle so they do not compete with the server's."""
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     request = predict_pb2.PredictRequest.FromString(request_bytes())
-    floor, served = [], []
+    floor: list[float] = []
+    served: list[float] = []
+    block = 25
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
             request_serializer=predict_pb2.PredictRequest.SerializeToString,
             response_deserializer=predict_pb2.PredictResponse.FromString,
         )
-        for i in range(requests + 20):
-            started = time.perf_counter()
-            outputs = signature(text=tf.constant([SENTENCE]))
-            _ = {k: v.numpy() for k, v in outputs.items()}
-            middle = time.perf_counter()
+        for _ in range(20):
+            signature(text=tf.constant([SENTENCE]))
             call(request, timeout=30)
-            ended = time.perf_counter()
-            if i >= 20:
-                floor.append(middle - started)
-                served.append(ended - middle)
+        while len(served) < requests:
+            for _ in range(block):
+                started = time.perf_counter()
+                outputs = signature(text=tf.constant([SENTENCE]))
+                _ = {k: v.numpy() for k, v in outputs.items()}
+                floor.append(time.perf_counter() - started)
+            time.sleep(0.05)
+            for _ in range(block):
+                started = time.perf_counter()
+                call(request, timeout=30)
+                served.append(time.perf_counter() - started)
+            time.sleep(0.05)
     return floor, served
 
 
@@ -191,16 +200,6 @@ def start_tfmaas(base: Path, batching: bool, workdir: Path) -> tuple[subprocess.
     return process, f"127.0.0.1:{port}"
 
 
-def start_naive(path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--naive-server", str(port), str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return process, f"127.0.0.1:{port}"
-
-
 def naive_server(port: int, path: str) -> None:
     """The baseline: Keras `model.predict` and TensorFlow's proto helpers on every request."""
     import grpc
@@ -231,6 +230,33 @@ def naive_server(port: int, path: str) -> None:
     server.start()
     signal.sigwait({signal.SIGTERM})
     server.stop(1)
+
+
+def echo_server(port: int) -> None:
+    """The transport floor: grpc's synchronous server answering Predict without a model."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # type: ignore[no-untyped-def]
+            return predict_pb2.PredictResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(64))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    signal.sigwait({signal.SIGTERM})
+    server.stop(1)
+
+
+def start_helper(kind: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, f"--{kind}-server", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, f"127.0.0.1:{port}"
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -270,10 +296,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400, help="requests per phase, c=1")
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound per phase")
     parser.add_argument("--naive-server", nargs=2, metavar=("PORT", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--skip-naive", action="store_true", help="leave the naive baseline out")
     args = parser.parse_args()
     if args.naive_server:
         naive_server(int(args.naive_server[0]), args.naive_server[1])
+        return 0
+    if args.echo_server:
+        echo_server(args.echo_server)
         return 0
 
     with tempfile.TemporaryDirectory(prefix="tfmaas-bench-") as tmp:
@@ -286,6 +316,19 @@ def main() -> int:
         path = model_path(base)
         print(f"model: {path}")
         print(f"cpus: {os.cpu_count()}; one sentence per request: {SENTENCE}")
+
+        process, target = start_helper("echo")
+        try:
+            wait_until_serving(target, process)
+            echo = asyncio.run(load(target, 1, args.requests, args.seconds))
+            report_latency("gRPC echo without a model, c=1", *echo)
+            cpu_before = cpu_seconds(process.pid)
+            echo32 = asyncio.run(load(target, 32, args.requests * 10, args.seconds))
+            cpu = (cpu_seconds(process.pid) - cpu_before) / len(echo32[0])
+            report_latency("gRPC echo without a model, c=32", *echo32)
+            print(f"    server CPU per request: {cpu * 1000:.2f} ms")
+        finally:
+            stop(process)
 
         results: dict[str, tuple[list[float], float]] = {}
         for batching in (False, True):
@@ -307,7 +350,7 @@ def main() -> int:
                 stop(process)
 
         if not args.skip_naive:
-            process, target = start_naive(path)
+            process, target = start_helper("naive", str(path))
             try:
                 wait_until_serving(target, process)
                 naive1 = asyncio.run(load(target, 1, min(args.requests, 100), args.seconds))

@@ -70,8 +70,10 @@ def _small_sample() -> dict[str, Any]:
     """The sample as shipped, with a training budget and requests that fit a 2-CPU node."""
     spec = yaml.safe_load(SAMPLE.read_text())
     training = spec["spec"]["training"]
-    training["hyperparameters"].update({"epochs": 1, "maxExamples": 3000})
+    training["hyperparameters"].update({"epochs": 2, "maxExamples": 6000})
     training["resources"].update({"cpu": "1", "memory": "3Gi"})
+    # This checks the loop, not the model: a small budget must still pass the gate.
+    training["qualityGate"] = {"minAccuracy": 0.6}
     serving = spec["spec"]["serving"]
     serving["autoscaling"].update({"minReplicas": 1, "maxReplicas": 2})
     serving["resources"] = {"cpu": "250m", "memory": "1Gi"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import ssl
 import urllib.request
 from pathlib import Path
@@ -76,6 +77,14 @@ def test_discovery_over_tls_and_unknown_metrics_are_404(tmp_path: Path) -> None:
             f"{base}/apis/custom.metrics.k8s.io/v1beta2", context=context, timeout=5
         ) as response:
             assert b"pods/tfserving_requests_per_second" in response.read()
+        # The API server sends the wildcard pod name percent-encoded.
+        url = (
+            f"{base}/apis/custom.metrics.k8s.io/v1beta2/namespaces/ml/pods/%2A/"
+            "tfserving_requests_per_second?labelSelector=app%3Dx"
+        )
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
+            body = json.load(response)
+        assert [item["describedObject"]["name"] for item in body["items"]] == ["x-1", "x-2"]
         code, _ = server.answer(
             "/apis/custom.metrics.k8s.io/v1beta2/namespaces/ml/pods/*/other", {}
         )

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 GROUP = "custom.metrics.k8s.io"
 VERSION = "v1beta2"
@@ -155,7 +155,7 @@ class CustomMetricsServer:
             def do_GET(self) -> None:
                 parsed = urlparse(self.path)
                 try:
-                    code, body = server.answer(parsed.path, parse_qs(parsed.query))
+                    code, body = server.answer(unquote(parsed.path), parse_qs(parsed.query))
                 except Exception as exc:
                     code, body = 500, _status(500, str(exc))
                 data = json.dumps(body).encode()

@@ -249,3 +249,89 @@ def test_request_rate_scales_the_serving_deployment_out(
                 worker.result()
     assert outcomes["ok"] > 0
     assert outcomes["failed"] == 0, outcomes
+
+
+def test_rollout_under_load_with_the_operator_killed_midway_fails_no_request(
+    node_cluster: NodeCluster, loop: Loop
+) -> None:
+    """A new training spec makes version 2; while it rolls out under bounded load (about 8
+    requests/s), the operator pod is deleted. Clients (retrying UNAVAILABLE, as the product's
+    client does) see no failed request, and version 2 ends up serving."""
+    import concurrent.futures
+    import threading
+
+    from tfmaas.client.grpc_client import GrpcClient
+
+    cluster = node_cluster.cluster
+    service = cluster.kubectl_json("get", "service", NAME)
+    address = f"{service['spec']['clusterIP']}:8500"
+    stop = threading.Event()
+    outcomes: dict[str, int] = {"ok": 0, "failed": 0}
+    errors: list[str] = []
+
+    def load() -> None:
+        with GrpcClient(address, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    client.predict(NAME, ["物流很快"])
+                    outcomes["ok"] += 1
+                except Exception as exc:
+                    outcomes["failed"] += 1
+                    errors.append(str(exc)[:200])
+                stop.wait(0.25)
+
+    def diagnose() -> str:
+        return (
+            "\n".join(
+                cluster.kubectl(*args, check=False).stdout[-3000:]
+                for args in (
+                    ("get", "ms,jobs,pods,rs", "-A", "-o", "wide"),
+                    ("get", "ms", NAME, "-o", "jsonpath={.status}"),
+                )
+            )
+            + f"\nrequests: {outcomes} {errors[:5]}"
+        )
+
+    def status() -> dict[str, Any]:
+        return dict(cluster.kubectl_json("get", "modelservice", NAME).get("status", {}))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        workers = [pool.submit(load) for _ in range(2)]
+        try:
+            patch = {"spec": {"serving": {"version": "latest"}, "training": {
+                "hyperparameters": {"seed": 7}}}}  # fmt: skip
+            cluster.kubectl("patch", "modelservice", NAME, "--type=merge", "-p", json.dumps(patch))
+            _wait(
+                "version 2 to be trained",
+                lambda: any(v.get("version") == 2 for v in status().get("versions", [])),
+                900,
+                diagnose,
+            )
+            cluster.kubectl(
+                "delete",
+                "pod",
+                "-n",
+                stack.SYSTEM_NAMESPACE,
+                "-l",
+                "app.kubernetes.io/component=operator",
+                "--wait=false",
+            )
+
+            def serving_two() -> bool:
+                current = status()
+                ready = any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in current.get("conditions", [])
+                )
+                return ready and current.get("servingVersion") == 2
+
+            _wait("version 2 serving after the operator restarted", serving_two, 600, diagnose)
+            time.sleep(5)  # requests keep flowing across the switch
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.result()
+    assert outcomes["ok"] > 0
+    assert outcomes["failed"] == 0, (outcomes, errors[:5])
+    with GrpcClient(address, timeout=30) as client:
+        assert client.predict(NAME, ["很好"], version=2)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,9 @@ def test_sample_trains_serves_and_picks_up_the_next_version(tmp_path: Path) -> N
     assert serving.returncode == 0
 
 
-def publish_demo_version(store: Path, version: int, accuracy: float) -> None:
+def publish_demo_version(
+    store: Path, version: int, accuracy: float, *, uri: str = "", endpoint: str | None = None
+) -> None:
     """A published version with the files the trainer writes, without training."""
     from tfmaas.serving.testing import DEMO_CLASSES, write_demo_model
     from tfmaas.storage import open_store
@@ -101,16 +104,16 @@ def publish_demo_version(store: Path, version: int, accuracy: float) -> None:
     scores = {"accuracy": accuracy, "precision": accuracy, "recall": accuracy, "f1": accuracy}
     (export / "metrics.json").write_text(json.dumps(scores))
     (export / "model_card.json").write_text(json.dumps({"classes": list(DEMO_CLASSES)}))
-    open_store(store.as_uri()).publish(version, export)
+    open_store(uri or store.as_uri(), endpoint=endpoint).publish(version, export)
 
 
-def run_quick(*args: str) -> subprocess.CompletedProcess[str]:
+def run_quick(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tfmaas", "local", "run", *args],
         capture_output=True,
         text=True,
         timeout=180,
-        env=ENV,
+        env={**ENV, **(env or {})},
     )
 
 
@@ -132,6 +135,28 @@ def test_serves_a_published_version_without_training(tmp_path: Path) -> None:
     assert answer.returncode == 0, answer.stdout[-2000:] + answer.stderr[-2000:]
     assert "label stable = version 1" in answer.stdout
     assert "好 -> negative (negative=" in answer.stdout  # class names from the model card
+
+
+def test_serves_from_an_s3_store(tmp_path: Path, minio: Any, minio_env: dict[str, str]) -> None:
+    uri = f"s3://{minio.bucket('local-run')}/sentiment"
+    publish_demo_version(tmp_path / "unused", 3, accuracy=0.9, uri=uri, endpoint=minio.endpoint)
+    ports = ("--port", str(free_port()), "--rest-port", str(free_port()))
+    answer = run_quick(
+        str(SAMPLE),
+        "--workdir",
+        str(tmp_path),
+        "--store",
+        uri,
+        "--endpoint",
+        minio.endpoint,
+        "--no-train",
+        "--exit-after-predict",
+        *ports,
+        env=minio_env,
+    )
+    assert answer.returncode == 0, answer.stdout[-2000:] + answer.stderr[-2000:]
+    assert "label stable = version 3" in answer.stdout
+    assert (tmp_path / "serving" / "sentiment" / "versions" / "3" / "saved_model.pb").is_file()
 
 
 def test_a_gate_nothing_passes_is_explained(tmp_path: Path) -> None:

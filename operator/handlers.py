@@ -29,7 +29,10 @@ from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile
 log = logging.getLogger(__name__)
 
 CONFIG = OperatorConfig.load()
-OWNED = {MANAGED_BY_LABEL: FIELD_MANAGER, MODEL_SERVICE_LABEL: kopf.PRESENT}
+OWNED: Mapping[str, Any] = {  # kopf's label filter values: a string or kopf.PRESENT
+    MANAGED_BY_LABEL: FIELD_MANAGER,
+    MODEL_SERVICE_LABEL: kopf.PRESENT,
+}
 EVENT_MESSAGE_LIMIT = 1000
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 COALESCE_SECONDS = 0.3

@@ -35,9 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Model-as-a-Service for TensorFlow: train, version and serve models.",
     )
     parser.add_argument("--version", action="version", version=f"tfmaas {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log debug messages to stderr"
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

@@ -41,7 +41,7 @@ def _server(tmp_path: Path, rates: dict[str, float], queries: list[str]) -> Cust
 
 def test_rate_query_is_the_charts_adapter_rule_for_the_listed_pods() -> None:
     assert rate_query("ml", ["a-1", "a.2"], "2m") == (
-        'sum by (pod) (rate(:tensorflow:serving:request_count{namespace="ml",pod=~"a\\-1|a\\.2"}'
+        'sum by (pod) (rate(:tensorflow:serving:request_count{namespace="ml",pod=~"a-1|a\\\\.2"}'
         "[2m]))"
     )
     assert quantity(12.3456) == "12346m"
@@ -61,7 +61,7 @@ def test_pod_metrics_list_every_selected_pod_with_zero_when_unscraped(tmp_path: 
     assert body["kind"] == "MetricValueList"
     values = {item["describedObject"]["name"]: item["value"] for item in body["items"]}
     assert values == {"x-1": "2500m", "x-2": "0m"}
-    assert queries and 'pod=~"x\\-1|x\\-2"' in queries[0]
+    assert queries and 'pod=~"x-1|x-2"' in queries[0]
     stamp = body["items"][0]["timestamp"]
     assert datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
 

@@ -36,7 +36,9 @@ RateQuery = Callable[[str], dict[str, float]]
 
 def rate_query(namespace: str, pods: list[str], window: str) -> str:
     """The chart's adapter rule, for the given pods."""
-    pod_regex = "|".join(re.escape(pod) for pod in pods)
+    # Pod names are DNS labels: only "." is a regex metacharacter, and a PromQL string needs
+    # its backslash doubled (re.escape's "\\-" is an invalid PromQL escape).
+    pod_regex = "|".join(pod.replace(".", "\\\\.") for pod in pods)
     return (
         f'sum by (pod) (rate({SOURCE_SERIES}{{namespace="{namespace}",pod=~"{pod_regex}"}}'
         f"[{window}]))"

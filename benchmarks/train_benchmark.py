@@ -117,11 +117,11 @@ def run_tutorial_style(splits: Any, training: dict[str, Any]) -> tuple[Row, floa
     import keras
     import numpy as np
 
+    from tfmaas.api import load_training_spec
     from tfmaas.trainer.architectures import make_architecture
-    from tfmaas.trainer.config import parse_training
     from tfmaas.trainer.evaluate import classification_metrics
 
-    config = parse_training(
+    config = load_training_spec(
         {**training, "model": {**training.get("model", {}), "architecture": "cnn"}}
     )
     hp, model_config = config.hyperparameters, config.model
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    from tfmaas.trainer.config import parse_training
+    from tfmaas.api import load_training_spec
     from tfmaas.trainer.training import prepare_data
 
     tf.get_logger().setLevel("ERROR")  # retracing notices from the baselines' predict calls
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": {"uri": "builtin:chinese-reviews"},
         "hyperparameters": hyperparameters,
     }
-    data = prepare_data(parse_training(training), log=print)
+    data = prepare_data(load_training_spec(training), log=print)
     splits = data.splits
 
     rows: list[Row] = [run_tfidf_logistic_regression(splits)]

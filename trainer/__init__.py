@@ -1,15 +1,14 @@
 """The trainer: a text classifier from raw sentences, exported as a servable model version.
 
 `train_and_publish` is what `tfmaas train` (a training Job) and `tfmaas local run` call;
-`train` and `export` are its two halves. TensorFlow is imported on first use, so the
-package is cheap to import where only the spec parsing is needed.
+`train` and `export` are its two halves. Each takes `spec.training` as a dict or as the
+`tfmaas.api.TrainingSpec` the CRD's schema validated and defaulted; TensorFlow is imported
+on first use, so importing the package is cheap.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-
-from tfmaas.trainer.config import TrainingConfig, parse_training
 
 if TYPE_CHECKING:
     from tfmaas.trainer.entrypoint import TrainResult, train_and_publish
@@ -19,9 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TrainResult",
     "TrainedModel",
-    "TrainingConfig",
     "export",
-    "parse_training",
     "train",
     "train_and_publish",
 ]

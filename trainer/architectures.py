@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import keras
 
-from tfmaas.trainer.config import ModelConfig
+from tfmaas.api.spec import ModelArchitectureSpec
 from tfmaas.trainer.vectorize import bag_of_ngrams_vectorizer, sequence_vectorizer
 
 
@@ -26,7 +26,7 @@ class Architecture:
     """Whether vectorized examples are small enough to compute once and keep in memory."""
 
 
-def make_architecture(config: ModelConfig, num_classes: int) -> Architecture:
+def make_architecture(config: ModelArchitectureSpec, num_classes: int) -> Architecture:
     builders = {
         "bag-of-ngrams": _bag_of_ngrams,
         "cnn": _cnn,
@@ -39,7 +39,7 @@ def _softmax(num_classes: int) -> keras.layers.Dense:
     return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="scores")
 
 
-def _bag_of_ngrams(config: ModelConfig, num_classes: int) -> Architecture:
+def _bag_of_ngrams(config: ModelArchitectureSpec, num_classes: int) -> Architecture:
     def build(vocabulary_size: int) -> keras.Model:
         inputs = keras.Input(shape=(vocabulary_size,), name="tfidf")
         x = keras.layers.Dropout(0.3)(inputs)
@@ -51,7 +51,7 @@ def _bag_of_ngrams(config: ModelConfig, num_classes: int) -> Architecture:
     return Architecture("bag-of-ngrams", vectorizer, build)
 
 
-def _cnn(config: ModelConfig, num_classes: int) -> Architecture:
+def _cnn(config: ModelArchitectureSpec, num_classes: int) -> Architecture:
     # Kernel widths 1..ngrams+1: the character n-grams the spec asks for, and one wider.
     widths = tuple(range(1, config.ngrams + 2))
 
@@ -90,7 +90,7 @@ class PositionalEmbedding(keras.layers.Layer):
         return keras.ops.not_equal(inputs, 0)
 
 
-def _transformer(config: ModelConfig, num_classes: int) -> Architecture:
+def _transformer(config: ModelArchitectureSpec, num_classes: int) -> Architecture:
     dim = config.embedding_dim
     heads = 4 if dim % 4 == 0 else 1
 

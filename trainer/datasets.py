@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from tfmaas.api.spec import DatasetSpec
 from tfmaas.errors import UserError
-from tfmaas.trainer.config import DatasetConfig
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_DATASETS = ("chinese-reviews",)
@@ -29,7 +29,7 @@ class RawExamples:
     labels: list[str]
 
 
-def load_raw_examples(dataset: DatasetConfig, *, endpoint: str | None = None) -> RawExamples:
+def load_raw_examples(dataset: DatasetSpec, *, endpoint: str | None = None) -> RawExamples:
     uri = dataset.uri
     if uri.startswith(BUILTIN_PREFIX):
         return _load_builtin(uri[len(BUILTIN_PREFIX) :])

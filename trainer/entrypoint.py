@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfmaas.api.loader import load_training_spec
+from tfmaas.api.spec import TrainingSpec
 from tfmaas.errors import UserError
-from tfmaas.trainer.config import TrainingConfig, parse_training
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -50,7 +51,7 @@ _HEADLINE = ("accuracy", "precision", "recall", "f1")
 
 
 def train_and_publish(
-    training: Mapping[str, Any] | TrainingConfig,
+    training: Mapping[str, Any] | TrainingSpec,
     *,
     name: str,
     store_uri: str,
@@ -63,7 +64,7 @@ def train_and_publish(
     `version=None` takes the store's latest + 1. Everything that can be checked before
     training (spec, store, version) is checked first, so a mistake costs seconds, not a run.
     """
-    config = parse_training(training)
+    config = load_training_spec(training)
     if not name or not name.strip():
         raise UserError("the model name is empty; pass --name (the ModelService's name)")
     from tfmaas.storage import VersionExistsError, open_store

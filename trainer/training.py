@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from tfmaas.trainer.config import TrainingConfig, parse_training
+from tfmaas.api.loader import load_training_spec
+from tfmaas.api.spec import TrainingSpec
 from tfmaas.trainer.datasets import load_raw_examples
 from tfmaas.trainer.examples import Split, Splits, clean_examples, sample_examples, split_examples
 
@@ -28,7 +29,7 @@ class PreparedData:
 class TrainedModel:
     """A fitted model, its serving function, and what metrics.json and the model card need."""
 
-    config: TrainingConfig
+    config: TrainingSpec
     classes: list[str]
     module: Any
     """The `ServingModule` whose `serve` is the exported signature."""
@@ -51,7 +52,7 @@ class TrainedModel:
 
 
 def prepare_data(
-    config: TrainingConfig, *, endpoint: str | None = None, log: Log = print
+    config: TrainingSpec, *, endpoint: str | None = None, log: Log = print
 ) -> PreparedData:
     raw = load_raw_examples(config.dataset, endpoint=endpoint)
     cleaned = clean_examples(raw, source=f"dataset {config.dataset.uri!r}")
@@ -73,12 +74,12 @@ def prepare_data(
 
 
 def train(
-    training: Mapping[str, Any] | TrainingConfig,
+    training: Mapping[str, Any] | TrainingSpec,
     *,
     endpoint: str | None = None,
     log: Log = print,
 ) -> TrainedModel:
-    config = parse_training(training)
+    config = load_training_spec(training)
     # Data first (plain Python, so bad input fails before TensorFlow starts), then the
     # strategy: MultiWorkerMirroredStrategy must exist before any other TF op runs.
     data = prepare_data(config, endpoint=endpoint, log=log)

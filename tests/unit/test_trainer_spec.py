@@ -1,17 +1,18 @@
-"""spec.training parsing: the contract's defaults, and a clear error for each kind of mistake."""
+"""What the trainer takes as spec.training: the CRD's schema validates and defaults it
+(tfmaas.api), so the contract's defaults hold and each mistake names the field and the fix."""
 
 from __future__ import annotations
 
 import pytest
 
+from tfmaas.api import load_training_spec
 from tfmaas.errors import UserError
-from tfmaas.trainer.config import TrainingConfig, parse_training
 
 MINIMAL = {"dataset": {"uri": "builtin:chinese-reviews"}}
 
 
 def test_defaults_follow_the_contract() -> None:
-    config = parse_training(MINIMAL)
+    config = load_training_spec(MINIMAL)
     assert config.dataset.format == "auto"
     assert (config.dataset.text_field, config.dataset.label_field) == ("text", "label")
     model = config.model
@@ -61,7 +62,7 @@ def test_full_spec_is_parsed_and_round_trips_to_camel_case() -> None:
         "qualityGate": {"minAccuracy": 0.8, "minF1": 0.7},
         "image": "example/trainer:1",
     }
-    config = TrainingConfig.from_dict(spec)
+    config = load_training_spec(spec)
     assert config.model.architecture == "cnn" and config.hyperparameters.learning_rate == 1.0
     assert config.resources.cpu == "4"
     assert config.quality_gate.min_f1 == 0.7 and config.quality_gate.min_recall is None
@@ -69,11 +70,13 @@ def test_full_spec_is_parsed_and_round_trips_to_camel_case() -> None:
     assert back["dataset"]["textField"] == "review"
     assert back["hyperparameters"]["earlyStoppingPatience"] == 0
     assert back["qualityGate"] == {"minAccuracy": 0.8, "minF1": 0.7}
-    assert parse_training(back) == config
+    assert load_training_spec(back) == config
+    assert load_training_spec(config) is config
 
 
 def test_null_values_take_defaults() -> None:
-    config = parse_training(
+    # As on the apiserver: a null in a field that is not nullable is dropped, then defaulted.
+    config = load_training_spec(
         {"dataset": {"uri": "builtin:chinese-reviews", "format": None}, "model": None}
     )
     assert config.dataset.format == "auto" and config.model.architecture == "bag-of-ngrams"
@@ -82,28 +85,35 @@ def test_null_values_take_defaults() -> None:
 @pytest.mark.parametrize(
     ("spec", "fragments"),
     [
-        ({}, ["spec.training.dataset is required"]),
-        ({"dataset": {}}, ["spec.training.dataset.uri is required"]),
-        ({"dataset": {"uri": "x", "textfield": "t"}}, ["'textfield'", "textField"]),
-        ({**MINIMAL, "epochs": 3}, ["unknown field", "'epochs'", "hyperparameters"]),
-        ({**MINIMAL, "model": {"architecture": "rnn"}}, ["architecture", "bag-of-ngrams, cnn"]),
-        ({**MINIMAL, "model": {"ngrams": 4}}, ["ngrams", "between 1 and 3"]),
-        ({**MINIMAL, "hyperparameters": {"epochs": "10"}}, ["epochs must be an integer", "str"]),
-        ({**MINIMAL, "hyperparameters": {"epochs": True}}, ["epochs must be an integer"]),
-        ({**MINIMAL, "hyperparameters": {"epochs": 2.5}}, ["epochs must be an integer"]),
-        ({**MINIMAL, "hyperparameters": {"learningRate": 0}}, ["learningRate", "> 0.0"]),
+        ({}, ["training.dataset: is required"]),
+        ({"dataset": {}}, ["training.dataset.uri: is required"]),
+        ({"dataset": {"uri": "x", "textfield": "t"}}, ["textfield", "did you mean 'textField'"]),
+        ({**MINIMAL, "epochs": 3}, ["training.epochs: unknown field", "hyperparameters"]),
+        (
+            {**MINIMAL, "model": {"architecture": "rnn"}},
+            ["architecture", "bag-of-ngrams, cnn, transformer"],
+        ),
+        ({**MINIMAL, "model": {"ngrams": 4}}, ["ngrams", "at most 3"]),
+        ({**MINIMAL, "hyperparameters": {"epochs": "10"}}, ["epochs: must be a whole number"]),
+        ({**MINIMAL, "hyperparameters": {"epochs": True}}, ["epochs: must be a whole number"]),
+        ({**MINIMAL, "hyperparameters": {"epochs": 2.5}}, ["epochs: must be a whole number"]),
+        ({**MINIMAL, "hyperparameters": {"learningRate": 0}}, ["learningRate", "greater than 0"]),
         (
             {**MINIMAL, "hyperparameters": {"validationFraction": 0.5, "testFraction": 0.45}},
-            ["leave data to train on"],
+            ["validationFraction + testFraction must be at most 0.5", "left to train on"],
         ),
-        ({**MINIMAL, "qualityGate": {"minAccuracy": 85}}, ["minAccuracy", "<= 1.0"]),
-        ({**MINIMAL, "dataset": {"uri": "x", "format": "parquet"}}, ["format", "csv, jsonl"]),
-        ({**MINIMAL, "workers": 0}, ["workers", "between 1 and 1000"]),
-        ({"dataset": "builtin:chinese-reviews"}, ["spec.training.dataset must be an object"]),
+        ({**MINIMAL, "qualityGate": {"minAccuracy": 85}}, ["minAccuracy", "at most 1"]),
+        (
+            {**MINIMAL, "dataset": {"uri": "builtin:chinese-reviews", "format": "parquet"}},
+            ["format", "auto, csv, jsonl"],
+        ),
+        ({**MINIMAL, "dataset": {"uri": "data.csv"}}, ["dataset.uri must be", "file:///"]),
+        ({**MINIMAL, "workers": 0}, ["workers", "at least 1"]),
+        ({"dataset": "builtin:chinese-reviews"}, ["training.dataset: must be a mapping"]),
     ],
 )
 def test_mistakes_name_the_field_and_the_fix(spec: dict, fragments: list[str]) -> None:
     with pytest.raises(UserError) as caught:
-        parse_training(spec)
+        load_training_spec(spec)
     for fragment in fragments:
         assert fragment in str(caught.value)

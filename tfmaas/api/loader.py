@@ -101,8 +101,11 @@ def validate_training(document: Any, source: str = "spec.training") -> dict[str,
     return dict(defaulted)
 
 
-def load_training_spec(source: str | Mapping[str, Any]) -> TrainingSpec:
-    """Parse `--training-json`: a JSON object, `@path` to a JSON/YAML file, or a dict."""
+def load_training_spec(source: str | Mapping[str, Any] | TrainingSpec) -> TrainingSpec:
+    """Parse `--training-json` (a JSON object, or `@path` to a JSON/YAML file), a dict, or
+    pass a spec that was already loaded through."""
+    if isinstance(source, TrainingSpec):
+        return source
     if isinstance(source, Mapping):
         return TrainingSpec.from_dict(validate_training(source))
     label = "--training-json"
@@ -113,7 +116,11 @@ def load_training_spec(source: str | Mapping[str, Any]) -> TrainingSpec:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise UserError(f"{path}: cannot read the training spec ({exc.strerror})") from None
+            raise UserError(
+                f"{path}: cannot read the training spec ({exc.strerror}); check the path"
+            ) from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text; save the training spec as UTF-8") from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError:

@@ -86,8 +86,10 @@ def to_json_schema(schema: Schema) -> Schema:
 
 def apply_defaults(value: Any, schema: Schema) -> Any:
     """Fill in schema defaults top-down, as the apiserver does (a `default: {}` parent first
-    appears, then its own fields' defaults). Values of the wrong type are left for
-    validation to report. Returns a new object; the input is not modified."""
+    appears, then its own fields' defaults). A null in a field that is not `nullable` is
+    dropped first, so it takes the default, again as the apiserver does. Values of the
+    wrong type are left for validation to report. Returns a new object; the input is not
+    modified."""
     result = copy.deepcopy(value)
     _default_in_place(result, schema)
     return result
@@ -96,6 +98,8 @@ def apply_defaults(value: Any, schema: Schema) -> Any:
 def _default_in_place(value: Any, schema: Schema) -> None:
     if isinstance(value, dict):
         for name, child_schema in schema.get("properties", {}).items():
+            if name in value and value[name] is None and not child_schema.get("nullable"):
+                del value[name]
             if name not in value and "default" in child_schema:
                 value[name] = copy.deepcopy(child_schema["default"])
             if name in value:

@@ -1,5 +1,5 @@
 """Typed ModelService spec: built only from a document that passed validation and defaulting,
-so every field here is present and of its type."""
+so every field here is present and of its type. The defaults live in the CRD alone."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ class StorageSpec:
 @dataclass(frozen=True)
 class DatasetSpec:
     uri: str
-    format: str = "auto"
-    text_field: str = "text"
-    label_field: str = "label"
+    format: str
+    text_field: str
+    label_field: str
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DatasetSpec:
@@ -50,11 +50,11 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class ModelArchitectureSpec:
-    architecture: str = "bag-of-ngrams"
-    max_tokens: int = 20000
-    sequence_length: int = 128
-    ngrams: int = 2
-    embedding_dim: int = 64
+    architecture: str
+    max_tokens: int
+    sequence_length: int
+    ngrams: int
+    embedding_dim: int
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelArchitectureSpec:
@@ -69,14 +69,14 @@ class ModelArchitectureSpec:
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 0.001
-    early_stopping_patience: int = 2
-    seed: int = 42
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
-    max_examples: int = 0
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    early_stopping_patience: int
+    seed: int
+    validation_fraction: float
+    test_fraction: float
+    max_examples: int
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Hyperparameters:
@@ -186,24 +186,24 @@ class TrainingSpec:
 @dataclass(frozen=True)
 class CanarySpec:
     version: int
-    replicas: int = 1
+    replicas: int
 
 
 @dataclass(frozen=True)
 class AutoscalingSpec:
-    enabled: bool = True
-    min_replicas: int = 1
-    max_replicas: int = 10
-    target_requests_per_second: float = 50.0
+    enabled: bool
+    min_replicas: int
+    max_replicas: int
+    target_requests_per_second: float
 
 
 @dataclass(frozen=True)
 class BatchingSpec:
-    enabled: bool = True
-    max_batch_size: int = 64
-    batch_timeout_micros: int = 2000
-    max_enqueued_batches: int = 100
-    num_batch_threads: int = 0
+    enabled: bool
+    max_batch_size: int
+    batch_timeout_micros: int
+    max_enqueued_batches: int
+    num_batch_threads: int
 
 
 @dataclass(frozen=True)

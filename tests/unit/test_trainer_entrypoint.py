@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tfmaas.cli.train import load_training_json
+from tfmaas.api import load_training_spec
 from tfmaas.errors import UserError
 from tfmaas.trainer.distribute import cluster_role
 from tfmaas.trainer.entrypoint import (
@@ -69,23 +69,32 @@ def test_termination_log_written_only_where_it_is_read(tmp_path: Path) -> None:
 
 
 def test_training_json_inline_and_from_file(tmp_path: Path) -> None:
-    assert load_training_json('{"dataset": {"uri": "builtin:chinese-reviews"}}')["dataset"]
+    inline = load_training_spec('{"dataset": {"uri": "builtin:chinese-reviews"}}')
+    assert inline.dataset.uri == "builtin:chinese-reviews" and inline.workers == 1
     spec = tmp_path / "training.json"
-    spec.write_text('{"workers": 2}', encoding="utf-8")
-    assert load_training_json(f"@{spec}") == {"workers": 2}
+    spec.write_text('{"dataset": {"uri": "builtin:chinese-reviews"}, "workers": 2}')
+    assert load_training_spec(f"@{spec}").workers == 2
 
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
     [
-        ("{dataset: 1}", "not valid JSON"),
-        ("[1, 2]", "must be a JSON object"),
-        ("@/nonexistent/training.json", "cannot read"),
+        ("{dataset: 1}", "training.dataset: must be a mapping"),
+        ("[1, 2]", "training: must be a mapping"),
+        ('{"dataset": ', "neither JSON nor YAML"),
+        ("@/nonexistent/training.json", "cannot read the training spec"),
     ],
 )
 def test_training_json_mistakes(value: str, fragment: str) -> None:
     with pytest.raises(UserError, match=fragment):
-        load_training_json(value)
+        load_training_spec(value)
+
+
+def test_training_json_file_that_is_not_utf8(tmp_path: Path) -> None:
+    spec = tmp_path / "training.json"
+    spec.write_bytes('{"dataset": {"uri": "坏"}}'.encode("gbk"))
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_training_spec(f"@{spec}")
 
 
 def test_cluster_roles_from_tf_config() -> None:

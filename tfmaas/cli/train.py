@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import Any
-
-from tfmaas.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,37 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_training_json(value: str) -> dict[str, Any]:
-    source = "--training-json"
-    text = value
-    if value.startswith("@"):
-        path = Path(value[1:])
-        source = f"--training-json file {path}"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot read {source}: {exc.strerror}; check the path") from None
-        except UnicodeDecodeError:
-            raise UserError(f"{source} is not UTF-8 text; save it as UTF-8 JSON") from None
-    try:
-        training = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            "pass spec.training as a JSON object"
-        ) from None
-    if not isinstance(training, dict):
-        kind = type(training).__name__
-        raise UserError(f"{source} must be a JSON object (spec.training), not a {kind}")
-    return training
-
-
 def run(args: argparse.Namespace) -> int:
     # TensorFlow's C++ start-up chatter buries the epoch lines in a Job's log.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     if not getattr(args, "verbose", False):
         for noisy in ("absl", "tensorflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    from tfmaas.api.loader import load_training_spec
     from tfmaas.trainer.entrypoint import (
         DEFAULT_TERMINATION_LOG,
         failure_message,
@@ -99,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     try:
-        training = load_training_json(args.training_json)
+        training = load_training_spec(args.training_json)
         result = train_and_publish(
             training,
             name=args.name,

@@ -30,10 +30,9 @@ from tfmaas.storage.manifest import (
     Manifest,
     build_manifest,
     manifest_dict,
-    verify_bytes,
     verify_file,
 )
-from tfmaas.storage.transfer import pull_version
+from tfmaas.storage.transfer import pull_version, read_file
 
 # A staging directory older than this belongs to a publisher that died.
 STALE_STAGING_SECONDS = 3600.0
@@ -129,16 +128,12 @@ class FileStore(ModelStore):
         return pull_version(manifest, dest_dir, fetch, source=source)
 
     def read_bytes(self, version: int, name: str) -> bytes:
-        manifest = self._manifest(version)
-        entry = manifest.entry(name)
-        if entry is None:
-            raise UserError(
-                f"{self.version_uri(version)} has no file {name!r}; it has: "
-                + ", ".join(f.path for f in manifest.files)
-            )
-        data = (self.root / str(version) / entry.path).read_bytes()
-        verify_bytes(data, entry, source=self.version_uri(version))
-        return data
+        base = self.root / str(version)
+
+        def read(entry: FileEntry) -> bytes:
+            return (base / entry.path).read_bytes()
+
+        return read_file(self._manifest(version), name, read, source=self.version_uri(version))
 
     def gc(self) -> list[str]:
         """Remove staging directories left by publishers that died over an hour ago."""

@@ -55,9 +55,8 @@ from tfmaas.storage.manifest import (
     build_manifest,
     manifest_dict,
     now_rfc3339,
-    verify_bytes,
 )
-from tfmaas.storage.transfer import pull_version
+from tfmaas.storage.transfer import pull_version, read_file
 from tfmaas.storage.uri import S3Location
 
 CLAIM_NAME = ".tfmaas-claim.json"
@@ -282,22 +281,18 @@ class S3Store(ModelStore):
         return manifest_dict(self._manifest(version))
 
     def read_bytes(self, version: int, name: str) -> bytes:
-        manifest = self._manifest(version)
-        entry = manifest.entry(name)
-        if entry is None:
-            raise UserError(
-                f"{self.version_uri(version)} has no file {name!r}; it has: "
-                + ", ".join(f.path for f in manifest.files)
-            )
-        with self._errors():
-            data = self._get(self._version_key(version, entry.path))
-        if data is None:
-            raise StoreError(
-                f"{self.version_uri(version)}{entry.path} is listed in the manifest but missing; "
-                "the version was damaged after publishing: publish the model under a new version"
-            )
-        verify_bytes(data, entry, source=self.version_uri(version))
-        return data
+        def read(entry: FileEntry) -> bytes:
+            with self._errors():
+                data = self._get(self._version_key(version, entry.path))
+            if data is None:
+                raise StoreError(
+                    f"{self.version_uri(version)}{entry.path} is listed in the manifest but "
+                    "missing; the version was damaged after publishing: publish the model under "
+                    "a new version"
+                )
+            return data
+
+        return read_file(self._manifest(version), name, read, source=self.version_uri(version))
 
     def pull(self, version: int, dest_dir: Path) -> Path:
         manifest = self._manifest(version)

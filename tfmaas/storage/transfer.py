@@ -1,4 +1,5 @@
-"""Atomic, verified copies of a version into a local directory (what `pull` does).
+"""Verified reads of a version's files: atomic copies into a local directory (what `pull`
+does) and single files (what `read_bytes` does), whatever store the bytes come from.
 
 Files go into a dot-named temporary directory beside the target and are renamed into
 place only after every checksum matched, so a crash (an init container killed halfway)
@@ -16,11 +17,31 @@ from pathlib import Path
 
 from tfmaas.errors import UserError
 from tfmaas.storage.base import MANIFEST_NAME
-from tfmaas.storage.manifest import FileEntry, Manifest, is_complete_copy, verify_file
+from tfmaas.storage.manifest import (
+    FileEntry,
+    Manifest,
+    is_complete_copy,
+    verify_bytes,
+    verify_file,
+)
 
 PULL_TEMP_PREFIX = ".tfmaas-pull-"
 
 Fetch = Callable[[FileEntry, Path], None]
+Read = Callable[[FileEntry], bytes]
+
+
+def read_file(manifest: Manifest, name: str, read: Read, *, source: str) -> bytes:
+    """The file `name` of `manifest`'s version, read by `read(entry)` and checked against
+    its checksum."""
+    entry = manifest.entry(name)
+    if entry is None:
+        raise UserError(
+            f"{source} has no file {name!r}; it has: " + ", ".join(f.path for f in manifest.files)
+        )
+    data = read(entry)
+    verify_bytes(data, entry, source=source)
+    return data
 
 
 def pull_version(manifest: Manifest, dest_dir: Path, fetch: Fetch, *, source: str) -> Path:

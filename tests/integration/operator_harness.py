@@ -218,63 +218,6 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def mark_pod_ready(cluster: LocalCluster, namespace: str, name: str) -> None:
-    """Report a serving pod's init container done and its server ready."""
-    pod = cluster.kubectl_json("get", "pod", name, "-n", namespace)
-    started = now()
-    patch = {
-        "status": {
-            "phase": "Running",
-            "startTime": started,
-            "conditions": [
-                {"type": kind, "status": "True", "lastTransitionTime": started}
-                for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-            ],
-            "initContainerStatuses": [
-                {
-                    "name": c["name"],
-                    "image": c["image"],
-                    "imageID": "",
-                    "ready": True,
-                    "restartCount": 0,
-                    "state": {
-                        "terminated": {
-                            "exitCode": 0,
-                            "reason": "Completed",
-                            "startedAt": started,
-                            "finishedAt": started,
-                        }
-                    },
-                }
-                for c in pod["spec"].get("initContainers", [])
-            ],
-            "containerStatuses": [
-                {
-                    "name": c["name"],
-                    "image": c["image"],
-                    "imageID": "",
-                    "ready": True,
-                    "started": True,
-                    "restartCount": 0,
-                    "state": {"running": {"startedAt": started}},
-                }
-                for c in pod["spec"]["containers"]
-            ],
-        }
-    }
-    cluster.kubectl(
-        "patch",
-        "pod",
-        name,
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(patch),
-    )
-
-
 def termination_message(version: int, accuracy: float) -> str:
     return json.dumps(
         {

@@ -18,7 +18,6 @@ from tests.integration.operator_harness import (
     OperatorProcess,
     create_restricted_namespace,
     install_crd,
-    mark_pod_ready,
     operator_kubeconfig,
     termination_message,
     wait_for,
@@ -106,7 +105,7 @@ class Harness:
         )
         for pod in pods:
             if pod["status"].get("phase") != "Running":
-                mark_pod_ready(self.cluster, self.namespace, pod["metadata"]["name"])
+                self.cluster.mark_pod_ready(self.namespace, pod["metadata"]["name"])
         return len(pods)
 
     def serve(self, name: str, version: int, track: str = "stable") -> None:

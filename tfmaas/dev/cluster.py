@@ -498,9 +498,10 @@ class LocalCluster:
     def register_fake_node(self, name: str, *, cpu: str = "8", memory: str = "32Gi") -> None:
         """A Ready Node the scheduler can bind pods to; nothing ever runs them.
 
-        Pods bound to it stay Pending until a test moves them on with `finish_pod`. Its
-        heartbeat is never renewed, so after the node-monitor grace period (about a minute) the
-        node lifecycle controller marks it unreachable; register it right before use.
+        Pods bound to it stay Pending until a test moves them on with `finish_pod` or
+        `mark_pod_ready`. Its heartbeat is never renewed, so after the node-monitor grace
+        period (about a minute) the node lifecycle controller marks it unreachable; register
+        it right before use.
         """
         node = {
             "apiVersion": "v1",
@@ -508,7 +509,7 @@ class LocalCluster:
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(node))
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = _rfc3339_now()
         capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
         status = {
             "status": {
@@ -540,34 +541,59 @@ class LocalCluster:
     ) -> None:
         """Report the pod's containers as terminated (exit 0 or 1), as its kubelet would."""
         pod = self.kubectl_json("get", "pod", name, "-n", namespace)
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        statuses = [
-            {
-                "name": container["name"],
-                "image": container.get("image", ""),
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "started": False,
-                "state": {
-                    "terminated": {
-                        "exitCode": 0 if succeeded else 1,
-                        "reason": "Completed" if succeeded else "Error",
-                        "message": termination_message,
-                        "startedAt": now,
-                        "finishedAt": now,
-                    }
-                },
-            }
-            for container in pod["spec"]["containers"]
-        ]
-        patch = {
-            "status": {
-                "phase": "Succeeded" if succeeded else "Failed",
-                "startTime": now,
-                "containerStatuses": statuses,
+        now = _rfc3339_now()
+        terminated = {
+            "terminated": {
+                "exitCode": 0 if succeeded else 1,
+                "reason": "Completed" if succeeded else "Error",
+                "message": termination_message,
+                "startedAt": now,
+                "finishedAt": now,
             }
         }
+        status = {
+            "phase": "Succeeded" if succeeded else "Failed",
+            "startTime": now,
+            "containerStatuses": [
+                _container_status(container, terminated, ready=False, started=False)
+                for container in pod["spec"]["containers"]
+            ],
+        }
+        self._patch_pod_status(namespace, name, status)
+
+    def mark_pod_ready(self, namespace: str, name: str) -> None:
+        """Report the pod's init containers done and its containers running and ready, as its
+        kubelet would."""
+        pod = self.kubectl_json("get", "pod", name, "-n", namespace)
+        now = _rfc3339_now()
+        completed = {
+            "terminated": {
+                "exitCode": 0,
+                "reason": "Completed",
+                "startedAt": now,
+                "finishedAt": now,
+            }
+        }
+        running = {"running": {"startedAt": now}}
+        status = {
+            "phase": "Running",
+            "startTime": now,
+            "conditions": [
+                {"type": kind, "status": "True", "lastTransitionTime": now}
+                for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+            "initContainerStatuses": [
+                _container_status(container, completed, ready=True)
+                for container in pod["spec"].get("initContainers", [])
+            ],
+            "containerStatuses": [
+                _container_status(container, running, ready=True, started=True)
+                for container in pod["spec"]["containers"]
+            ],
+        }
+        self._patch_pod_status(namespace, name, status)
+
+    def _patch_pod_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.kubectl(
             "patch",
             "pod",
@@ -577,8 +603,32 @@ class LocalCluster:
             "--subresource=status",
             "--type=merge",
             "-p",
-            json.dumps(patch),
+            json.dumps({"status": status}),
         )
+
+
+def _rfc3339_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _container_status(
+    container: Mapping[str, Any],
+    state: Mapping[str, Any],
+    *,
+    ready: bool,
+    started: bool | None = None,
+) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": ready,
+        "restartCount": 0,
+        "state": state,
+    }
+    if started is not None:
+        status["started"] = started
+    return status
 
 
 def _port_clash(error: Exception) -> bool:

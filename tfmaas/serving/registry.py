@@ -97,6 +97,13 @@ def aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: list[
     return set(on_disk[-count:])
 
 
+def _labelled_version(record: ModelRecord | None, label: str) -> int:
+    """The version `label` points at; an unknown label is the caller's mistake, as in TF Serving."""
+    if record is None or label not in record.labels:
+        raise invalid_argument(f"Unrecognized servable version label: {label}")
+    return record.labels[label]
+
+
 class Registry:
     def __init__(self, loader: Loader, *, allow_labels_for_unavailable: bool = False) -> None:
         self._load = loader
@@ -219,9 +226,7 @@ class Registry:
         with self._state_lock:
             record = self._models.get(name)
             if label:
-                if record is None or label not in record.labels:
-                    raise invalid_argument(f"Unrecognized servable version label: {label}")
-                version = record.labels[label]
+                version = _labelled_version(record, label)
             if version is None:
                 available = record.available() if record else []
                 if not available:
@@ -236,9 +241,7 @@ class Registry:
         with self._state_lock:
             record = self._models.get(name)
             if label:
-                if record is None or label not in record.labels:
-                    raise invalid_argument(f"Unrecognized servable version label: {label}")
-                version = record.labels[label]
+                version = _labelled_version(record, label)
             if record is None or not record.versions:
                 raise not_found(f"Could not find any versions of model {name}")
             if version is not None:

@@ -82,19 +82,9 @@ def test_tfmaas_train_publishes_a_version_and_reports_it(tmp_path: Path) -> None
     spec = tmp_path / "training.json"
     spec.write_text(json.dumps(_tiny("bag-of-ngrams")), encoding="utf-8")
     log = tmp_path / "termination-log"
-    run = _tfmaas_train(
-        "--name",
-        "tiny",
-        "--version",
-        "4",
-        "--store",
-        store_uri,
-        "--training-json",
-        f"@{spec}",
-        "--termination-log",
-        str(log),
-        cwd=tmp_path,
-    )
+    args = ("--name", "tiny", "--version", "4", "--store", store_uri)
+    args += ("--training-json", f"@{spec}", "--termination-log", str(log))
+    run = _tfmaas_train(*args, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "epoch 1/1 loss=" in run.stdout and "\r" not in run.stdout
 
@@ -113,19 +103,7 @@ def test_tfmaas_train_publishes_a_version_and_reports_it(tmp_path: Path) -> None
     card = json.loads((version_dir / "model_card.json").read_text(encoding="utf-8"))
     assert card["name"] == "tiny" and card["version"] == 4
 
-    again = _tfmaas_train(
-        "--name",
-        "tiny",
-        "--version",
-        "4",
-        "--store",
-        store_uri,
-        "--training-json",
-        f"@{spec}",
-        "--termination-log",
-        str(log),
-        cwd=tmp_path,
-    )
+    again = _tfmaas_train(*args, cwd=tmp_path)
     assert again.returncode == 2
     assert "already published" in again.stderr
     assert "already published" in json.loads(log.read_text(encoding="utf-8"))["error"]

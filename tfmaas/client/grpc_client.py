@@ -22,6 +22,7 @@ from tensorflow_serving.apis import (
 )
 
 from tfmaas.client.predictions import Prediction, PredictionError, to_predictions
+from tfmaas.client.retry import with_backoff
 from tfmaas.client.tensors import from_numpy, strings_proto, to_numpy
 
 T = TypeVar("T")
@@ -48,6 +49,15 @@ def _fill_spec(
         spec.version.value = version
     elif label:
         spec.version_label = label
+
+
+def _status_code(error: grpc.RpcError) -> grpc.StatusCode:
+    return error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+
+
+def _unavailable(error: Exception) -> bool:
+    """The server is (for now) unreachable: worth another try once it is back."""
+    return isinstance(error, grpc.RpcError) and _status_code(error) == grpc.StatusCode.UNAVAILABLE
 
 
 class GrpcClient:
@@ -88,21 +98,19 @@ class GrpcClient:
         self.close()
 
     def _call(self, method: Callable[..., T], request: Any) -> T:
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            try:
-                return method(request, timeout=self.timeout)
-            except grpc.RpcError as exc:
-                code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-                details = exc.details() if hasattr(exc, "details") else str(exc)
-                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                if code == grpc.StatusCode.UNAVAILABLE:
-                    details = f"cannot reach {self.target}: {details}"
-                raise PredictionError(code.name, details or code.name) from exc
-        raise AssertionError("unreachable")
+        try:
+            return with_backoff(
+                lambda: method(request, timeout=self.timeout),
+                retries=self.retries,
+                backoff=self.backoff,
+                transient=_unavailable,
+            )
+        except grpc.RpcError as exc:
+            code = _status_code(exc)
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                details = f"cannot reach {self.target}: {details}"
+            raise PredictionError(code.name, details or code.name) from exc
 
     def predict_raw(
         self,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
 from tfmaas.client.predictions import Prediction, PredictionError, to_predictions
+from tfmaas.client.retry import with_backoff
 
 _HTTP_CODES = {
     400: "INVALID_ARGUMENT",
@@ -33,6 +33,13 @@ def model_path(model: str, version: int | None, label: str | None) -> str:
     return path
 
 
+def _unavailable(error: Exception) -> bool:
+    """A 503, or no answer at all: worth another try once the server is back."""
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code == 503
+    return isinstance(error, urllib.error.URLError | ConnectionError | TimeoutError)
+
+
 class RestClient:
     def __init__(
         self, base_url: str, *, timeout: float = 10.0, retries: int = 3, backoff: float = 0.2
@@ -46,39 +53,32 @@ class RestClient:
 
     def request(self, method: str, path: str, payload: Any | None = None) -> Any:
         data = json.dumps(payload).encode("utf-8") if payload is not None else None
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
+
+        def send() -> Any:
             request = urllib.request.Request(
                 self.base_url + path,
                 data=data,
                 method=method,
                 headers={"Content-Type": "application/json"},
             )
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+
+        try:
+            return with_backoff(
+                send, retries=self.retries, backoff=self.backoff, transient=_unavailable
+            )
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as exc:
-                body = exc.read()
-                try:
-                    message = json.loads(body).get("error", "")
-                except ValueError:
-                    message = body.decode("utf-8", "replace")
-                code = _HTTP_CODES.get(exc.code, f"HTTP_{exc.code}")
-                if exc.code == 503 and attempt < self.retries:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                raise PredictionError(code, message or str(exc)) from exc
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                if attempt < self.retries:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                reason = getattr(exc, "reason", exc)
-                raise PredictionError(
-                    "UNAVAILABLE", f"cannot reach {self.base_url}: {reason}"
-                ) from exc
-        raise AssertionError("unreachable")
+                message = json.loads(body).get("error", "")
+            except ValueError:
+                message = body.decode("utf-8", "replace")
+            code = _HTTP_CODES.get(exc.code, f"HTTP_{exc.code}")
+            raise PredictionError(code, message or str(exc)) from exc
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise PredictionError("UNAVAILABLE", f"cannot reach {self.base_url}: {reason}") from exc
 
     def predict_json(
         self,

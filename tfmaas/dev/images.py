@@ -275,7 +275,7 @@ def _prune_older(buildah: str, name: str, *, keep: str, archives_kept: int = 2) 
     for ref in listed:
         if ref.startswith(f"{REGISTRY}/{name}:") and ref != keep:
             subprocess.run([buildah, "rmi", ref], capture_output=True, check=False)
-    subprocess.run([buildah, "rmi", "--prune"], capture_output=True, check=False)
+    # Untagged intermediate images are kept: they are the --layers cache of the next build.
     archives = sorted(cache_dir().glob(f"{name}-*.tar"), key=lambda p: p.stat().st_mtime)
     for old in archives[:-archives_kept]:
         old.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 # The two commands a fresh machine needs:
 #   make demo   installs, trains the sample ModelService, serves it here, prints a prediction
-#   make test   installs, builds the control-plane binaries (cached), lints, runs every test
+#   make test   installs, builds the Go binaries and images (cached), lints, runs every test
 .PHONY: demo test lint typecheck unit bench tools clean
 
 VENV ?= .venv
@@ -12,6 +12,7 @@ demo:
 
 test: lint typecheck
 	.ci/install-system-packages
+	.ci/install-node-packages
 	.ci/build-tools
 	$(PY) -m pytest tests -q -p no:cacheprovider
 

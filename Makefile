@@ -5,6 +5,9 @@
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# operator/ sits at the repository root (it is tfmaas.operator); keep `python -m …` run from
+# here from importing it in place of the standard library's operator module.
+export PYTHONSAFEPATH := 1
 
 demo:
 	scripts/bootstrap
@@ -14,11 +17,11 @@ test: lint typecheck
 	.ci/install-system-packages
 	.ci/install-node-packages
 	.ci/build-tools
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(VENV)/bin/pytest tests -q -p no:cacheprovider
 
 unit:
 	scripts/bootstrap
-	$(PY) -m pytest tests/unit -q
+	$(VENV)/bin/pytest tests/unit -q
 
 lint:
 	scripts/bootstrap
@@ -30,7 +33,7 @@ lint:
 typecheck:
 	scripts/bootstrap
 	rm -rf build/typecheck
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation --target build/typecheck .
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation --target build/typecheck .
 	cd build/typecheck && $(abspath $(VENV))/bin/mypy --config-file $(CURDIR)/pyproject.toml -p tfmaas
 
 tools:

@@ -23,6 +23,22 @@ from tfmaas.errors import TfmaasError
 
 NODE_TOOLS = ("kubelet", "kube-proxy", "coredns")
 
+# Figures the e2e tests measure (seconds to scale out, failed requests in a rollout, ...),
+# printed at the end of the run for the README's benchmark section.
+FIGURES: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def figures() -> dict[str, str]:
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("e2e figures")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")
+
 
 @dataclass
 class NodeCluster:

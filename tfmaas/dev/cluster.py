@@ -18,8 +18,6 @@ import shutil
 import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -198,22 +196,6 @@ def scheduler_args(ports: Ports, kubeconfig_path: Path, cert_dir: Path) -> list[
     ]
 
 
-def _https_ok(url: str, context: ssl.SSLContext) -> bool:
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
-        return False
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 class LocalCluster:
     """One control plane whose state (certificates, etcd data, logs) lives in `directory`.
 
@@ -295,7 +277,7 @@ class LocalCluster:
 
         etcd = self._launch("etcd", etcd_args(self.directory / "etcd", self.ports))
         processes.wait_until(
-            lambda: _http_ok(f"http://127.0.0.1:{self.ports.etcd_client}/health"),
+            lambda: processes.http_ok(f"http://127.0.0.1:{self.ports.etcd_client}/health"),
             timeout=left(),
             what="etcd to be healthy",
             processes=[etcd],
@@ -306,7 +288,7 @@ class LocalCluster:
         )
         admin_context = self.admin_ssl_context()
         processes.wait_until(
-            lambda: _https_ok(f"{self.server}/readyz", admin_context),
+            lambda: processes.http_ok(f"{self.server}/readyz", admin_context),
             timeout=left(),
             what="kube-apiserver /readyz",
             processes=[etcd, apiserver],
@@ -339,14 +321,14 @@ class LocalCluster:
             ("kube-scheduler", self.ports.scheduler),
         ):
             processes.wait_until(
-                functools.partial(_https_ok, f"https://127.0.0.1:{port}/healthz", insecure),
+                functools.partial(processes.http_ok, f"https://127.0.0.1:{port}/healthz", insecure),
                 timeout=left(),
                 what=f"{name} /healthz",
                 processes=everything,
             )
         # Workloads need the default ServiceAccount, which the controller-manager creates.
         processes.wait_until(
-            lambda: _https_ok(
+            lambda: processes.http_ok(
                 f"{self.server}/api/v1/namespaces/default/serviceaccounts/default", admin_context
             ),
             timeout=left(),

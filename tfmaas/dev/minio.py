@@ -11,8 +11,6 @@ import os
 import secrets
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -124,11 +122,7 @@ class MinioServer:
         raise RuntimeError(f"MinIO did not start after {_START_ATTEMPTS} attempts: {last_error}")
 
     def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=2) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return processes.http_ok(f"{self.endpoint}/minio/health/ready")
 
     def stop(self) -> None:
         if self._process is not None:

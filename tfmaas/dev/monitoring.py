@@ -118,11 +118,7 @@ class LocalPrometheus:
                 self.discover_once()
 
     def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return processes.http_ok(f"{self.url}/-/ready")
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"

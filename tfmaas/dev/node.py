@@ -389,7 +389,7 @@ class LocalNode:
         )
         process = self._launch("coredns", [str(binary), "-conf", str(conf)])
         processes.wait_until(
-            lambda: _http_ok(f"http://127.0.0.1:{ready_port}/ready"),
+            lambda: processes.http_ok(f"http://127.0.0.1:{ready_port}/ready"),
             timeout=60,
             what="CoreDNS to be ready",
             processes=[process],
@@ -453,17 +453,6 @@ class LocalNode:
         if self.containerd.process is not None:
             state["containerd"] = self.containerd.process.running()
         return state
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def _kill_shims_of(socket_path: Path) -> None:

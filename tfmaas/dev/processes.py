@@ -13,8 +13,10 @@ import dataclasses
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -139,6 +141,15 @@ def wait_until(
             tails = "\n".join(f"--- {p.name} ({p.log_path}):\n{p.log_tail(10)}" for p in processes)
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
         time.sleep(interval)
+
+
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether `url` answers 200 within two seconds: the readiness check of every local server."""
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:  # URLError, refused or reset connections, timeouts and TLS errors alike
+        return False
 
 
 def rss_kib(pid: int) -> int | None:

@@ -1,6 +1,6 @@
 // Command pause holds a pod sandbox's namespaces open: it does nothing until SIGINT or
 // SIGTERM, and as the sandbox's PID 1 it reaps orphaned children so they never linger as
-// zombies. It is the local stand-in for registry.k8s.io/pause, which cannot be pulled here.
+// zombies. It is the local stand-in for the upstream pause image, which cannot be pulled here.
 package main
 
 import (

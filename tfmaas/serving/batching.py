@@ -15,7 +15,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -28,16 +27,30 @@ log = logging.getLogger(__name__)
 Tensors = dict[str, np.ndarray]
 
 
-class _Task:
-    __slots__ = ("arrived", "done", "error", "inputs", "result", "rows")
+Notify = Callable[[list["Task"]], None]
 
-    def __init__(self, inputs: Tensors, rows: int) -> None:
+
+class Task:
+    """One request's rows. Its `notify` is called once, from a batch thread, with every task of
+    the batch that shares it, so an event loop is woken once per batch rather than per request.
+    `waiter` is the caller's to keep (an asyncio future, say)."""
+
+    __slots__ = ("arrived", "error", "inputs", "notify", "result", "rows", "waiter")
+
+    def __init__(self, inputs: Tensors, rows: int, notify: Notify, waiter: object = None) -> None:
         self.inputs = inputs
         self.rows = rows
+        self.notify = notify
+        self.waiter = waiter
         self.arrived = time.monotonic()
-        self.done = threading.Event()
         self.result: Tensors | None = None
         self.error: ServingError | None = None
+
+    def outcome(self) -> Tensors:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 def batch_rows(inputs: Tensors) -> int:
@@ -52,7 +65,7 @@ def batch_rows(inputs: Tensors) -> int:
     return sizes.pop()
 
 
-def merge(tasks: list[_Task]) -> Tensors:
+def merge(tasks: list[Task]) -> Tensors:
     if len(tasks) == 1:
         return tasks[0].inputs
     return {
@@ -79,7 +92,12 @@ def split(outputs: Tensors, sizes: list[int]) -> list[Tensors]:
 
 
 class Batcher:
-    """One queue, one batch-forming thread, `options.threads` model-call threads."""
+    """One queue; `options.threads` batch threads that each close a batch and run it.
+
+    A thread that finds the queue empty sleeps; the first request wakes one, which then waits
+    out the timeout (or a full batch) and runs the model. No thread hands a batch to another,
+    so a batch costs no extra wake-up on its way to the model.
+    """
 
     def __init__(
         self, run: Callable[[Tensors], Tensors], options: BatchingOptions, name: str = ""
@@ -89,38 +107,37 @@ class Batcher:
         self._timeout_s = options.batch_timeout_micros / 1e6
         self._capacity_rows = options.max_batch_size * options.max_enqueued_batches
         self._cond = threading.Condition()
-        self._pending: deque[_Task] = deque()
+        self._pending: deque[Task] = deque()
         self._pending_rows = 0
+        self._forming = False  # a thread is waiting out the open batch's timeout
         self._closed = False
-        self._free = threading.Semaphore(options.threads)
-        self._pool = ThreadPoolExecutor(options.threads, thread_name_prefix=f"batch-{name}")
         self._name = name
         self.batches = 0
         self.rows = 0
-        self._former = threading.Thread(target=self._form_batches, name=f"batcher-{name}")
-        self._former.daemon = True
-        self._former.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batch-{name}-{i}", daemon=True)
+            for i in range(options.threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, inputs: Tensors) -> Tensors:
         """Blocks until this request's rows come back from a batched model call."""
-        task = self._new_task(inputs)
-        self._enqueue(task)
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        assert task.result is not None
-        return task.result
+        done = threading.Event()
+        task = self.enqueue(inputs, lambda _tasks: done.set())
+        done.wait()
+        return task.outcome()
 
-    def _new_task(self, inputs: Tensors) -> _Task:
+    def enqueue(self, inputs: Tensors, notify: Notify, waiter: object = None) -> Task:
+        """Queue `inputs` without blocking; once its batch has run, `notify` gets the finished
+        tasks that share it, and `task.outcome()` gives each its rows (or raises its error)."""
         rows = batch_rows(inputs)
         if rows > self._options.max_batch_size:
             raise invalid_argument(
                 f"Task size {rows} is larger than maximum input batch size "
                 f"{self._options.max_batch_size}"
             )
-        return _Task(inputs, rows)
-
-    def _enqueue(self, task: _Task) -> None:
+        task = Task(inputs, rows, notify, waiter)
         with self._cond:
             if self._closed:
                 raise unavailable("The servable is being unloaded; retry the request")
@@ -131,16 +148,18 @@ class Batcher:
             was_empty = not self._pending
             self._pending.append(task)
             self._pending_rows += task.rows
-            # Wake the batch former only when it has something new to decide.
+            # Wake a thread only when it has something new to decide: a first request, or
+            # a batch that just became full.
             if was_empty or self._pending_rows >= self._options.max_batch_size:
                 self._cond.notify()
+        return task
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._former.join(timeout=30)
-        self._pool.shutdown(wait=True)
+        for thread in self._threads:
+            thread.join(timeout=30)
         if self.batches:
             log.info(
                 "batcher %s ran %d batches, %.1f rows each on average",
@@ -149,32 +168,45 @@ class Batcher:
                 self.rows / self.batches,
             )
 
-    def _form_batches(self) -> None:
-        limit = self._options.max_batch_size
+    def _work(self) -> None:
         while True:
-            self._free.acquire()
-            with self._cond:
-                while not self._pending and not self._closed:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._run_batch(batch)
+
+    def _next_batch(self) -> list[Task] | None:
+        limit = self._options.max_batch_size
+        with self._cond:
+            while True:
+                while (not self._pending or self._forming) and not self._closed:
                     self._cond.wait()
                 if not self._pending:  # closed and drained
-                    self._free.release()
-                    return
+                    return None
+                if self._forming and not self._closed:
+                    continue
+                # This thread owns the open batch until it closes it.
+                self._forming = True
                 deadline = self._pending[0].arrived + self._timeout_s
                 while self._pending_rows < limit and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                batch: list[_Task] = []
+                batch: list[Task] = []
                 rows = 0
                 while self._pending and rows + self._pending[0].rows <= limit:
                     task = self._pending.popleft()
                     batch.append(task)
                     rows += task.rows
                 self._pending_rows -= rows
-            self._pool.submit(self._run_batch, batch)
+                self._forming = False
+                if self._pending:  # the next batch has begun: let an idle thread form it
+                    self._cond.notify()
+                if batch:  # empty only when another thread drained the queue at close
+                    return batch
 
-    def _run_batch(self, batch: list[_Task]) -> None:
+    def _run_batch(self, batch: list[Task]) -> None:
         self.batches += 1  # only batch threads write these; a torn read is harmless
         self.rows += sum(task.rows for task in batch)
         try:
@@ -188,7 +220,8 @@ class Batcher:
             error = ServingError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
             for task in batch:
                 task.error = error
-        finally:
-            self._free.release()
-            for task in batch:
-                task.done.set()
+        by_notify: dict[int, list[Task]] = {}
+        for task in batch:
+            by_notify.setdefault(id(task.notify), []).append(task)
+        for tasks in by_notify.values():
+            tasks[0].notify(tasks)

@@ -63,7 +63,7 @@ def _spec(alias: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec:
 class Signature:
     name: str
     definition: meta_graph_pb2.SignatureDef
-    function: Callable[..., Mapping[str, Any]]
+    function: Callable[[Mapping[str, Any]], Mapping[str, Any]]  # feeds by alias -> outputs
     inputs: dict[str, TensorSpec] = field(default_factory=dict)
     outputs: dict[str, TensorSpec] = field(default_factory=dict)
 
@@ -120,7 +120,7 @@ class Servable:
             self.signatures[key] = Signature(
                 name=key,
                 definition=definition,
-                function=self._loaded.signatures[key],
+                function=direct_call(self._loaded.signatures[key], list(definition.inputs)),
                 inputs={a: _spec(a, i) for a, i in definition.inputs.items()},
                 outputs={a: _spec(a, i) for a, i in definition.outputs.items()},
             )
@@ -144,7 +144,7 @@ class Servable:
             for alias, array in inputs.items()
         }
         try:
-            outputs = signature.function(**feeds)
+            outputs = signature.function(feeds)
         except tf.errors.InvalidArgumentError as exc:
             raise invalid_argument(exc.message) from exc
         return {alias: tensor.numpy() for alias, tensor in outputs.items()}
@@ -156,6 +156,47 @@ class Servable:
         for key, sig in self.signatures.items():
             result.signature_def[key].CopyFrom(sig.definition)
         return result
+
+
+def direct_call(
+    function: Any, aliases: list[str]
+) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+    """The loaded signature as `feeds -> outputs`, entering its traced graph directly.
+
+    The public `function(**feeds)` re-binds the keyword arguments against the signature's
+    FunctionType on every call, which costs about 0.15 ms of Python per request, more than the
+    rest of our request path. The feeds are already validated against the SignatureDef, so the
+    flat call runs the same graph with the same tensors. Where a TensorFlow release lacks the
+    internals this relies on, the public call is used instead.
+    """
+
+    def public(feeds: Mapping[str, Any]) -> Mapping[str, Any]:
+        return function(**feeds)
+
+    inference = getattr(function, "_inference_function", None)
+    keywords = getattr(function, "_arg_keywords", None)
+    captured = getattr(function, "captured_inputs", None)
+    if (
+        inference is None
+        or not hasattr(inference, "call_preflattened")
+        or keywords is None
+        or captured is None
+        or sorted(keywords) != sorted(aliases)
+        or any(_is_distributed(value) for value in captured)
+    ):
+        return public
+    order = list(keywords)
+    tail = list(captured)
+
+    def flat(feeds: Mapping[str, Any]) -> Mapping[str, Any]:
+        return inference.call_preflattened([feeds[name] for name in order] + tail)
+
+    return flat
+
+
+def _is_distributed(value: Any) -> bool:
+    # Distributed variables need the wrapper's replica-context handling: keep the public call.
+    return type(value).__module__.startswith("tensorflow.python.distribute")
 
 
 def _serving_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:

@@ -7,11 +7,12 @@ server and the client share these so both sides agree on the wire format TF Serv
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 # dtype enum -> (numpy dtype, the repeated field that carries values when tensor_content is empty)
 _NUMERIC: dict[int, tuple[Any, str]] = {
@@ -69,7 +70,7 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
     shape = shape_of(proto)
     if any(size < 0 for size in shape):
         raise TensorConversionError(f"negative dimension in shape {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # numpy's prod costs more than the rest of a small decode
     if proto.dtype == types_pb2.DT_STRING:
         values = list(proto.string_val)
         if len(values) == count:
@@ -106,11 +107,10 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
 
 
 def _set_shape(proto: tensor_pb2.TensorProto, shape: Sequence[int]) -> None:
-    proto.tensor_shape.CopyFrom(
-        tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(size)) for size in shape]
-        )
-    )
+    proto.tensor_shape.Clear()
+    dims = proto.tensor_shape.dim
+    for size in shape:
+        dims.add().size = int(size)
 
 
 def strings_proto(values: Sequence[str | bytes]) -> tensor_pb2.TensorProto:
@@ -123,23 +123,30 @@ def strings_proto(values: Sequence[str | bytes]) -> tensor_pb2.TensorProto:
 
 def from_numpy(array: Any, dtype: int | None = None) -> tensor_pb2.TensorProto:
     """Encode like TF Serving's default (`AsProtoField`): typed value fields, no tensor_content."""
-    array = np.asarray(array)
     proto = tensor_pb2.TensorProto()
+    fill(proto, array, dtype)
+    return proto
+
+
+def fill(proto: tensor_pb2.TensorProto, array: Any, dtype: int | None = None) -> None:
+    """`from_numpy` into an existing (empty) TensorProto, such as a response's output entry:
+    saves building a second message and copying it over."""
+    array = np.asarray(array)
     _set_shape(proto, array.shape)
     if dtype == types_pb2.DT_STRING or array.dtype.kind in ("O", "S", "U"):
         proto.dtype = types_pb2.DT_STRING
         proto.string_val.extend(
             v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.ravel().tolist()
         )
-        return proto
+        return
     if dtype is None:
         dtype = _FROM_NUMPY.get(array.dtype)
     known = _NUMERIC.get(dtype) if dtype is not None else None
     if dtype is None or known is None:
         import tensorflow as tf
 
-        return tf.make_tensor_proto(array)
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return
     np_dtype, field = known
     proto.dtype = dtype
     getattr(proto, field).extend(array.astype(np_dtype, copy=False).ravel().tolist())
-    return proto

@@ -76,8 +76,8 @@ class ServerFlags:
 
     @property
     def grpc_threads(self) -> int:
-        # Synchronous gRPC handlers block while a batch runs, so a concurrency of N clients
-        # needs N threads; TF Serving's default is 4 per core.
+        # Unbatched model calls each hold a thread while the model runs, so a concurrency of
+        # N clients needs N threads; TF Serving's default is 4 per core.
         return self.grpc_max_threads or max(64, 4 * (os.cpu_count() or 1))
 
 

@@ -21,6 +21,7 @@ from tfmaas.serving.core import ServingCore
 from tfmaas.serving.errors import ServingError
 from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
 from tfmaas.serving.grpc_service import ModelService, PredictionService
+from tfmaas.serving.loop_thread import LoopThread
 from tfmaas.serving.metrics import ServingMetrics
 from tfmaas.serving.registry import Registry
 from tfmaas.serving.rest import RestApi, RestServer
@@ -75,7 +76,9 @@ class ModelServer:
         self.core = ServingCore(self.registry, self.metrics)
         self._health = health.HealthServicer()
         self.registry.on_change = self._update_health
-        self._grpc: grpc.Server | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._loop: LoopThread | None = None
+        self._model_executor: futures.ThreadPoolExecutor | None = None
         self._rest: RestServer | None = None
         self._stop = threading.Event()
         self._pollers: list[threading.Thread] = []
@@ -132,13 +135,29 @@ class ModelServer:
         ]
         overridden = {key for key, _ in self._channel_options}
         options = [opt for opt in options if opt[0] not in overridden] + self._channel_options
-        # Worker threads run the model (or wait on the batcher): one per concurrent request.
-        server = grpc.server(
-            futures.ThreadPoolExecutor(self.flags.grpc_threads, thread_name_prefix="grpc"),
+        self._loop = LoopThread("grpc-loop")
+        try:
+            self._grpc, self.grpc_port = self._loop.run(self._serve_grpc(options))
+        except BaseException:
+            self._loop.close()
+            self._loop = None
+            raise
+
+    async def _serve_grpc(
+        self, options: list[tuple[str, int | str]]
+    ) -> tuple[grpc.aio.Server, int]:
+        threads = self.flags.grpc_threads
+        # Unbatched model calls, one thread per concurrent request as TF Serving runs them.
+        self._model_executor = futures.ThreadPoolExecutor(threads, thread_name_prefix="model")
+        server = grpc.aio.server(
+            # Runs the synchronous handlers: metadata, status, config reload, health.
+            migration_thread_pool=futures.ThreadPoolExecutor(
+                max(4, threads // 8), thread_name_prefix="grpc"
+            ),
             options=options,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.core), server
+            PredictionService(self.core, self._model_executor), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -147,8 +166,8 @@ class ModelServer:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise UserError(f"cannot listen on {address} for gRPC: {exc}") from exc
-        server.start()
-        self._grpc, self.grpc_port = server, port
+        await server.start()
+        return server, port
 
     def _start_rest(self) -> None:
         api = RestApi(self.core, self._monitoring.path if self.metrics else None)
@@ -203,8 +222,15 @@ class ModelServer:
 
     def stop(self, grace: float = 1.0) -> None:
         self._stop.set()
-        if self._grpc is not None:
-            self._grpc.stop(grace).wait()
+        if self._grpc is not None and self._loop is not None:
+            self._loop.run(self._grpc.stop(grace))
+            self._grpc = None
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+        if self._model_executor is not None:
+            self._model_executor.shutdown(wait=True)
+            self._model_executor = None
         if self._rest is not None:
             self._rest.stop()
         for thread in self._pollers:

@@ -1,7 +1,7 @@
 """Binaries of the local test environment, built from their upstream Go modules and cached.
 
 No prebuilt release can be downloaded where tfmaas is developed, so every program the tests
-run (etcd, the Kubernetes control plane, kubectl, Helm, MinIO) is compiled from the Go module
+run (etcd, the Kubernetes control plane, kubectl, Helm, MinIO, ghz) is compiled from the Go module
 that `tools/<module>/go.mod` pins. A build is cached under
 `${TFMAAS_CACHE_DIR:-~/.cache/tfmaas}/bin/<component>-<version>-<digest>/<name>`; the digest
 covers the tools module's go.mod, go.sum and the build recipe, so changing a pin rebuilds and
@@ -30,6 +30,7 @@ KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.5"
 HELM_VERSION = "v3.22.0"
 COREDNS_VERSION = "v1.14.7"
+GHZ_VERSION = "v0.93.0"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 # MinIO publishes no semver tags to the Go proxy; its own release tags are the commit time.
 MINIO_RELEASE_TIME = "2026-02-12T20:18:48Z"
@@ -132,6 +133,16 @@ TOOLS: Mapping[str, Tool] = {
             module="coredns",
             package="github.com/coredns/coredns",
             ldflags=(f"-X github.com/coredns/coredns/coremain.GitCommit={COREDNS_VERSION}",),
+        ),
+        # The serving benchmark's gRPC load generator (built on demand only): a native client
+        # takes far less of the cores it shares with the server than a Python one would.
+        Tool(
+            name="ghz",
+            component="ghz",
+            version=GHZ_VERSION,
+            module="ghz",
+            package="github.com/bojand/ghz/cmd/ghz",
+            ldflags=(f"-X main.version={GHZ_VERSION}",),
         ),
         Tool(
             name="helm",

@@ -8,18 +8,23 @@ Prints, for one model:
   naive      a gRPC server that calls Keras `model.predict` per request (what a quick hand-rolled
              server does), at concurrency 1 and 32
 
+The load comes from ghz, a native gRPC load generator built from its pinned Go module
+(`tools/ghz`): the server shares this machine's cores with it, and a Python client would take
+more of them than the server does. TensorFlow gets `--tf-threads` intra- and inter-op threads
+in the server and for the floor alike, as the operator sizes them to a serving pod's CPUs.
+
 Everything runs on 127.0.0.1; each phase is bounded in requests and seconds. The model is a
 small sentiment model trained on the spot (bag-of-ngrams like the sample, about 20 s; or
 `--architecture cnn|transformer`), or `--model-dir DIR` (a folder holding
 `<version>/saved_model.pb`).
 
-    python benchmarks/serving_benchmark.py [--model-dir DIR] [--requests 400] [--seconds 10]
+    python benchmarks/serving_benchmark.py [--model-dir DIR] [--requests 400] [--tf-threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
 import signal
 import socket
@@ -69,41 +74,99 @@ def model_path(base: Path) -> Path:
     return base / str(versions[-1])
 
 
-def measure_c1(path: Path, target: str, requests: int) -> tuple[list[float], list[float]]:
+def measure_c1(
+    path: Path, load: Ghz, target: str, requests: int, tf_threads: int
+) -> tuple[list[float], list[float]]:
     """Floor and server latency at concurrency 1, alternating in blocks so that load from other
-    processes hits both alike; a pause between blocks lets the client's TensorFlow threads go
-    idle so they do not compete with the server's."""
-    import grpc
+    processes hits both alike; a pause between blocks lets the other side's threads go idle."""
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
 
+    if tf_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(tf_threads)
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    request = predict_pb2.PredictRequest.FromString(request_bytes())
     floor: list[float] = []
     served: list[float] = []
-    block = 25
-    with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(
-            "/tensorflow.serving.PredictionService/Predict",
-            request_serializer=predict_pb2.PredictRequest.SerializeToString,
-            response_deserializer=predict_pb2.PredictResponse.FromString,
-        )
-        for _ in range(20):
-            signature(text=tf.constant([SENTENCE]))
-            call(request, timeout=30)
-        while len(served) < requests:
-            for _ in range(block):
-                started = time.perf_counter()
-                outputs = signature(text=tf.constant([SENTENCE]))
-                _ = {k: v.numpy() for k, v in outputs.items()}
-                floor.append(time.perf_counter() - started)
-            time.sleep(0.05)
-            for _ in range(block):
-                started = time.perf_counter()
-                call(request, timeout=30)
-                served.append(time.perf_counter() - started)
-            time.sleep(0.05)
+    block = 50
+    for _ in range(20):
+        signature(text=tf.constant([SENTENCE]))
+    load.run(target, 1, 20)
+    while len(served) < requests:
+        for _ in range(block):
+            started = time.perf_counter()
+            outputs = signature(text=tf.constant([SENTENCE]))
+            _ = {k: v.numpy() for k, v in outputs.items()}
+            floor.append(time.perf_counter() - started)
+        time.sleep(0.05)
+        served += load.run(target, 1, block)[0]
+        time.sleep(0.05)
     return floor, served
+
+
+class Ghz:
+    """Closed-loop load from ghz: `concurrency` callers, `requests` in all."""
+
+    def __init__(self, workdir: Path, seconds: float) -> None:
+        from tfmaas.dev import tools
+
+        self.binary = tools.ensure("ghz")
+        self.seconds = seconds
+        self.protoset = workdir / "prediction_service.protoset"
+        self.protoset.write_bytes(prediction_service_protoset())
+        self.payload = workdir / "predict_request.bin"
+        self.payload.write_bytes(request_bytes())
+
+    def run(self, target: str, concurrency: int, requests: int) -> tuple[list[float], float]:
+        command = [
+            str(self.binary),
+            "--insecure",
+            f"--protoset={self.protoset}",
+            "--call=tensorflow.serving.PredictionService.Predict",
+            f"--binary-file={self.payload}",
+            f"--concurrency={concurrency}",
+            f"--total={requests}",
+            "--cpus=1",  # of the two cores, leave the server at least one
+            "--timeout=30s",
+            "--format=json",
+            target,
+        ]
+        try:
+            completed = subprocess.run(
+                command, capture_output=True, text=True, timeout=self.seconds, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise SystemExit(
+                f"{requests} requests at concurrency {concurrency} took over {self.seconds}s"
+            ) from None
+        if completed.returncode != 0 or not completed.stdout.strip():
+            raise SystemExit(f"ghz failed ({completed.returncode}): {completed.stderr[-2000:]}")
+        report = json.loads(completed.stdout)
+        failed = sum(n for code, n in report["statusCodeDistribution"].items() if code != "OK")
+        if failed:
+            print(f"    ({failed} requests failed: {report.get('errorDistribution')})")
+        latencies = [d["latency"] / 1e9 for d in report["details"] if d["status"] == "OK"]
+        return latencies, report["rps"] * len(latencies) / max(1, report["count"])
+
+
+def prediction_service_protoset() -> bytes:
+    """A FileDescriptorSet of PredictionService and its imports, from the Python descriptors:
+    ghz needs the service's schema, and these are exactly the messages the server speaks."""
+    from google.protobuf import descriptor_pb2
+    from tensorflow_serving.apis import prediction_service_pb2
+
+    files = descriptor_pb2.FileDescriptorSet()
+    seen: set[str] = set()
+
+    def add(descriptor) -> None:  # type: ignore[no-untyped-def]
+        if descriptor.name in seen:
+            return
+        seen.add(descriptor.name)
+        for dependency in descriptor.dependencies:
+            add(dependency)
+        descriptor.CopyToProto(files.file.add())
+
+    add(prediction_service_pb2.DESCRIPTOR)
+    return files.SerializeToString()
 
 
 def request_bytes() -> bytes:
@@ -115,47 +178,6 @@ def request_bytes() -> bytes:
     request.model_spec.name = "bench"
     request.inputs["text"].CopyFrom(strings_proto([SENTENCE]))
     return request.SerializeToString()
-
-
-async def load(
-    target: str, concurrency: int, requests: int, seconds: float
-) -> tuple[list[float], float]:
-    """Closed-loop load: `concurrency` callers, until `requests` done or `seconds` pass."""
-    import grpc
-    from tensorflow_serving.apis import predict_pb2
-
-    payload = predict_pb2.PredictRequest.FromString(request_bytes())
-    latencies: list[float] = []
-    errors = 0
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(
-            "/tensorflow.serving.PredictionService/Predict",
-            request_serializer=predict_pb2.PredictRequest.SerializeToString,
-            response_deserializer=predict_pb2.PredictResponse.FromString,
-        )
-        for _ in range(10):  # warm up connections and the model
-            await call(payload, timeout=30)
-        deadline = time.perf_counter() + seconds
-        remaining = [requests]
-
-        async def caller() -> None:
-            nonlocal errors
-            while remaining[0] > 0 and time.perf_counter() < deadline:
-                remaining[0] -= 1
-                started = time.perf_counter()
-                try:
-                    await call(payload, timeout=30)
-                except grpc.RpcError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    if errors:
-        print(f"    ({errors} requests failed)")
-    return latencies, len(latencies) / elapsed
 
 
 def wait_until_serving(target: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -176,7 +198,9 @@ def wait_until_serving(target: str, process: subprocess.Popen[bytes], timeout: f
     raise SystemExit(f"server at {target} did not answer within {timeout}s")
 
 
-def start_tfmaas(base: Path, batching: bool, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_tfmaas(
+    base: Path, batching: bool, workdir: Path, tf_threads: int
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [
         sys.executable,
@@ -188,6 +212,8 @@ def start_tfmaas(base: Path, batching: bool, workdir: Path) -> tuple[subprocess.
         "--model_name=bench",
         f"--model_base_path={base}",
         "--file_system_poll_wait_seconds=0",
+        f"--tensorflow_intra_op_parallelism={tf_threads}",
+        f"--tensorflow_inter_op_parallelism={tf_threads}",
     ]
     if batching:
         params = workdir / "batching.config"
@@ -233,20 +259,28 @@ def naive_server(port: int, path: str) -> None:
 
 
 def echo_server(port: int) -> None:
-    """The transport floor: grpc's synchronous server answering Predict without a model."""
+    """The transport floor: grpc.aio's server, as `tfmaas serve` uses, answering Predict with
+    an empty response and no model."""
+    import asyncio
+
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):  # type: ignore[no-untyped-def]
+        async def Predict(self, request, context):  # type: ignore[no-untyped-def]
             return predict_pb2.PredictResponse()
 
-    server = grpc.server(futures.ThreadPoolExecutor(64))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    signal.sigwait({signal.SIGTERM})
-    server.stop(1)
+    async def serve() -> None:
+        server = grpc.aio.server()
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        await stopping.wait()
+        await server.stop(1)
+
+    asyncio.run(serve())
 
 
 def start_helper(kind: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -294,9 +328,16 @@ def main() -> int:
         help="what to train when no --model-dir is given (default: the sample's)",
     )
     parser.add_argument("--requests", type=int, default=400, help="requests per phase, c=1")
-    parser.add_argument("--seconds", type=float, default=10.0, help="time bound per phase")
+    parser.add_argument("--seconds", type=float, default=120.0, help="time bound per phase")
+    parser.add_argument(
+        "--tf-threads",
+        type=int,
+        default=1,
+        help="TensorFlow intra- and inter-op threads, server and floor (0: one per core)",
+    )
     parser.add_argument("--naive-server", nargs=2, metavar=("PORT", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--train-into", nargs=2, metavar=("DIR", "ARCH"), help=argparse.SUPPRESS)
     parser.add_argument("--skip-naive", action="store_true", help="leave the naive baseline out")
     args = parser.parse_args()
     if args.naive_server:
@@ -305,6 +346,9 @@ def main() -> int:
     if args.echo_server:
         echo_server(args.echo_server)
         return 0
+    if args.train_into:
+        train_small_model(Path(args.train_into[0]), args.train_into[1])
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="tfmaas-bench-") as tmp:
         workdir = Path(tmp)
@@ -312,18 +356,25 @@ def main() -> int:
             base = args.model_dir.resolve()
         else:
             print(f"training a small {args.architecture} model ...", flush=True)
-            base = train_small_model(workdir / "models", args.architecture)
+            base = workdir / "models"
+            # In a child process: TensorFlow's thread pools are fixed once it first runs, and
+            # the floor below must get the same ones as the server.
+            subprocess.run(
+                [sys.executable, __file__, "--train-into", str(base), args.architecture],
+                check=True,
+            )
         path = model_path(base)
         print(f"model: {path}")
         print(f"cpus: {os.cpu_count()}; one sentence per request: {SENTENCE}")
+        load = Ghz(workdir, args.seconds)
 
         process, target = start_helper("echo")
         try:
             wait_until_serving(target, process)
-            echo = asyncio.run(load(target, 1, args.requests, args.seconds))
+            echo = load.run(target, 1, args.requests)
             report_latency("gRPC echo without a model, c=1", *echo)
             cpu_before = cpu_seconds(process.pid)
-            echo32 = asyncio.run(load(target, 32, args.requests * 10, args.seconds))
+            echo32 = load.run(target, 32, args.requests * 10)
             cpu = (cpu_seconds(process.pid) - cpu_before) / len(echo32[0])
             report_latency("gRPC echo without a model, c=32", *echo32)
             print(f"    server CPU per request: {cpu * 1000:.2f} ms")
@@ -332,17 +383,17 @@ def main() -> int:
 
         results: dict[str, tuple[list[float], float]] = {}
         for batching in (False, True):
-            process, target = start_tfmaas(base, batching, workdir)
+            process, target = start_tfmaas(base, batching, workdir, args.tf_threads)
             try:
                 wait_until_serving(target, process)
                 tag = "on" if batching else "off"
                 if not batching:
-                    floor, served = measure_c1(path, target, args.requests)
+                    floor, served = measure_c1(path, load, target, args.requests, args.tf_threads)
                     report_latency("floor: signature in-process, c=1", floor, 1 / mean(floor))
                     report_latency("tfmaas gRPC, c=1", served, 1 / mean(served))
                     results["c1"] = (served, 1 / mean(served))
                 cpu_before = cpu_seconds(process.pid)
-                results[tag] = asyncio.run(load(target, 32, args.requests * 10, args.seconds))
+                results[tag] = load.run(target, 32, args.requests * 10)
                 cpu = (cpu_seconds(process.pid) - cpu_before) / len(results[tag][0])
                 report_latency(f"tfmaas gRPC, c=32, batching {tag}", *results[tag])
                 print(f"    server CPU per request: {cpu * 1000:.2f} ms")
@@ -353,9 +404,9 @@ def main() -> int:
             process, target = start_helper("naive", str(path))
             try:
                 wait_until_serving(target, process)
-                naive1 = asyncio.run(load(target, 1, min(args.requests, 100), args.seconds))
+                naive1 = load.run(target, 1, min(args.requests, 100))
                 report_latency("naive model.predict server, c=1", *naive1)
-                naive32 = asyncio.run(load(target, 32, args.requests, args.seconds))
+                naive32 = load.run(target, 32, min(args.requests, 200))
                 report_latency("naive model.predict server, c=32", *naive32)
             finally:
                 stop(process)

@@ -183,8 +183,6 @@ class Batcher:
                     self._cond.wait()
                 if not self._pending:  # closed and drained
                     return None
-                if self._forming and not self._closed:
-                    continue
                 # This thread owns the open batch until it closes it.
                 self._forming = True
                 deadline = self._pending[0].arrived + self._timeout_s

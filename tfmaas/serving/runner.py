@@ -10,7 +10,7 @@ import time
 import weakref
 from concurrent.futures import Executor
 
-from tfmaas.serving.batching import Batcher, Notify, Task, Tensors, batch_rows
+from tfmaas.serving.batching import Batcher, Notify, Task, Tensors
 from tfmaas.serving.config import BatchingOptions
 from tfmaas.serving.servable import Servable, Signature
 
@@ -38,7 +38,6 @@ class ServedVersion:
     def run(self, signature: Signature, inputs: Tensors) -> Tensors:
         if self._batching is None:
             return self.servable.run(signature, inputs)
-        batch_rows(inputs)  # same 0th-dimension rule as the batched path, checked up front
         return self._batcher(signature).submit(inputs)
 
     async def run_async(
@@ -55,7 +54,6 @@ class ServedVersion:
             if alone and recent < INLINE_BUDGET_S:
                 return self._timed_run(signature, inputs)
             return await loop.run_in_executor(executor, self._timed_run, signature, inputs)
-        batch_rows(inputs)
         future = loop.create_future()
         task = self._batcher(signature).enqueue(inputs, _loop_notifier(loop), future)
         await future

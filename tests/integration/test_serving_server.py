@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -464,3 +465,5 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
             )
             with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port} for {what}"):
                 ModelServer(flags).start()
+            # A failed start leaves nothing running behind it: the gRPC event loop is gone too.
+            assert not [t.name for t in threading.enumerate() if t.name == "grpc-loop"]

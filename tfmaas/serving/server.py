@@ -79,6 +79,7 @@ class ModelServer:
         self._grpc: grpc.aio.Server | None = None
         self._loop: LoopThread | None = None
         self._model_executor: futures.ThreadPoolExecutor | None = None
+        self._handler_executor: futures.ThreadPoolExecutor | None = None
         self._rest: RestServer | None = None
         self._stop = threading.Event()
         self._pollers: list[threading.Thread] = []
@@ -116,8 +117,8 @@ class ModelServer:
             self._start_grpc()
             if self.flags.rest_api_port:
                 self._start_rest()
-        except UserError:
-            self.stop(grace=0)
+        except BaseException:
+            self.stop(grace=0)  # whatever did start: the loop, its thread pools, a port
             raise
         self._start_pollers()
         log.info(
@@ -135,29 +136,27 @@ class ModelServer:
         ]
         overridden = {key for key, _ in self._channel_options}
         options = [opt for opt in options if opt[0] not in overridden] + self._channel_options
-        self._loop = LoopThread("grpc-loop")
-        try:
-            self._grpc, self.grpc_port = self._loop.run(self._serve_grpc(options))
-        except BaseException:
-            self._loop.close()
-            self._loop = None
-            raise
-
-    async def _serve_grpc(
-        self, options: list[tuple[str, int | str]]
-    ) -> tuple[grpc.aio.Server, int]:
         threads = self.flags.grpc_threads
         # Unbatched model calls, one thread per concurrent request as TF Serving runs them.
         self._model_executor = futures.ThreadPoolExecutor(threads, thread_name_prefix="model")
-        server = grpc.aio.server(
-            # Runs the synchronous handlers: metadata, status, config reload, health.
-            migration_thread_pool=futures.ThreadPoolExecutor(
-                max(4, threads // 8), thread_name_prefix="grpc"
-            ),
-            options=options,
+        # The synchronous handlers: metadata, status, config reload, health.
+        self._handler_executor = futures.ThreadPoolExecutor(
+            max(4, threads // 8), thread_name_prefix="grpc"
         )
+        self._loop = LoopThread("grpc-loop")
+        self._grpc, self.grpc_port = self._loop.run(
+            self._serve_grpc(options, self._model_executor, self._handler_executor)
+        )
+
+    async def _serve_grpc(
+        self,
+        options: list[tuple[str, int | str]],
+        model_executor: futures.Executor,
+        handler_executor: futures.Executor,
+    ) -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(migration_thread_pool=handler_executor, options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.core, self._model_executor), server
+            PredictionService(self.core, model_executor), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -228,9 +227,10 @@ class ModelServer:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
-        if self._model_executor is not None:
-            self._model_executor.shutdown(wait=True)
-            self._model_executor = None
+        for executor in (self._model_executor, self._handler_executor):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._model_executor = self._handler_executor = None
         if self._rest is not None:
             self._rest.stop()
         for thread in self._pollers:

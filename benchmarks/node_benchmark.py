@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 from tfmaas.dev import images
-from tfmaas.dev.cluster import LocalCluster
-from tfmaas.dev.node import LocalNode, default_node_address
+from tfmaas.dev.stack import running_node
 
 
 def _pod(name: str, image: str) -> dict[str, object]:
@@ -44,13 +43,8 @@ def main() -> None:
 
     base = images.base_image()
     with tempfile.TemporaryDirectory(prefix="tfmaas-node-bench-") as scratch:
-        cluster = LocalCluster(Path(scratch) / "cluster", advertise_address=default_node_address())
         started = time.monotonic()
-        cluster.start()
-        node = LocalNode(cluster)
-        try:
-            node.start()
-            node.import_image(base)
+        with running_node(Path(scratch) / "cluster", [base]) as (cluster, node):
             print(f"control plane start      {cluster.startup_seconds:7.1f} s")
             print(f"node start (to Ready)    {node.startup_seconds:7.1f} s")
             print(f"both, with image import  {time.monotonic() - started:7.1f} s")
@@ -71,9 +65,6 @@ def main() -> None:
                 f"pod create -> completed  median {statistics.median(latencies):.2f} s, "
                 f"max {max(latencies):.2f} s over {len(latencies)} pods"
             )
-        finally:
-            node.stop()
-            cluster.stop()
 
 
 if __name__ == "__main__":

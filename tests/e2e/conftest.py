@@ -18,7 +18,8 @@ import pytest
 
 from tfmaas.dev import images, tools
 from tfmaas.dev.cluster import COMPONENTS, LocalCluster
-from tfmaas.dev.node import LocalNode, check_prerequisites, default_node_address
+from tfmaas.dev.node import LocalNode, check_prerequisites
+from tfmaas.dev.stack import running_node
 from tfmaas.errors import TfmaasError
 
 NODE_TOOLS = ("kubelet", "kube-proxy", "coredns")
@@ -66,15 +67,9 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
             pytest.fail(f"cannot run a local node: {exc}")
         pytest.skip(f"cannot run a local node here: {exc}")
     directory = tmp_path_factory.mktemp("e2e-cluster")
-    cluster = LocalCluster(directory, binaries=binaries, advertise_address=default_node_address())
-    cluster.start()
-    node = LocalNode(cluster)
     try:
-        node.start()
-        node.import_image(base)
-        print(f"\nnode {node.name} Ready in {node.startup_seconds:.1f}s at {node.address}")
-        yield NodeCluster(cluster=cluster, node=node, base=base)
+        with running_node(directory, [base], binaries=binaries) as (cluster, node):
+            print(f"\nnode {node.name} Ready in {node.startup_seconds:.1f}s at {node.address}")
+            yield NodeCluster(cluster=cluster, node=node, base=base)
     finally:
-        node.stop()
-        cluster.stop()
         shutil.rmtree(Path(directory) / "etcd", ignore_errors=True)

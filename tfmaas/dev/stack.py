@@ -7,11 +7,12 @@ chart with the local images) are functions here, so the e2e tests and `dev up` s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,28 @@ def publish_host_service(
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
     )
     return f"http://{name}.{namespace}:{service_port}"
+
+
+@contextlib.contextmanager
+def running_node(
+    directory: Path,
+    preloaded: Sequence[images.BuiltImage],
+    *,
+    binaries: Mapping[str, Path] | None = None,
+) -> Iterator[tuple[LocalCluster, LocalNode]]:
+    """A control plane with one Ready node that already holds `preloaded` (images are never
+    pulled here); both are stopped on exit."""
+    cluster = LocalCluster(directory, binaries=binaries, advertise_address=default_node_address())
+    cluster.start()
+    node = LocalNode(cluster)
+    try:
+        node.start()
+        for image in preloaded:
+            node.import_image(image)
+        yield cluster, node
+    finally:
+        node.stop()
+        cluster.stop()
 
 
 def ensure_namespace(cluster: LocalCluster, namespace: str) -> None:

@@ -323,6 +323,32 @@ def test_metrics_count_requests_by_status(running: Running) -> None:
     assert after[missing] - before.get(missing, 0) == 1
 
 
+def test_a_call_abandoned_while_its_batch_fills_counts_as_cancelled(tmp_path: Path) -> None:
+    served = start(
+        tmp_path,
+        batching="max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000000 }\n",
+    )
+    cancelled = ':tensorflow:serving:request_count{model_name="demo",status="CANCELLED"}'
+    metrics_url = f"{served.rest}/monitoring/prometheus/metrics"
+    try:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "demo"
+        request.inputs["text"].CopyFrom(tf.make_tensor_proto(["a"], dtype=tf.string))
+        with served.channel() as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as error:
+                stub.Predict(request, timeout=0.2)  # the batch waits a whole second to fill
+            assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 10
+            while cancelled not in urllib.request.urlopen(metrics_url).read().decode():
+                assert time.monotonic() < deadline, "the abandoned call was never counted"
+                time.sleep(0.1)
+            # The batch still runs after its caller left, and the server keeps answering.
+            assert predict(channel, ["abcdefgh"]).outputs["label"].string_val == [b"positive"]
+    finally:
+        served.server.stop()
+
+
 def test_new_version_and_moved_label_without_restart(tmp_path: Path) -> None:
     served = start(tmp_path, labels={"stable": 1})
     try:

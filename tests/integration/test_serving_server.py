@@ -489,7 +489,9 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
                 model_name="demo",
                 model_base_path=str(tmp_path / "m"),
             )
+            running_before = set(threading.enumerate())  # other tests' servers may be up
             with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port} for {what}"):
                 ModelServer(flags).start()
-            # A failed start leaves nothing running behind it: the gRPC event loop is gone too.
-            assert not [t.name for t in threading.enumerate() if t.name == "grpc-loop"]
+            # A failed start leaves nothing running behind it: its gRPC event loop is gone too.
+            left = [t.name for t in set(threading.enumerate()) - running_before]
+            assert "grpc-loop" not in left, left

@@ -357,20 +357,11 @@ def test_new_version_and_moved_label_without_restart(tmp_path: Path) -> None:
             # One config push loads 3 and moves `stable` to it (the registry loads before
             # it relabels); the file poll picks the change up within a second.
             write_config(served.config, served.base, [1, 3], {"stable": 3})
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if client.predict("demo", ["x"], label="stable")[0].scores:
-                        response = client.predict_raw(
-                            "demo", {"text": strings_proto(["x"])}, label="stable"
-                        )
-                        if response.model_spec.version.value == 3:
-                            break
-                except PredictionError:
-                    pass
-                time.sleep(0.2)
-            else:
-                pytest.fail("version 3 never became stable")
+            assert client.wait_for_version("demo", 3, label="stable", timeout=30) == 3
+            response = client.predict_raw("demo", {"text": strings_proto(["x"])}, label="stable")
+            assert response.model_spec.version.value == 3
+            with pytest.raises(PredictionError, match="labelled 'canary' of demo not available"):
+                client.wait_for_version("demo", 3, label="canary", timeout=0.5)
             states = {s["version"]: s["state"] for s in client.status("demo")}
             assert states == {1: "AVAILABLE", 2: "END", 3: "AVAILABLE"}
             # A label on a version that is not loaded is refused; the old labels stay.

@@ -104,6 +104,26 @@ def test_labels_resolve_and_unknown_ones_are_invalid_argument(
     assert error.value.message == "Unrecognized servable version label: beta"
 
 
+def test_a_label_moves_to_the_new_version_before_the_old_one_unloads(
+    tmp_path: Path, registry: Registry, loaded: dict[int, FakeServed]
+) -> None:
+    """A request by label during a reload gets the old or the new version, never NOT_FOUND."""
+    for version in (1, 2):
+        make_version(tmp_path, version)
+    specific = "model_version_policy {{ specific {{ versions: {} }} }}"
+    registry.apply_config(config(tmp_path, specific.format(1), {"stable": 1}))
+    seen_while_unloading: list[int] = []
+    loaded[1].close = lambda: seen_while_unloading.append(  # type: ignore[method-assign]
+        registry.resolve("m", label="stable").version  # type: ignore[attr-defined]
+    )
+    registry.apply_config(config(tmp_path, specific.format(2), {"stable": 2}))
+    assert seen_while_unloading == [2]
+    assert {r.version: r.state for r in registry.status("m")} == {
+        2: VersionState.AVAILABLE,
+        1: VersionState.END,
+    }
+
+
 def test_label_on_an_unavailable_version_is_refused_and_old_labels_stay(
     tmp_path: Path, registry: Registry
 ) -> None:

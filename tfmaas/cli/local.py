@@ -181,7 +181,7 @@ def sample_prediction(
     from tfmaas.client.grpc_client import GrpcClient
 
     with GrpcClient(target, timeout=10, retries=3) as client:
-        client.wait_for_version(name, version, timeout=60)
+        client.wait_for_version(name, version, label="stable", timeout=60)
         predictions = client.predict(name, samples, label="stable", classes=classes)
     say(f"sample prediction (gRPC, label stable = version {version}):")
     for text, prediction in zip(samples, predictions, strict=True):

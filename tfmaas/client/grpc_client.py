@@ -184,9 +184,18 @@ class GrpcClient:
         ]
 
     def wait_for_version(
-        self, model: str, version: int | None = None, *, timeout: float = 60.0
+        self,
+        model: str,
+        version: int | None = None,
+        *,
+        label: str | None = None,
+        timeout: float = 60.0,
     ) -> int:
-        """Block until `version` (or any version) of `model` is AVAILABLE; returns it."""
+        """Block until `version` (or any version) of `model` is AVAILABLE; returns it.
+
+        With `label`, also until the label names that version: a server that reloads its config
+        loads a new version before it moves the label, so the version alone is not enough.
+        """
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -194,10 +203,20 @@ class GrpcClient:
                 available = [s["version"] for s in self.status(model) if s["state"] == "AVAILABLE"]
                 wanted = max(available, default=None) if version is None else version
                 if wanted is not None and wanted in available:
-                    return wanted
-                last = f"available versions: {available}"
+                    if not label:
+                        return wanted
+                    labelled = self.status(model, label=label)[0]["version"]
+                    if labelled == wanted:
+                        return wanted
+                    last = f"label {label!r} names version {labelled}"
+                else:
+                    last = f"available versions: {available}"
             except PredictionError as exc:
                 last = str(exc)
             time.sleep(0.2)
-        wanted = f"version {version}" if version is not None else "a version"
-        raise PredictionError("DEADLINE_EXCEEDED", f"{wanted} of {model} not available: {last}")
+        wanted_text = f"version {version}" if version is not None else "a version"
+        if label:
+            wanted_text += f" labelled {label!r}"
+        raise PredictionError(
+            "DEADLINE_EXCEEDED", f"{wanted_text} of {model} not available: {last}"
+        )

@@ -4,7 +4,8 @@ Each config (at start, from a reload, or the single `--model_base_path` model) i
 desired state, as in TF Serving: models left out are unloaded. Every poll of the base paths
 re-applies each model's version policy: new versions load first, and only then do versions that
 fell out of the policy unload, so a model never goes without an available version during a
-rollout. Labels are applied after the loads and may only name AVAILABLE versions.
+rollout. Labels are applied after the loads and before the unloads, and may only name AVAILABLE
+versions.
 """
 
 from __future__ import annotations
@@ -133,11 +134,14 @@ class Registry:
                 self._unload_all(self._models[name])
                 with self._state_lock:
                     del self._models[name]
-            for name in wanted:
-                self._sync(self._models[name])
+            aspired = {name: self._load_aspired(self._models[name]) for name in wanted}
             try:
                 self._apply_labels(wanted)
             finally:
+                # Unloading only after relabelling: a request by label never meets a label that
+                # still names the version being unloaded.
+                for name, versions in aspired.items():
+                    self._unload_unaspired(self._models[name], versions)
                 self.on_change()
 
     def poll(self) -> None:
@@ -152,16 +156,23 @@ class Registry:
                 self._unload_all(record)
 
     def _sync(self, record: ModelRecord) -> None:
+        self._unload_unaspired(record, self._load_aspired(record))
+
+    def _load_aspired(self, record: ModelRecord) -> set[int]:
+        """Loads the versions the policy wants that are not loaded yet; returns those wanted."""
         base = local_base_path(record.config.base_path)
         on_disk = versions_on_disk(base)
+        aspired = aspired_versions(record.config, on_disk)
         if not on_disk and not record.versions:
             log.warning("No versions of servable %s found under base path %s", record.name, base)
-        aspired = aspired_versions(record.config, on_disk)
         for version in sorted(aspired):
             known = record.versions.get(version)
             if known is not None and (known.state == VersionState.AVAILABLE or known.error):
                 continue  # loaded, or failed to load (not retried, like TF Serving after retries)
             self._load_version(record, version, base / str(version))
+        return aspired
+
+    def _unload_unaspired(self, record: ModelRecord, aspired: set[int]) -> None:
         if not aspired & set(record.available()):
             return  # availability preserving: keep the old version until a new one is up
         for version, known in list(record.versions.items()):

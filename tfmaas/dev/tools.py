@@ -31,6 +31,7 @@ ETCD_VERSION = "v3.6.5"
 HELM_VERSION = "v3.22.0"
 COREDNS_VERSION = "v1.14.7"
 GHZ_VERSION = "v0.93.0"
+GRPC_FRONTEND_VERSION = "v1"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 # MinIO publishes no semver tags to the Go proxy; its own release tags are the commit time.
 MINIO_RELEASE_TIME = "2026-02-12T20:18:48Z"
@@ -57,6 +58,7 @@ class Tool:
     module: str
     package: str
     ldflags: tuple[str, ...] = ()
+    own_source: bool = False  # tfmaas's own program: its .go files are part of the cache key
 
     def ldflags_for(self, build_date: str) -> str:
         return " ".join(
@@ -144,6 +146,16 @@ TOOLS: Mapping[str, Tool] = {
             package="github.com/bojand/ghz/cmd/ghz",
             ldflags=(f"-X main.version={GHZ_VERSION}",),
         ),
+        # tfmaas's own native gRPC front end for `tfmaas serve`: its source is the module
+        # itself, so the cache digest covers its .go files too.
+        Tool(
+            name="grpc-frontend",
+            component="grpc-frontend",
+            version=GRPC_FRONTEND_VERSION,
+            module="grpc-frontend",
+            package="tfmaas.dev/tools/grpc-frontend",
+            own_source=True,
+        ),
         Tool(
             name="helm",
             component="helm",
@@ -179,6 +191,7 @@ ALL_TOOLS: tuple[str, ...] = (
     "kube-scheduler",
     "kubectl",
     "helm",
+    "grpc-frontend",
 )
 
 
@@ -216,15 +229,20 @@ def cache_key(tool: Tool, module_files: Mapping[str, bytes]) -> str:
     return f"{tool.component}-{tool.version}-{digest.hexdigest()[:12]}"
 
 
-def _module_files(module_dir: Path) -> dict[str, bytes]:
-    return {name: (module_dir / name).read_bytes() for name in ("go.mod", "go.sum")}
+def _module_files(tool: Tool, module_dir: Path) -> dict[str, bytes]:
+    """The pins, and for a program of our own its source too (an upstream tool's tools.go only
+    names the packages to build, which the pins already cover)."""
+    names = ["go.mod", "go.sum"]
+    if tool.own_source:
+        names += sorted(path.name for path in module_dir.glob("*.go"))
+    return {name: (module_dir / name).read_bytes() for name in names}
 
 
 def binary_path(name: str) -> Path:
     """Where `name`'s binary is (or will be) cached for the current pins."""
     tool = lookup(name)
     module_dir = tools_modules_root() / tool.module
-    return cache_root() / "bin" / cache_key(tool, _module_files(module_dir)) / tool.name
+    return cache_root() / "bin" / cache_key(tool, _module_files(tool, module_dir)) / tool.name
 
 
 def find_go() -> Path:

@@ -11,6 +11,7 @@ pytest_plugins = [
     name
     for name in (
         "tests.fixtures.cluster",
+        "tests.fixtures.frontend",
         "tests.fixtures.minio",
         "tests.fixtures.models",
         "tests.fixtures.prometheus",

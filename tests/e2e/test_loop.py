@@ -19,6 +19,7 @@ from tests.e2e.conftest import NodeCluster
 from tfmaas.dev import images, stack
 from tfmaas.dev.minio import MinioServer
 from tfmaas.dev.monitoring import LocalPrometheus
+from tfmaas.operator.naming import SERVING_CONTAINER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -155,6 +156,9 @@ def test_the_sample_trains_publishes_and_serves_through_the_service(
     )
     labels = {prediction.label for prediction in predictions}
     assert labels <= set(store_classes(loop.minio)) and labels
+    # The serving image carries the native gRPC front end, and `tfmaas serve` picks it up.
+    logs = cluster.kubectl("logs", f"deploy/{NAME}", "-c", SERVING_CONTAINER).stdout
+    assert "(native front end)" in logs, logs[-2000:]
 
     # Prometheus, discovering pods through the API server, scrapes the request it served.
     def scraped() -> list[dict[str, Any]]:

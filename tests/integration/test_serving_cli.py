@@ -94,3 +94,53 @@ def test_serve_refuses_a_bad_command_line() -> None:
     answer = tfmaas("serve", "--port=8500")
     assert answer.returncode == 2
     assert "nothing to serve" in answer.stderr
+
+
+def test_serve_exits_with_an_error_when_its_native_front_end_dies(
+    tmp_path: Path, grpc_frontend_binary: Path
+) -> None:
+    """A server whose gRPC port is gone must not look alive: the pod restarts it."""
+    write_demo_model(tmp_path / "demo", 1)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tfmaas",
+            "serve",
+            f"--port={port}",
+            "--bind_address=127.0.0.1",
+            "--model_name=demo",
+            f"--model_base_path={tmp_path / 'demo'}",
+            "--grpc_frontend=native",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TFMAAS_GRPC_FRONTEND": str(grpc_frontend_binary),
+        },
+    )
+    try:
+        wait_for_port(port, server)
+        children = [
+            int(pid)
+            for task in Path(f"/proc/{server.pid}/task").glob("*/children")
+            for pid in task.read_text().split()
+        ]
+        front_ends = [
+            pid
+            for pid in children
+            if Path(f"/proc/{pid}/exe").resolve() == grpc_frontend_binary.resolve()
+        ]
+        assert len(front_ends) == 1, children
+        os.kill(front_ends[0], signal.SIGKILL)
+        _, stderr = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 1
+    assert "tfmaas serve: the native gRPC front end exited" in stderr

@@ -39,6 +39,14 @@ from tfmaas.serving.testing import DEMO_CLASSES, demo_scores, write_demo_model
 pytestmark = pytest.mark.integration
 
 
+def child_processes() -> set[int]:
+    return {
+        int(pid)
+        for task in Path("/proc/self/task").glob("*/children")
+        for pid in task.read_text().split()
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -78,7 +86,21 @@ class Running:
         return grpc.insecure_channel(self.target)
 
 
-def start(tmp: Path, *, batching: str = "", labels: dict[str, int] | None = None) -> Running:
+@pytest.fixture(scope="module", params=["python", "native"])
+def frontend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs against both gRPC front ends: they must not differ."""
+    if request.param == "native":
+        request.getfixturevalue("grpc_frontend_binary")
+    return request.param
+
+
+def start(
+    tmp: Path,
+    *,
+    frontend: str,
+    batching: str = "",
+    labels: dict[str, int] | None = None,
+) -> Running:
     base = tmp / "models"
     for version in (1, 2):
         write_demo_model(base, version)
@@ -100,23 +122,26 @@ def start(tmp: Path, *, batching: str = "", labels: dict[str, int] | None = None
         enable_batching=bool(batching),
         batching_parameters_file=str(batching_file) if batching else "",
         grpc_channel_arguments="grpc.max_connection_age_ms=600000",
+        grpc_frontend=frontend,
     )
     server = ModelServer(flags)
     server.start()
+    assert server.grpc_frontend == frontend
     return Running(server, base, config)
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    served = start(tmp_path_factory.mktemp("serving"))
+def running(tmp_path_factory: pytest.TempPathFactory, frontend: str) -> Iterator[Running]:
+    served = start(tmp_path_factory.mktemp("serving"), frontend=frontend)
     yield served
     served.server.stop()
 
 
 @pytest.fixture(scope="module")
-def batched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def batched(tmp_path_factory: pytest.TempPathFactory, frontend: str) -> Iterator[Running]:
     served = start(
         tmp_path_factory.mktemp("batched"),
+        frontend=frontend,
         batching="max_batch_size { value: 8 }\nbatch_timeout_micros { value: 20000 }\n"
         "num_batch_threads { value: 1 }\n",
     )
@@ -181,6 +206,14 @@ def test_status_lists_the_loaded_versions(running: Running) -> None:
     assert states == {1: available, 2: available}
     rest = RestClient(running.rest).status("demo", label="stable")
     assert rest == [{"version": 1, "state": "AVAILABLE", "error": ""}]
+
+
+def test_an_unknown_method_is_unimplemented(running: Running) -> None:
+    with running.channel() as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Explain")
+        with pytest.raises(grpc.RpcError) as error:
+            call(b"", timeout=10)
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_health_service_reports_serving(running: Running) -> None:
@@ -323,9 +356,12 @@ def test_metrics_count_requests_by_status(running: Running) -> None:
     assert after[missing] - before.get(missing, 0) == 1
 
 
-def test_a_call_abandoned_while_its_batch_fills_counts_as_cancelled(tmp_path: Path) -> None:
+def test_a_call_abandoned_while_its_batch_fills_counts_as_cancelled(
+    tmp_path: Path, frontend: str
+) -> None:
     served = start(
         tmp_path,
+        frontend=frontend,
         batching="max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000000 }\n",
     )
     cancelled = ':tensorflow:serving:request_count{model_name="demo",status="CANCELLED"}'
@@ -349,8 +385,8 @@ def test_a_call_abandoned_while_its_batch_fills_counts_as_cancelled(tmp_path: Pa
         served.server.stop()
 
 
-def test_new_version_and_moved_label_without_restart(tmp_path: Path) -> None:
-    served = start(tmp_path, labels={"stable": 1})
+def test_new_version_and_moved_label_without_restart(tmp_path: Path, frontend: str) -> None:
+    served = start(tmp_path, frontend=frontend, labels={"stable": 1})
     try:
         with GrpcClient(served.target) as client:
             write_demo_model(served.base, 3)
@@ -419,7 +455,9 @@ def test_trained_model_is_served(exported_model: Any, tmp_path: Path) -> None:
         assert np.isfinite(list(prediction.scores.values())).all()
 
 
-def test_message_size_limit_from_channel_arguments(tmp_path: Path) -> None:
+def test_message_size_limit_from_channel_arguments(
+    tmp_path: Path, frontend: str, caplog: pytest.LogCaptureFixture
+) -> None:
     write_demo_model(tmp_path / "m", 1)
     flags = ServerFlags(
         port=0,
@@ -427,7 +465,8 @@ def test_message_size_limit_from_channel_arguments(tmp_path: Path) -> None:
         model_name="demo",
         model_base_path=str(tmp_path / "m"),
         file_system_poll_wait_seconds=0,
-        grpc_channel_arguments="grpc.max_receive_message_length=4096",
+        grpc_channel_arguments="grpc.max_receive_message_length=4096,grpc.no_such_knob=1",
+        grpc_frontend=frontend,
     )
     with (
         ModelServer(flags) as server,
@@ -438,10 +477,12 @@ def test_message_size_limit_from_channel_arguments(tmp_path: Path) -> None:
             predict(channel, ["x" * 8192])
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert len(positive_scores(predict(channel, ["small again"]))) == 1
+    if frontend == "native":  # grpc core takes unknown arguments silently; this one says so
+        assert "ignoring channel argument grpc.no_such_knob" in caplog.text
 
 
-def test_client_round_robin_spreads_calls_over_servers(tmp_path: Path) -> None:
-    servers = [start(tmp_path / name) for name in ("a", "b")]
+def test_client_round_robin_spreads_calls_over_servers(tmp_path: Path, frontend: str) -> None:
+    servers = [start(tmp_path / name, frontend=frontend) for name in ("a", "b")]
     try:
         # What a headless Service gives through DNS: several pod addresses for one name.
         target = "ipv4:" + ",".join(s.target for s in servers)
@@ -466,7 +507,7 @@ def test_client_round_robin_spreads_calls_over_servers(tmp_path: Path) -> None:
             served.server.stop()
 
 
-def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_taken_port_is_a_clear_error(tmp_path: Path, frontend: str) -> None:
     write_demo_model(tmp_path / "m", 1)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -479,10 +520,14 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
                 bind_address="127.0.0.1",
                 model_name="demo",
                 model_base_path=str(tmp_path / "m"),
+                grpc_frontend=frontend,
             )
             running_before = set(threading.enumerate())  # other tests' servers may be up
+            children_before = child_processes()
             with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port} for {what}"):
                 ModelServer(flags).start()
-            # A failed start leaves nothing running behind it: its gRPC event loop is gone too.
+            # A failed start leaves nothing running behind it: no event loop, relay thread or
+            # front end process.
             left = [t.name for t in set(threading.enumerate()) - running_before]
-            assert "grpc-loop" not in left, left
+            assert not [name for name in left if name.startswith("grpc-")], left
+            assert child_processes() <= children_before

@@ -271,6 +271,8 @@ def run_command(args: argparse.Namespace) -> int:
         say("stopping")
     finally:
         server.stop()
+    if server.failure:
+        raise UserError(f"serving stopped: {server.failure}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
-import threading
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,14 +28,16 @@ def run(args: argparse.Namespace) -> int:
     from tfmaas.serving.server import ModelServer
 
     server = ModelServer(from_namespace(args))
-    stop = threading.Event()
     # SIGTERM is how a pod is told to stop; finish in-flight requests, then exit.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     server.start()
     try:
-        stop.wait()
+        server.wait()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop(grace=5.0)
+    if server.failure:
+        print(f"tfmaas serve: {server.failure}", file=sys.stderr)
+        return 1
     return 0

@@ -41,6 +41,7 @@ BASE_PACKAGES = (
 # Bump when base_image() or _trim_rootfs() change what the base contains.
 BASE_RECIPE_VERSION = "2"
 WHEELHOUSE_MOUNT = "/wheelhouse"
+GRPC_FRONTEND_MOUNT = "/grpc-frontend"
 # pip inside image builds installs from the mounted wheelhouse only; Debian marks its Python
 # externally managed, and an image is the one place where installing into it is right.
 PIP_CONF = f"""[global]
@@ -409,11 +410,21 @@ def project_image(name: str, *, base: BuiltImage | None = None) -> BuiltImage:
             log.warning("TFMAAS_REUSE_IMAGES=1: using %s, built from older sources", newest[-1])
             return BuiltImage(f"{REGISTRY}/{name}:{tag}", newest[-1])
     wheelhouse, wheels_key = ensure_wheelhouse()
+    volumes = {wheelhouse: WHEELHOUSE_MOUNT}
+    extra_key = [wheels_key, project_source_digest()]
+    if name == "serving":
+        # The native gRPC front end is a Go program: built on the host from its module (no Go
+        # toolchain in the image), mounted for the build, and part of the image's key.
+        from tfmaas.dev import tools
+
+        frontend = tools.ensure("grpc-frontend")
+        volumes[frontend.parent] = GRPC_FRONTEND_MOUNT
+        extra_key.append(_file_digest(frontend))
     return dockerfile_image(
         name,
         dockerfile,
         context=REPO_ROOT,
         base=base or base_image(),
-        extra_key=[wheels_key, project_source_digest()],
-        volumes={wheelhouse: WHEELHOUSE_MOUNT},
+        extra_key=extra_key,
+        volumes=volumes,
     )

@@ -29,6 +29,9 @@ def parse_bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+FRONTENDS = ("auto", "native", "python")
+
+
 @dataclass
 class ServerFlags:
     port: int = 8500
@@ -51,6 +54,8 @@ class ServerFlags:
     tensorflow_session_parallelism: int = 0
     allow_version_labels_for_unavailable_models: bool = False
     per_process_gpu_memory_fraction: float = 0.0
+    # tfmaas's own: which gRPC front end answers on --port (see FRONTENDS).
+    grpc_frontend: str = "auto"
 
     def validate(self) -> None:
         if self.model_config_file and self.model_base_path:
@@ -71,6 +76,12 @@ class ServerFlags:
             raise UserError("--port and --rest_api_port must differ")
         if not 0.0 <= self.per_process_gpu_memory_fraction <= 1.0:
             raise UserError("--per_process_gpu_memory_fraction must be between 0 and 1")
+        if self.grpc_frontend not in FRONTENDS:
+            raise UserError(
+                f"--grpc_frontend={self.grpc_frontend} is not one of {', '.join(FRONTENDS)}: "
+                "native relays gRPC through tools/grpc-frontend, python serves it in-process, "
+                "auto picks native when its binary is found"
+            )
         if self.file_system_poll_wait_seconds < 0 or self.model_config_file_poll_wait_seconds < 0:
             raise UserError("poll intervals must be >= 0 seconds (0 turns polling off)")
 

@@ -25,13 +25,13 @@ from tensorflow_serving.apis import (
 
 from tfmaas.client.tensors import TensorConversionError, fill, to_numpy
 from tfmaas.errors import UserError
-from tfmaas.serving.core import ServingCore, internal
+from tfmaas.serving.core import PredictPlan, PredictResult, ServingCore, internal
 from tfmaas.serving.errors import ServingError, invalid_argument
 
 log = logging.getLogger(__name__)
 
 
-def _model_ref(spec) -> tuple[str, int | None, str]:
+def model_ref(spec) -> tuple[str, int | None, str]:
     version = spec.version.value if spec.HasField("version") else None
     label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else ""
     return spec.name, version, label
@@ -39,6 +39,36 @@ def _model_ref(spec) -> tuple[str, int | None, str]:
 
 def _abort(context: grpc.ServicerContext, error: ServingError) -> None:
     context.abort(error.code, error.message)
+
+
+def predict_plan(
+    core: ServingCore, request: predict_pb2.PredictRequest, name: str, version, label: str
+) -> PredictPlan:
+    """The request's inputs decoded and checked against the model it names."""
+    inputs = {}
+    for alias, proto in request.inputs.items():
+        try:
+            inputs[alias] = (to_numpy(proto), proto.dtype)
+        except TensorConversionError as exc:
+            raise invalid_argument(f"tensor parsing error: {alias} ({exc})") from exc
+    return core.plan(
+        model_name=name,
+        version=version,
+        label=label,
+        signature_name=request.model_spec.signature_name,
+        inputs=inputs,
+        output_filter=list(request.output_filter),
+    )
+
+
+def predict_response(name: str, result: PredictResult) -> predict_pb2.PredictResponse:
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = name
+    response.model_spec.version.value = result.version
+    response.model_spec.signature_name = result.signature.name
+    for alias, array in result.outputs.items():
+        fill(response.outputs[alias], array, result.signature.outputs[alias].dtype)
+    return response
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -49,7 +79,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def Predict(self, request, context):
         started = time.perf_counter()
-        name, version, label = _model_ref(request.model_spec)
+        name, version, label = model_ref(request.model_spec)
         code = "CANCELLED"  # unless it ends otherwise: the client went away mid-call
         self._in_flight += 1
         try:
@@ -69,31 +99,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             self._core.observe(name, "predict", "GRPC", code, started)
 
     async def _predict(self, request, name: str, version: int | None, label: str):
-        inputs = {}
-        for alias, proto in request.inputs.items():
-            try:
-                inputs[alias] = (to_numpy(proto), proto.dtype)
-            except TensorConversionError as exc:
-                raise invalid_argument(f"tensor parsing error: {alias} ({exc})") from exc
-        plan = self._core.plan(
-            model_name=name,
-            version=version,
-            label=label,
-            signature_name=request.model_spec.signature_name,
-            inputs=inputs,
-            output_filter=list(request.output_filter),
-        )
+        plan = predict_plan(self._core, request, name, version, label)
         outputs = await plan.served.run_async(
             plan.signature, plan.inputs, self._model_executor, alone=self._in_flight == 1
         )
-        result = plan.result(outputs)
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = name
-        response.model_spec.version.value = result.version
-        response.model_spec.signature_name = result.signature.name
-        for alias, array in result.outputs.items():
-            fill(response.outputs[alias], array, result.signature.outputs[alias].dtype)
-        return response
+        return predict_response(name, plan.result(outputs))
 
     def GetModelMetadata(self, request, context):
         try:
@@ -105,7 +115,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             for field in fields:
                 if field != "signature_def":
                     raise invalid_argument(f"Metadata field {field} is not supported")
-            name, version, label = _model_ref(request.model_spec)
+            name, version, label = model_ref(request.model_spec)
             served = self._core.registry.resolve(name, version, label)
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             response.model_spec.name = name
@@ -131,7 +141,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):
         try:
-            name, version, label = _model_ref(request.model_spec)
+            name, version, label = model_ref(request.model_spec)
             records = self._core.registry.status(name, version, label)
         except ServingError as exc:
             _abort(context, exc)

@@ -40,6 +40,20 @@ class ServedVersion:
             return self.servable.run(signature, inputs)
         return self._batcher(signature).submit(inputs)
 
+    @property
+    def batched(self) -> bool:
+        return self._batching is not None
+
+    def is_quick(self, signature: Signature) -> bool:
+        """Whether recent unbatched calls answered within INLINE_BUDGET_S; unknown is slow."""
+        return self._recent_seconds.get(signature.name, INLINE_BUDGET_S) < INLINE_BUDGET_S
+
+    def enqueue(
+        self, signature: Signature, inputs: Tensors, notify: Notify, waiter: object
+    ) -> Task:
+        """Queue a batched call; a batch thread calls `notify` with the batch's finished tasks."""
+        return self._batcher(signature).enqueue(inputs, notify, waiter)
+
     async def run_async(
         self, signature: Signature, inputs: Tensors, executor: Executor, *, alone: bool = False
     ) -> Tensors:
@@ -50,16 +64,16 @@ class ServedVersion:
         that would otherwise be most of its overhead."""
         loop = asyncio.get_running_loop()
         if self._batching is None:
-            recent = self._recent_seconds.get(signature.name, INLINE_BUDGET_S)
-            if alone and recent < INLINE_BUDGET_S:
-                return self._timed_run(signature, inputs)
-            return await loop.run_in_executor(executor, self._timed_run, signature, inputs)
+            if alone and self.is_quick(signature):
+                return self.timed_run(signature, inputs)
+            return await loop.run_in_executor(executor, self.timed_run, signature, inputs)
         future = loop.create_future()
-        task = self._batcher(signature).enqueue(inputs, _loop_notifier(loop), future)
+        task = self.enqueue(signature, inputs, _loop_notifier(loop), future)
         await future
         return task.outcome()
 
-    def _timed_run(self, signature: Signature, inputs: Tensors) -> Tensors:
+    def timed_run(self, signature: Signature, inputs: Tensors) -> Tensors:
+        """An unbatched call that also keeps the moving average `is_quick` reads."""
         started = time.perf_counter()
         try:
             return self.servable.run(signature, inputs)

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
 
 from tfmaas.errors import UserError
 from tfmaas.serving import config as config_files
@@ -23,6 +29,7 @@ from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
 from tfmaas.serving.grpc_service import ModelService, PredictionService
 from tfmaas.serving.loop_thread import LoopThread
 from tfmaas.serving.metrics import ServingMetrics
+from tfmaas.serving.native_frontend import NativeFrontend, UnaryMethod, find_binary
 from tfmaas.serving.registry import Registry
 from tfmaas.serving.rest import RestApi, RestServer
 from tfmaas.serving.runner import ServedVersion
@@ -77,6 +84,8 @@ class ModelServer:
         self._health = health.HealthServicer()
         self.registry.on_change = self._update_health
         self._grpc: grpc.aio.Server | None = None
+        self._native: NativeFrontend | None = None
+        self.grpc_frontend = ""  # "native" or "python" once started
         self._loop: LoopThread | None = None
         self._model_executor: futures.ThreadPoolExecutor | None = None
         self._handler_executor: futures.ThreadPoolExecutor | None = None
@@ -86,6 +95,7 @@ class ModelServer:
         self.grpc_port = 0
         self.rest_port = 0
         self._applied_config_text = ""
+        self.failure = ""  # why serving stopped on its own, if it did
 
     def _load(self, name: str, version: int, path: Path) -> ServedVersion:
         return ServedVersion(Servable(name, version, path), self._batching)
@@ -122,9 +132,10 @@ class ModelServer:
             raise
         self._start_pollers()
         log.info(
-            "Serving gRPC on %s:%d%s",
+            "Serving gRPC on %s:%d (%s front end)%s",
             self.flags.bind_address,
             self.grpc_port,
+            self.grpc_frontend,
             f", REST on port {self.rest_port}" if self.rest_port else "",
         )
 
@@ -143,10 +154,70 @@ class ModelServer:
         self._handler_executor = futures.ThreadPoolExecutor(
             max(4, threads // 8), thread_name_prefix="grpc"
         )
+        binary = self._frontend_binary()
+        if binary is not None:
+            self._start_native(binary, options)
+            return
+        self.grpc_frontend = "python"
         self._loop = LoopThread("grpc-loop")
         self._grpc, self.grpc_port = self._loop.run(
             self._serve_grpc(options, self._model_executor, self._handler_executor)
         )
+
+    def _frontend_binary(self) -> Path | None:
+        wanted = self.flags.grpc_frontend
+        if wanted == "python":
+            return None
+        binary = find_binary()
+        if binary is None and wanted == "native":
+            raise UserError(
+                "--grpc_frontend=native: the tfmaas-grpc-frontend binary is not on PATH; build "
+                "it with `tfmaas dev tools build grpc-frontend` (needs Go), point "
+                "TFMAAS_GRPC_FRONTEND at it, or use --grpc_frontend=python"
+            )
+        return binary
+
+    def _start_native(self, binary: Path, options: list[tuple[str, int | str]]) -> None:
+        assert self._model_executor is not None and self._handler_executor is not None
+        self._native = NativeFrontend(
+            binary,
+            self.core,
+            self._unary_methods(),
+            self._model_executor,
+            self._handler_executor,
+            on_exit=self._front_end_exited,
+        )
+        self.grpc_frontend = "native"
+        self.grpc_port = self._native.start(f"{self.flags.bind_address}:{self.flags.port}", options)
+
+    def _unary_methods(self) -> dict[str, UnaryMethod]:
+        """Every unary method but Predict (the relay's own fast path), as the relay calls them."""
+        assert self._model_executor is not None
+        prediction = PredictionService(self.core, self._model_executor)
+        models = ModelService(self.core)
+        predictions = "/tensorflow.serving.PredictionService/"
+        raw = bytes  # the unimplemented ones never look at their request
+        return {
+            predictions + "GetModelMetadata": (
+                get_model_metadata_pb2.GetModelMetadataRequest.FromString,
+                prediction.GetModelMetadata,
+            ),
+            predictions + "Classify": (raw, prediction.Classify),
+            predictions + "Regress": (raw, prediction.Regress),
+            predictions + "MultiInference": (raw, prediction.MultiInference),
+            "/tensorflow.serving.ModelService/GetModelStatus": (
+                get_model_status_pb2.GetModelStatusRequest.FromString,
+                models.GetModelStatus,
+            ),
+            "/tensorflow.serving.ModelService/HandleReloadConfigRequest": (
+                model_management_pb2.ReloadConfigRequest.FromString,
+                models.HandleReloadConfigRequest,
+            ),
+            "/grpc.health.v1.Health/Check": (
+                health_pb2.HealthCheckRequest.FromString,
+                self._health.Check,
+            ),
+        }
 
     async def _serve_grpc(
         self,
@@ -216,11 +287,23 @@ class ModelServer:
         all_up = bool(names) and all(self.registry.has_available(n) for n in names)
         self._health.set("", serving if all_up else not_serving)
 
+    def _front_end_exited(self) -> None:
+        self.failure = "the native gRPC front end exited"
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        """Make `wait` return; safe from a signal handler."""
+        self._stop.set()
+
     def wait(self) -> None:
+        """Until `request_stop`, or until the server can no longer serve (see `failure`)."""
         self._stop.wait()
 
     def stop(self, grace: float = 1.0) -> None:
         self._stop.set()
+        if self._native is not None:
+            self._native.stop(grace)
+            self._native = None
         if self._grpc is not None and self._loop is not None:
             self._loop.run(self._grpc.stop(grace))
             self._grpc = None

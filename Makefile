@@ -11,6 +11,8 @@ export PYTHONSAFEPATH := 1
 
 demo:
 	scripts/bootstrap
+	@# The native gRPC front end needs Go; without it the server answers gRPC in Python.
+	-$(VENV)/bin/tfmaas dev tools build grpc-frontend
 	$(VENV)/bin/tfmaas local run deploy/samples/sentiment.yaml
 
 test: lint typecheck

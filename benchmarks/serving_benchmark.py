@@ -5,6 +5,7 @@ Prints, for one model:
   floor      the loaded `serving_default` signature called in-process (no server at all)
   tfmaas     `tfmaas serve` over gRPC, concurrency 1: p50/p99 and the p50 overhead over the floor
   c=32       concurrency 32 with batching off and on: throughput and p99
+  each for the native gRPC front end (tools/grpc-frontend) and the in-process Python one
   naive      a gRPC server that calls Keras `model.predict` per request (what a quick hand-rolled
              server does), at concurrency 1 and 32
 
@@ -24,6 +25,7 @@ small sentiment model trained on the spot (bag-of-ngrams like the sample, about 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -199,7 +201,7 @@ def wait_until_serving(target: str, process: subprocess.Popen[bytes], timeout: f
 
 
 def start_tfmaas(
-    base: Path, batching: bool, workdir: Path, tf_threads: int
+    base: Path, batching: bool, workdir: Path, tf_threads: int, frontend: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [
@@ -214,6 +216,7 @@ def start_tfmaas(
         "--file_system_poll_wait_seconds=0",
         f"--tensorflow_intra_op_parallelism={tf_threads}",
         f"--tensorflow_inter_op_parallelism={tf_threads}",
+        f"--grpc_frontend={frontend}",
     ]
     if batching:
         params = workdir / "batching.config"
@@ -302,9 +305,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process: a cost per request that other load cannot skew."""
+    """User + system CPU time of a process and its live children (the native gRPC front end):
+    a cost per request that other load cannot skew."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            with contextlib.suppress(FileNotFoundError):  # it just exited
+                total += cpu_seconds(int(child))
+    return total
 
 
 def ms(seconds: float) -> str:
@@ -339,6 +348,12 @@ def main() -> int:
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--train-into", nargs=2, metavar=("DIR", "ARCH"), help=argparse.SUPPRESS)
     parser.add_argument("--skip-naive", action="store_true", help="leave the naive baseline out")
+    parser.add_argument(
+        "--frontends",
+        default="native,python",
+        help="gRPC front ends of `tfmaas serve` to measure, first one for the summary "
+        "(default: native,python; the native one is built from tools/grpc-frontend)",
+    )
     args = parser.parse_args()
     if args.naive_server:
         naive_server(int(args.naive_server[0]), args.naive_server[1])
@@ -381,24 +396,36 @@ def main() -> int:
         finally:
             stop(process)
 
-        results: dict[str, tuple[list[float], float]] = {}
-        for batching in (False, True):
-            process, target = start_tfmaas(base, batching, workdir, args.tf_threads)
-            try:
-                wait_until_serving(target, process)
-                tag = "on" if batching else "off"
-                if not batching:
-                    floor, served = measure_c1(path, load, target, args.requests, args.tf_threads)
-                    report_latency("floor: signature in-process, c=1", floor, 1 / mean(floor))
-                    report_latency("tfmaas gRPC, c=1", served, 1 / mean(served))
-                    results["c1"] = (served, 1 / mean(served))
-                cpu_before = cpu_seconds(process.pid)
-                results[tag] = load.run(target, 32, args.requests * 10)
-                cpu = (cpu_seconds(process.pid) - cpu_before) / len(results[tag][0])
-                report_latency(f"tfmaas gRPC, c=32, batching {tag}", *results[tag])
-                print(f"    server CPU per request: {cpu * 1000:.2f} ms")
-            finally:
-                stop(process)
+        frontends = [name.strip() for name in args.frontends.split(",") if name.strip()]
+        if "native" in frontends:
+            from tfmaas.dev import tools
+
+            os.environ["TFMAAS_GRPC_FRONTEND"] = str(tools.ensure("grpc-frontend"))
+        measured: dict[str, dict[str, tuple[list[float], float]]] = {}
+        for frontend in frontends:
+            results = measured.setdefault(frontend, {})
+            for batching in (False, True):
+                process, target = start_tfmaas(base, batching, workdir, args.tf_threads, frontend)
+                try:
+                    wait_until_serving(target, process)
+                    tag = "on" if batching else "off"
+                    if not batching:
+                        floor, served = measure_c1(
+                            path, load, target, args.requests, args.tf_threads
+                        )
+                        report_latency("floor: signature in-process, c=1", floor, 1 / mean(floor))
+                        report_latency(f"tfmaas gRPC ({frontend}), c=1", served, 1 / mean(served))
+                        overhead = percentile(served, 50) - percentile(floor, 50)
+                        print(f"    p50 overhead over the floor: {overhead * 1000:.2f} ms")
+                        results["c1"] = (served, 1 / mean(served))
+                        results["floor"] = (floor, 1 / mean(floor))
+                    cpu_before = cpu_seconds(process.pid)
+                    results[tag] = load.run(target, 32, args.requests * 10)
+                    cpu = (cpu_seconds(process.pid) - cpu_before) / len(results[tag][0])
+                    report_latency(f"tfmaas gRPC ({frontend}), c=32, batching {tag}", *results[tag])
+                    print(f"    server CPU per request: {cpu * 1000:.2f} ms")
+                finally:
+                    stop(process)
 
         if not args.skip_naive:
             process, target = start_helper("naive", str(path))
@@ -411,11 +438,15 @@ def main() -> int:
             finally:
                 stop(process)
 
-        overhead = percentile(results["c1"][0], 50) - percentile(floor, 50)
-        speedup = results["on"][1] / results["off"][1]
         print()
-        print(f"p50 overhead over the in-process floor, c=1: {overhead * 1000:.2f} ms (target < 1)")
-        print(f"batching on / off throughput at c=32: {speedup:.1f}x (target >= 3x)")
+        for frontend, results in measured.items():
+            overhead = percentile(results["c1"][0], 50) - percentile(results["floor"][0], 50)
+            speedup = results["on"][1] / results["off"][1]
+            print(
+                f"{frontend} front end: p50 overhead over the in-process floor, c=1: "
+                f"{overhead * 1000:.2f} ms (target < 1); batching on / off throughput at c=32: "
+                f"{speedup:.1f}x (target >= 3x)"
+            )
     return 0
 
 

@@ -77,8 +77,11 @@ type answer struct {
 
 // relay multiplexes calls over one socket to the model server.
 type relay struct {
-	conn    net.Conn
-	outbox  chan []byte
+	conn net.Conn
+	// Callers write their own frames; the last of a burst flushes them all in one write.
+	writeMu sync.Mutex
+	out     *bufio.Writer
+	writers atomic.Int32
 	nextID  atomic.Uint64
 	mu      sync.Mutex
 	pending map[uint64]chan answer
@@ -88,37 +91,28 @@ type relay struct {
 func newRelay(conn net.Conn) *relay {
 	r := &relay{
 		conn:    conn,
-		outbox:  make(chan []byte, 8192),
+		out:     bufio.NewWriterSize(conn, ioBufferBytes),
 		pending: make(map[uint64]chan answer),
 		closed:  make(chan struct{}),
 	}
-	go r.writeLoop()
 	go r.readLoop()
 	return r
 }
 
-// writeLoop sends frames as they come and flushes only when no more are waiting, so a burst of
-// calls costs one write.
-func (r *relay) writeLoop() {
-	out := bufio.NewWriterSize(r.conn, ioBufferBytes)
-	for {
-		select {
-		case frame := <-r.outbox:
-			if _, err := out.Write(frame); err != nil {
-				r.fail(err)
-				return
-			}
-			if len(r.outbox) > 0 {
-				continue
-			}
-			if err := out.Flush(); err != nil {
-				r.fail(err)
-				return
-			}
-		case <-r.closed:
-			return
-		}
+// send writes a frame and flushes unless another caller is already waiting to write: a lone call
+// goes out at once without a hand-off to another goroutine, and a burst of calls costs one write.
+func (r *relay) send(frame []byte) error {
+	r.writers.Add(1)
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	_, err := r.out.Write(frame)
+	if r.writers.Add(-1) == 0 && err == nil {
+		err = r.out.Flush()
 	}
+	if err != nil {
+		r.fail(err)
+	}
+	return err
 }
 
 func (r *relay) readLoop() {
@@ -176,9 +170,7 @@ func (r *relay) call(ctx context.Context, method string, request []byte) (answer
 	r.mu.Lock()
 	r.pending[id] = waiter
 	r.mu.Unlock()
-	select {
-	case r.outbox <- callFrame(id, method, request):
-	case <-r.closed:
+	if r.send(callFrame(id, method, request)) != nil {
 		return answer{}, status.Error(codes.Unavailable, "the model server is gone")
 	}
 	select {
@@ -188,10 +180,7 @@ func (r *relay) call(ctx context.Context, method string, request []byte) (answer
 		r.mu.Lock()
 		delete(r.pending, id)
 		r.mu.Unlock()
-		select {
-		case r.outbox <- callFrame(id, "", nil):
-		default: // the server will answer into the void; the metric just misses CANCELLED
-		}
+		_ = r.send(callFrame(id, "", nil)) // so the server counts it CANCELLED
 		return answer{}, status.FromContextError(ctx.Err()).Err()
 	case <-r.closed:
 		return answer{}, status.Error(codes.Unavailable, "the model server is gone")

@@ -102,12 +102,12 @@ func TestAnAbandonedCallSendsACancelFrame(t *testing.T) {
 	}()
 	call := readCall(t, in)
 	cancel()
-	if err := <-done; status.Code(err) != codes.Canceled {
-		t.Fatalf("want Canceled, got %v", err)
-	}
 	cancelFrame := readCall(t, in)
 	if cancelFrame.id != call.id || cancelFrame.method != "" {
 		t.Fatalf("want a cancel frame for %d, got %+v", call.id, cancelFrame)
+	}
+	if err := <-done; status.Code(err) != codes.Canceled {
+		t.Fatalf("want Canceled, got %v", err)
 	}
 	// A late answer for it is dropped without harm.
 	writeAnswer(t, server, call.id, codes.OK, []byte("late"))

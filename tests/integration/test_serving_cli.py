@@ -45,29 +45,40 @@ def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 90
     pytest.fail(f"nothing listened on {port} within {timeout}s")
 
 
-def test_serve_and_predict_processes(tmp_path: Path) -> None:
-    write_demo_model(tmp_path / "demo", 1)
-    grpc_port, rest_port = free_port(), free_port()
-    server = subprocess.Popen(
+def serve_demo(
+    base: Path, port: int, *flags: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """`tfmaas serve` of the demo model under `base` on 127.0.0.1:`port`."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tfmaas",
             "serve",
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
+            f"--port={port}",
             "--bind_address=127.0.0.1",
             "--model_name=demo",
-            f"--model_base_path={tmp_path / 'demo'}",
-            "--enable_batching=true",
-            "--grpc_channel_arguments=grpc.max_connection_age_ms=30000",
-            "--tensorflow_intra_op_parallelism=1",
-            "--tensorflow_inter_op_parallelism=1",
+            f"--model_base_path={base}",
+            *flags,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
+
+
+def test_serve_and_predict_processes(tmp_path: Path) -> None:
+    write_demo_model(tmp_path / "demo", 1)
+    grpc_port, rest_port = free_port(), free_port()
+    server = serve_demo(
+        tmp_path / "demo",
+        grpc_port,
+        f"--rest_api_port={rest_port}",
+        "--enable_batching=true",
+        "--grpc_channel_arguments=grpc.max_connection_age_ms=30000",
+        "--tensorflow_intra_op_parallelism=1",
+        "--tensorflow_inter_op_parallelism=1",
     )
     try:
         wait_for_port(grpc_port, server)
@@ -102,26 +113,11 @@ def test_serve_exits_with_an_error_when_its_native_front_end_dies(
     """A server whose gRPC port is gone must not look alive: the pod restarts it."""
     write_demo_model(tmp_path / "demo", 1)
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tfmaas",
-            "serve",
-            f"--port={port}",
-            "--bind_address=127.0.0.1",
-            "--model_name=demo",
-            f"--model_base_path={tmp_path / 'demo'}",
-            "--grpc_frontend=native",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={
-            **os.environ,
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "TFMAAS_GRPC_FRONTEND": str(grpc_frontend_binary),
-        },
+    server = serve_demo(
+        tmp_path / "demo",
+        port,
+        "--grpc_frontend=native",
+        env={"TFMAAS_GRPC_FRONTEND": str(grpc_frontend_binary)},
     )
     try:
         wait_for_port(port, server)

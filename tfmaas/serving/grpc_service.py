@@ -1,10 +1,13 @@
 """tensorflow.serving.PredictionService and ModelService over the official messages.
 
-Predict is a coroutine on grpc.aio's event loop: the loop parses and answers every request, and a
-batched request waits on a future that its batch thread resolves, so a request costs no thread
-switch of its own and a whole batch wakes the loop once. Unbatched model calls run on
-`model_executor`'s threads, which keeps concurrent requests running on every core. The other
-methods are quick, synchronous, and run on the server's migration thread pool.
+The servicers serve both gRPC front ends; the native one calls the unary methods with a stand-in
+context and has its own Predict path over `predict_plan` and `predict_response`.
+
+With the grpc.aio front end, Predict is a coroutine on the event loop: the loop parses and
+answers every request, and a batched request waits on a future that its batch thread resolves,
+so a request costs no thread switch of its own and a whole batch wakes the loop once. Unbatched
+model calls run on `model_executor`'s threads, which keeps concurrent requests running on every
+core. The other methods are quick, synchronous, and run on the server's migration thread pool.
 """
 
 from __future__ import annotations

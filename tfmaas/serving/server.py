@@ -2,6 +2,10 @@
 
 Like tensorflow_model_server it loads the initial models before it opens its ports, so a
 readiness probe that finds the port open can already predict.
+
+gRPC has two front ends over the same services: the native one (`native_frontend`, a Go program
+relaying raw calls; the default when its binary is found) and grpc.aio in this process
+(`grpc_service`).
 """
 
 from __future__ import annotations

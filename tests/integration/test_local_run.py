@@ -121,18 +121,19 @@ def test_serves_a_published_version_without_training(tmp_path: Path) -> None:
     store = tmp_path / "models" / "sentiment"
     publish_demo_version(store, 1, accuracy=0.9)
     publish_demo_version(store, 2, accuracy=0.5)  # below the sample's gate: kept, not served
-    ports = ("--port", str(free_port()), "--rest-port", str(free_port()))
     answer = run_quick(
         str(SAMPLE),
         "--workdir",
         str(tmp_path),
         "--no-train",
-        *ports,
+        "--port=0",  # any free port, and no REST
+        "--rest-port=0",
         "--exit-after-predict",
         "--sample",
         "好",
     )
     assert answer.returncode == 0, answer.stdout[-2000:] + answer.stderr[-2000:]
+    assert "gRPC: 127.0.0.1:0 " not in answer.stdout and "REST:" not in answer.stdout
     assert "label stable = version 1" in answer.stdout
     assert "好 -> negative (negative=" in answer.stdout  # class names from the model card
 

@@ -47,8 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--epochs", type=int, help="override hyperparameters.epochs")
     run.add_argument("--max-examples", type=int, help="override hyperparameters.maxExamples")
     run.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
-    run.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
-    run.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
+    run.add_argument(
+        "--port", type=int, default=8500, help="gRPC port (default 8500; 0 picks a free one)"
+    )
+    run.add_argument(
+        "--rest-port", type=int, default=8501, help="REST port (default 8501; 0 turns REST off)"
+    )
     run.add_argument("--no-train", action="store_true", help="serve what the store already has")
     run.add_argument("--no-serve", action="store_true", help="train and publish only")
     run.add_argument(
@@ -258,10 +262,13 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
 
     server = start_server(args, service, serving_dir, config_path)
+    grpc_target = f"{grpc_target.rsplit(':', 1)[0]}:{server.grpc_port}"  # --port 0 picks one
     try:
         say(f"serving {name} version {stable}" + (f" (canary {canary})" if canary else ""))
         say(f"  gRPC: {grpc_target}  (tfmaas predict --target {grpc_target} --model {name} TEXT)")
-        say(f"  REST: http://{grpc_target.split(':')[0]}:{server.rest_port}/v1/models/{name}")
+        if server.rest_port:
+            host = grpc_target.rsplit(":", 1)[0]
+            say(f"  REST: http://{host}:{server.rest_port}/v1/models/{name}")
         sample_prediction(grpc_target, name, stable, samples, classes)
         if args.exit_after_predict:
             return 0

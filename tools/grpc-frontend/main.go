@@ -86,6 +86,8 @@ type relay struct {
 	mu      sync.Mutex
 	pending map[uint64]chan answer
 	closed  chan struct{}
+	// The reader and any caller's write may fail at once; closed is closed once.
+	closeOnce sync.Once
 }
 
 func newRelay(conn net.Conn) *relay {
@@ -145,14 +147,18 @@ func (r *relay) readLoop() {
 }
 
 func (r *relay) fail(err error) {
-	select {
-	case <-r.closed:
-	default:
+	r.closeOnce.Do(func() {
 		if !errors.Is(err, io.EOF) {
 			log.Printf("model server socket: %v", err)
 		}
 		close(r.closed)
-	}
+	})
+}
+
+func (r *relay) forget(id uint64) {
+	r.mu.Lock()
+	delete(r.pending, id)
+	r.mu.Unlock()
 }
 
 func callFrame(id uint64, method string, request []byte) []byte {
@@ -171,15 +177,14 @@ func (r *relay) call(ctx context.Context, method string, request []byte) (answer
 	r.pending[id] = waiter
 	r.mu.Unlock()
 	if r.send(callFrame(id, method, request)) != nil {
+		r.forget(id)
 		return answer{}, status.Error(codes.Unavailable, "the model server is gone")
 	}
 	select {
 	case got := <-waiter:
 		return got, nil
 	case <-ctx.Done():
-		r.mu.Lock()
-		delete(r.pending, id)
-		r.mu.Unlock()
+		r.forget(id)
 		_ = r.send(callFrame(id, "", nil)) // so the server counts it CANCELLED
 		return answer{}, status.FromContextError(ctx.Err()).Err()
 	case <-r.closed:

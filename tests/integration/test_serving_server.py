@@ -195,6 +195,23 @@ def test_metadata_is_the_saved_signature(running: Running) -> None:
     assert serving.method_name == "tensorflow/serving/predict"
 
 
+def test_metadata_errors_keep_their_codes(running: Running) -> None:
+    with running.channel() as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        unknown = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        unknown.model_spec.name = "nope"
+        no_field = get_model_metadata_pb2.GetModelMetadataRequest()
+        no_field.model_spec.name = "demo"
+        for request, code, message in (
+            (unknown, grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)"),
+            (no_field, grpc.StatusCode.INVALID_ARGUMENT, "at least one metadata_field"),
+        ):
+            with pytest.raises(grpc.RpcError) as error:
+                stub.GetModelMetadata(request, timeout=10)
+            assert error.value.code() == code
+            assert message in error.value.details()
+
+
 def test_status_lists_the_loaded_versions(running: Running) -> None:
     with running.channel() as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
@@ -222,6 +239,9 @@ def test_health_service_reports_serving(running: Running) -> None:
         for service in ("", "demo"):
             answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as error:  # a service the server never registered
+            stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_rest_and_grpc_agree(running: Running) -> None:

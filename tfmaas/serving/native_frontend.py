@@ -73,13 +73,6 @@ def find_binary() -> Path | None:
     return built if built.is_file() else None
 
 
-class _Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
 class _RelayContext:
     """The part of grpc.ServicerContext the unary servicers use."""
 
@@ -88,7 +81,7 @@ class _RelayContext:
         self.details = ""
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise _Aborted(code, details)
+        raise ServingError(code, details)
 
     def set_code(self, code: grpc.StatusCode) -> None:
         self.code = code
@@ -270,19 +263,18 @@ class NativeFrontend:
         context = _RelayContext()
         try:
             response = serve(parse(payload), context)
-        except _Aborted as exc:
-            self._send([_answer(call_id, exc.code, exc.details.encode())])
+            if context.code != grpc.StatusCode.OK:
+                raise ServingError(context.code, context.details)
+            answer = _answer(call_id, grpc.StatusCode.OK, response.SerializeToString())
+        except ServingError as exc:
+            answer = _answer(call_id, exc.code, exc.message.encode())
         except DecodeError:
-            self._send([_answer(call_id, grpc.StatusCode.INTERNAL, b"cannot parse the request")])
+            answer = _answer(call_id, grpc.StatusCode.INTERNAL, b"cannot parse the request")
         except Exception as exc:
             log.exception("%s failed", method)
             error = internal(exc)
-            self._send([_answer(call_id, error.code, error.message.encode())])
-        else:
-            if context.code != grpc.StatusCode.OK:
-                self._send([_answer(call_id, context.code, context.details.encode())])
-            else:
-                self._send([_answer(call_id, grpc.StatusCode.OK, response.SerializeToString())])
+            answer = _answer(call_id, error.code, error.message.encode())
+        self._send([answer])
 
     # --- Predict -------------------------------------------------------------------------
 
@@ -290,9 +282,9 @@ class NativeFrontend:
         started = time.perf_counter()
         try:
             request = predict_pb2.PredictRequest.FromString(payload)
-        except DecodeError:
-            self._pending[call_id] = ("", started)
-            self._send_frame(self._failed(call_id, invalid_argument("cannot parse the request")))
+        except DecodeError:  # no model named: nothing to count it against
+            error = invalid_argument("cannot parse the request")
+            self._send([_answer(call_id, error.code, error.message.encode())])
             return
         name, version, label = model_ref(request.model_spec)
         self._pending[call_id] = (name, started)
@@ -312,31 +304,27 @@ class NativeFrontend:
             self._send_frame(self._failed(call_id, internal(exc)))
 
     def _run_unbatched(self, call_id: int, plan: PredictPlan) -> None:
-        try:
-            outputs = plan.served.timed_run(plan.signature, plan.inputs)
-            frame = self._answered(call_id, plan, outputs)
-        except ServingError as exc:
-            frame = self._failed(call_id, exc)
-        except Exception as exc:
-            log.exception("Predict failed")
-            frame = self._failed(call_id, internal(exc))
-        self._send_frame(frame)
+        run = plan.served.timed_run
+        self._send_frame(self._settle(call_id, plan, lambda: run(plan.signature, plan.inputs)))
 
     def _batch_done(self, tasks: list[Task]) -> None:
         frames = []
         for task in tasks:
             waiter: tuple[int, PredictPlan] = task.waiter  # type: ignore[assignment]
-            call_id, plan = waiter
-            try:
-                frame = self._answered(call_id, plan, task.outcome())
-            except ServingError as exc:
-                frame = self._failed(call_id, exc)
-            except Exception as exc:
-                log.exception("Predict failed")
-                frame = self._failed(call_id, internal(exc))
+            frame = self._settle(*waiter, task.outcome)
             if frame is not None:
                 frames.append(frame)
         self._send(frames)
+
+    def _settle(self, call_id: int, plan: PredictPlan, outputs: Callable[[], dict]) -> bytes | None:
+        """The answer frame for a model call's outcome, or None for a call already cancelled."""
+        try:
+            return self._answered(call_id, plan, outputs())
+        except ServingError as exc:
+            return self._failed(call_id, exc)
+        except Exception as exc:
+            log.exception("Predict failed")
+            return self._failed(call_id, internal(exc))
 
     def _answered(self, call_id: int, plan: PredictPlan, outputs: dict) -> bytes | None:
         call = self._pending.pop(call_id, None)
@@ -352,8 +340,7 @@ class NativeFrontend:
         if call is None:
             return None
         name, started = call
-        if name:
-            self._core.observe(name, "predict", "GRPC", error.code_name, started)
+        self._core.observe(name, "predict", "GRPC", error.code_name, started)
         return _answer(call_id, error.code, error.message.encode())
 
     def _cancelled(self, call_id: int) -> None:

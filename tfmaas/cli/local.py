@@ -158,13 +158,18 @@ def batching_text(batching: Any) -> str:
     )
 
 
+def client_host(bind_address: str) -> str:
+    """Where a client on this machine reaches a server bound to `bind_address`."""
+    return "127.0.0.1" if bind_address == "0.0.0.0" else bind_address
+
+
 def running_server_versions(host: str, port: int, name: str) -> list[int] | None:
     """Versions a server already on `port` has for `name`; None when nothing listens there."""
     import socket
 
     with socket.socket() as probe:
         probe.settimeout(0.5)
-        if probe.connect_ex((host if host != "0.0.0.0" else "127.0.0.1", port)) != 0:
+        if probe.connect_ex((host, port)) != 0:
             return None
     from tfmaas.client import PredictionError
     from tfmaas.client.grpc_client import GrpcClient
@@ -250,9 +255,10 @@ def run_command(args: argparse.Namespace) -> int:
     config_path = serving_dir / "models.config"
     write_atomically(config_path, model_config_text(name, serving_dir / "versions", stable, canary))
     samples = args.sample or list(DEFAULT_SAMPLES)
-    grpc_target = f"{args.host if args.host != '0.0.0.0' else '127.0.0.1'}:{args.port}"
+    host = client_host(args.host)
+    grpc_target = f"{host}:{args.port}"
 
-    running = running_server_versions(args.host, args.port, name)
+    running = running_server_versions(host, args.port, name)
     if running is not None:
         say(
             f"a server on {grpc_target} already serves {name} (versions {running}); "
@@ -262,12 +268,11 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
 
     server = start_server(args, service, serving_dir, config_path)
-    grpc_target = f"{grpc_target.rsplit(':', 1)[0]}:{server.grpc_port}"  # --port 0 picks one
+    grpc_target = f"{host}:{server.grpc_port}"  # --port 0 picks one
     try:
         say(f"serving {name} version {stable}" + (f" (canary {canary})" if canary else ""))
         say(f"  gRPC: {grpc_target}  (tfmaas predict --target {grpc_target} --model {name} TEXT)")
         if server.rest_port:
-            host = grpc_target.rsplit(":", 1)[0]
             say(f"  REST: http://{host}:{server.rest_port}/v1/models/{name}")
         sample_prediction(grpc_target, name, stable, samples, classes)
         if args.exit_after_predict:

@@ -309,10 +309,11 @@ def cpu_seconds(pid: int) -> float:
     a cost per request that other load cannot skew."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in task.read_text().split():
-            with contextlib.suppress(FileNotFoundError):  # it just exited
-                total += cpu_seconds(int(child))
+    from tfmaas.serving.testing import child_pids
+
+    for child in child_pids(pid):
+        with contextlib.suppress(FileNotFoundError):  # it just exited
+            total += cpu_seconds(child)
     return total
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tfmaas.serving.testing import write_demo_model
+from tfmaas.serving.testing import child_pids, write_demo_model
 
 pytestmark = pytest.mark.integration
 
@@ -121,11 +121,7 @@ def test_serve_exits_with_an_error_when_its_native_front_end_dies(
     )
     try:
         wait_for_port(port, server)
-        children = [
-            int(pid)
-            for task in Path(f"/proc/{server.pid}/task").glob("*/children")
-            for pid in task.read_text().split()
-        ]
+        children = child_pids(server.pid)
         front_ends = [
             pid
             for pid in children

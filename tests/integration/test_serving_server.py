@@ -34,17 +34,9 @@ from tfmaas.client.tensors import strings_proto
 from tfmaas.errors import UserError
 from tfmaas.serving.flags import ServerFlags
 from tfmaas.serving.server import ModelServer
-from tfmaas.serving.testing import DEMO_CLASSES, demo_scores, write_demo_model
+from tfmaas.serving.testing import DEMO_CLASSES, child_pids, demo_scores, write_demo_model
 
 pytestmark = pytest.mark.integration
-
-
-def child_processes() -> set[int]:
-    return {
-        int(pid)
-        for task in Path("/proc/self/task").glob("*/children")
-        for pid in task.read_text().split()
-    }
 
 
 def free_port() -> int:
@@ -543,11 +535,11 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path, frontend: str) -> None:
                 grpc_frontend=frontend,
             )
             running_before = set(threading.enumerate())  # other tests' servers may be up
-            children_before = child_processes()
+            children_before = child_pids()
             with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port} for {what}"):
                 ModelServer(flags).start()
             # A failed start leaves nothing running behind it: no event loop, relay thread or
             # front end process.
             left = [t.name for t in set(threading.enumerate()) - running_before]
             assert not [name for name in left if name.startswith("grpc-")], left
-            assert child_processes() <= children_before
+            assert child_pids() <= children_before

@@ -12,6 +12,15 @@ from pathlib import Path
 DEMO_CLASSES = ("negative", "positive")
 
 
+def child_pids(pid: int | str = "self") -> set[int]:
+    """Live child processes of `pid` (Linux /proc), such as a server's native gRPC front end."""
+    return {
+        int(child)
+        for task in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in task.read_text().split()
+    }
+
+
 def write_demo_model(base_path: Path, version: int) -> Path:
     """Export version `version` under `base_path/<version>/` and return that folder."""
     import tensorflow as tf

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import NodeCluster
+from tests.fixtures.plain_load import PlainLoad
 from tfmaas.dev import images, stack
 from tfmaas.dev.minio import MinioServer
 from tfmaas.dev.monitoring import LocalPrometheus
@@ -205,33 +206,20 @@ def _ready_serving_pods(env: NodeCluster) -> list[str]:
     ]
 
 
+def _service_address(cluster: Any) -> str:
+    service = cluster.kubectl_json("get", "service", NAME)
+    return f"{service['spec']['clusterIP']}:8500"
+
+
 def test_request_rate_scales_the_serving_deployment_out(
     node_cluster: NodeCluster, loop: Loop, figures: dict[str, str]
 ) -> None:
     """Bounded load (about 8 requests/s for at most 4 minutes) against a target of 2 per pod:
     Prometheus scrapes the rate, the custom metrics API serves it, the HPA adds a replica."""
-    import concurrent.futures
-    import threading
-
-    from tfmaas.client.grpc_client import GrpcClient
-
     cluster = node_cluster.cluster
     patch = {"spec": {"serving": {"autoscaling": {"targetRequestsPerSecond": 2}}}}
     cluster.kubectl("patch", "modelservice", NAME, "--type=merge", "-p", json.dumps(patch))
-    service = cluster.kubectl_json("get", "service", NAME)
-    address = f"{service['spec']['clusterIP']}:8500"
-    stop = threading.Event()
-    outcomes = {"ok": 0, "failed": 0}
-
-    def load() -> None:
-        with GrpcClient(address, timeout=10, retries=0) as client:
-            while not stop.is_set():
-                try:
-                    client.predict(NAME, ["还不错"])
-                    outcomes["ok"] += 1
-                except Exception:
-                    outcomes["failed"] += 1
-                stop.wait(0.25)
+    load = PlainLoad(_service_address(cluster), NAME, threads=2, text="还不错")
 
     def scaled_out() -> bool:
         return len(_ready_serving_pods(node_cluster)) >= 2
@@ -247,26 +235,20 @@ def test_request_rate_scales_the_serving_deployment_out(
                     ("get", "pods", "-o", "wide"),
                 )
             )
-            + f"\nrequests: {outcomes}"
+            + f"\nrequests: {load.summary()} {dict(load.errors)}"
         )
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    with load:
         load_started = time.monotonic()
-        workers = [pool.submit(load) for _ in range(2)]
-        try:
-            _wait("a second Ready serving replica", scaled_out, 240, diagnose)
-            figures["scale-out reaction (load start → second replica Ready)"] = (
-                f"{time.monotonic() - load_started:.0f} s"
-            )
-            # Keep the load on past one connection age (30 s), so clients reconnect and the
-            # new replica's share of the traffic shows.
-            stop.wait(45)
-        finally:
-            stop.set()
-            for worker in workers:
-                worker.result()
-    assert outcomes["ok"] > 0
-    assert outcomes["failed"] == 0, outcomes
+        _wait("a second Ready serving replica", scaled_out, 240, diagnose)
+        figures["scale-out reaction (load start → second replica Ready)"] = (
+            f"{time.monotonic() - load_started:.0f} s"
+        )
+        # Keep the load on past one connection age (30 s), so clients reconnect and the
+        # new replica's share of the traffic shows.
+        load.wait(45)
+    assert load.ok > 0
+    assert load.failed == 0, (load.summary(), dict(load.errors))
     time.sleep(10)  # one more scrape
     per_pod = loop.prometheus.query(
         f'sum by (pod) (:tensorflow:serving:request_count{{model_name="{NAME}"}})'
@@ -276,34 +258,52 @@ def test_request_rate_scales_the_serving_deployment_out(
     )
 
 
+def _serving_pods(env: NodeCluster) -> list[str]:
+    pods = env.cluster.kubectl_json(
+        "get", "pods", "-l", f"tfmaas.io/model-service={NAME},app.kubernetes.io/component=serving"
+    )["items"]
+    return [pod["metadata"]["name"] for pod in pods]
+
+
+def test_scale_in_under_load_fails_no_request_of_a_plain_client(
+    node_cluster: NodeCluster, loop: Loop, figures: dict[str, str]
+) -> None:
+    """From two replicas to one while plain stubs (no retries), one channel each, keep calling
+    through the ClusterIP: the removed pod leaves the endpoints during its preStop wait, then
+    drains its calls and sends GOAWAY, so no call fails."""
+    cluster = node_cluster.cluster
+    assert len(_ready_serving_pods(node_cluster)) >= 2, "the scale-out test leaves two replicas"
+    # Enough channels that, through the ClusterIP, both replicas hold some of them.
+    load = PlainLoad(_service_address(cluster), NAME, threads=6, interval=0.2)
+
+    def diagnose() -> str:
+        return (
+            cluster.kubectl("get", "pods,deploy,hpa", "-o", "wide", check=False).stdout[-3000:]
+            + f"\nrequests: {load.summary()} {dict(load.errors)}"
+        )
+
+    with load:
+        load.wait(5)  # every channel connected and calling before the scale-in
+        patch = {"spec": {"serving": {"replicas": 1, "autoscaling": {"enabled": False}}}}
+        cluster.kubectl("patch", "modelservice", NAME, "--type=merge", "-p", json.dumps(patch))
+        _wait("one serving pod left", lambda: len(_serving_pods(node_cluster)) == 1, 180, diagnose)
+        load.wait(5)  # and calls keep flowing after it
+    figures["requests during scale-in 2 → 1 (plain stub, no retries)"] = load.summary()
+    assert load.ok > 0
+    assert load.failed == 0, (load.summary(), dict(load.errors))
+
+
 def test_rollout_under_load_with_the_operator_killed_midway_fails_no_request(
     node_cluster: NodeCluster, loop: Loop, figures: dict[str, str]
 ) -> None:
     """A new training spec makes version 2; while it rolls out under bounded load (about 8
-    requests/s), the operator pod is deleted. Clients (retrying UNAVAILABLE, as the product's
-    client does) see no failed request, and version 2 ends up serving."""
-    import concurrent.futures
-    import threading
-
+    requests/s from plain stubs that never retry), the operator pod is deleted. No call fails,
+    and version 2 ends up serving."""
     from tfmaas.client.grpc_client import GrpcClient
 
     cluster = node_cluster.cluster
-    service = cluster.kubectl_json("get", "service", NAME)
-    address = f"{service['spec']['clusterIP']}:8500"
-    stop = threading.Event()
-    outcomes: dict[str, int] = {"ok": 0, "failed": 0}
-    errors: list[str] = []
-
-    def load() -> None:
-        with GrpcClient(address, timeout=10) as client:
-            while not stop.is_set():
-                try:
-                    client.predict(NAME, ["物流很快"])
-                    outcomes["ok"] += 1
-                except Exception as exc:
-                    outcomes["failed"] += 1
-                    errors.append(str(exc)[:200])
-                stop.wait(0.25)
+    address = _service_address(cluster)
+    load = PlainLoad(address, NAME, threads=2)
 
     def diagnose() -> str:
         return (
@@ -314,52 +314,53 @@ def test_rollout_under_load_with_the_operator_killed_midway_fails_no_request(
                     ("get", "ms", NAME, "-o", "jsonpath={.status}"),
                 )
             )
-            + f"\nrequests: {outcomes} {errors[:5]}"
+            + f"\nrequests: {load.summary()} {dict(load.errors)}"
         )
 
     def status() -> dict[str, Any]:
         return dict(cluster.kubectl_json("get", "modelservice", NAME).get("status", {}))
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        workers = [pool.submit(load) for _ in range(2)]
-        try:
-            patch = {"spec": {"serving": {"version": "latest"}, "training": {
-                "hyperparameters": {"seed": 7}}}}  # fmt: skip
-            cluster.kubectl("patch", "modelservice", NAME, "--type=merge", "-p", json.dumps(patch))
-            _wait(
-                "version 2 to be trained",
-                lambda: any(v.get("version") == 2 for v in status().get("versions", [])),
-                900,
-                diagnose,
-            )
-            cluster.kubectl(
-                "delete",
-                "pod",
-                "-n",
-                stack.SYSTEM_NAMESPACE,
-                "-l",
-                "app.kubernetes.io/component=operator",
-                "--wait=false",
-            )
+    with load:
+        patch = {"spec": {"serving": {"version": "latest"}, "training": {
+            "hyperparameters": {"seed": 7}}}}  # fmt: skip
+        cluster.kubectl("patch", "modelservice", NAME, "--type=merge", "-p", json.dumps(patch))
+        _wait(
+            "version 2 to be trained",
+            lambda: any(v.get("version") == 2 for v in status().get("versions", [])),
+            900,
+            diagnose,
+        )
+        cluster.kubectl(
+            "delete",
+            "pod",
+            "-n",
+            stack.SYSTEM_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "--wait=false",
+        )
 
-            def serving_two() -> bool:
-                current = status()
-                ready = any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in current.get("conditions", [])
-                )
-                return ready and current.get("servingVersion") == 2
+        def serving_two() -> bool:
+            current = status()
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in current.get("conditions", [])
+            )
+            return ready and current.get("servingVersion") == 2
 
-            _wait("version 2 serving after the operator restarted", serving_two, 600, diagnose)
-            time.sleep(5)  # requests keep flowing across the switch
-        finally:
-            stop.set()
-            for worker in workers:
-                worker.result()
-    figures["requests during the v1 → v2 rollout with the operator pod deleted"] = (
-        f"{outcomes['ok']} answered, {outcomes['failed']} failed"
+        _wait("version 2 serving after the operator restarted", serving_two, 600, diagnose)
+        # The old pods are still terminating when Ready flips: keep calling until they are gone.
+        _wait(
+            "the version 1 pods to be gone",
+            lambda: len(_serving_pods(node_cluster)) == 1,
+            180,
+            diagnose,
+        )
+        load.wait(5)
+    figures["requests during the v1 → v2 rollout with the operator pod deleted (plain stub)"] = (
+        load.summary()
     )
-    assert outcomes["ok"] > 0
-    assert outcomes["failed"] == 0, (outcomes, errors[:5])
+    assert load.ok > 0
+    assert load.failed == 0, (load.summary(), dict(load.errors))
     with GrpcClient(address, timeout=30) as client:
         assert client.predict(NAME, ["很好"], version=2)

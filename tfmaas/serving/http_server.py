@@ -223,7 +223,7 @@ class RestServer:
         self._httpd = _PooledHttpServer((host, port), api, threads=threads, timeout_s=timeout_s)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="rest-server", daemon=True
+            target=self._httpd.serve_forever, args=(0.1,), name="rest-server", daemon=True
         )
 
     def start(self) -> None:

@@ -11,6 +11,7 @@ the connection is closed, since its remaining bytes can no longer be framed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -167,11 +168,9 @@ class _PooledHttpServer(HTTPServer):
         self._pool.submit(self._serve, request, client_address)
 
     def _refuse(self, request: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):  # a client that left needs no answer
             request.settimeout(1.0)
             request.sendall(_BUSY)
-        except OSError:
-            pass
         self.shutdown_request(request)
 
     def _serve(self, request: socket.socket, client_address: Any) -> None:
@@ -210,10 +209,8 @@ class _PooledHttpServer(HTTPServer):
 
 
 def _hang_up(connection: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already closed by its client
         connection.shutdown(socket.SHUT_RDWR)  # wakes a worker blocked reading it
-    except OSError:
-        pass
 
 
 class RestServer:

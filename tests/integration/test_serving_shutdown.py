@@ -195,3 +195,60 @@ def test_a_slow_call_in_flight_at_sigterm_completes(
             server.kill()
             server.communicate()
     assert returncode == 0, stderr[-3000:]
+
+
+def test_readiness_turns_503_while_a_call_in_flight_still_completes(
+    tmp_path: Path, frontend: tuple[str, dict[str, str]]
+) -> None:
+    """What a readiness probe sees during the drain, on a REST connection opened before it."""
+    import http.client
+
+    from tfmaas.serving.flags import ServerFlags
+    from tfmaas.serving.server import ModelServer
+
+    write_demo_model(tmp_path / "demo", 1)
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 3000000 }\n")
+    flags = ServerFlags(
+        port=0,
+        rest_api_port=free_port(),
+        bind_address="127.0.0.1",
+        model_name="demo",
+        model_base_path=str(tmp_path / "demo"),
+        file_system_poll_wait_seconds=0,
+        enable_batching=True,
+        batching_parameters_file=str(batching),
+        grpc_frontend=frontend[0],  # the native one from this checkout's build
+    )
+    server = ModelServer(flags)
+    server.start()
+    stopping = threading.Thread(target=server.stop)
+    try:
+        probe = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
+        probe.request("GET", "/v1/models/demo")
+        ready = probe.getresponse()
+        ready.read()
+        assert ready.status == 200
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            call = stub.Predict.future(predict_request(), timeout=60)
+            time.sleep(0.5)  # in its batch, waiting for company
+            stopping.start()
+            statuses = []
+            while not call.done() and len(statuses) < 100:
+                probe.request("GET", "/v1/models/demo/versions/1")
+                answer = probe.getresponse()
+                answer.read()
+                statuses.append(answer.status)
+                if answer.status != 200:
+                    break
+                time.sleep(0.02)
+            response = call.result(timeout=60)
+        assert response.model_spec.version.value == 1
+        assert statuses[-1] == 503, statuses
+        probe.close()
+    finally:
+        if not stopping.is_alive() and stopping.ident is None:
+            stopping.start()
+        stopping.join(timeout=60)
+    assert not stopping.is_alive()

@@ -88,7 +88,8 @@ def test_sample_trains_serves_and_picks_up_the_next_version(tmp_path: Path) -> N
         assert "already serves sentiment" in second.stdout
         assert "label stable = version 2" in second.stdout
     finally:
-        serving.send_signal(signal.SIGINT)
+        # As a process manager (or a pod's kubelet) stops it; it drains and exits 0.
+        serving.send_signal(signal.SIGTERM)
         serving.communicate(timeout=60)
     assert serving.returncode == 0
 
@@ -136,6 +137,46 @@ def test_serves_a_published_version_without_training(tmp_path: Path) -> None:
     assert "gRPC: 127.0.0.1:0 " not in answer.stdout and "REST:" not in answer.stdout
     assert "label stable = version 1" in answer.stdout
     assert "好 -> negative (negative=" in answer.stdout  # class names from the model card
+
+
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serving_stops_on_a_signal_even_with_sigint_ignored(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A background job of a non-interactive shell (as `make test &` starts it) inherits
+    SIGINT ignored; a process manager sends SIGTERM. Either must stop the server."""
+    publish_demo_version(tmp_path / "models" / "sentiment", 1, accuracy=0.9)
+    serving = subprocess.Popen(
+        local_run(tmp_path, "--no-train", "--port=0", "--rest-port=0", "--sample", "好"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        preexec_fn=ignore_sigint,
+    )
+    try:
+        assert serving.stdout is not None
+        for line in serving.stdout:
+            if "serving until interrupted" in line:
+                break
+        else:
+            pytest.fail("the serving run ended early")
+        serving.send_signal(signum)
+        output, _ = serving.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        serving.kill()
+        serving.communicate()
+        pytest.fail(f"{signum.name} did not stop `tfmaas local run`")
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+            serving.communicate()
+    assert serving.returncode == 0, output[-2000:]
+    assert "stopping" in output
 
 
 def test_serves_from_an_s3_store(tmp_path: Path, minio: Any, minio_env: dict[str, str]) -> None:

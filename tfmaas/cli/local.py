@@ -268,6 +268,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
 
     server = start_server(args, service, serving_dir, config_path)
+    server.stop_on_signals()
     grpc_target = f"{host}:{server.grpc_port}"  # --port 0 picks one
     try:
         say(f"serving {name} version {stable}" + (f" (canary {canary})" if canary else ""))
@@ -277,12 +278,11 @@ def run_command(args: argparse.Namespace) -> int:
         sample_prediction(grpc_target, name, stable, samples, classes)
         if args.exit_after_predict:
             return 0
-        say("serving until interrupted (Ctrl-C)")
+        say("serving until interrupted (Ctrl-C or SIGTERM)")
         server.wait()
-    except KeyboardInterrupt:
         say("stopping")
     finally:
-        server.stop()
+        server.stop()  # drains the calls in flight
     if server.failure:
         raise UserError(f"serving stopped: {server.failure}")
     return 0

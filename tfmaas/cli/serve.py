@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 
@@ -28,15 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from tfmaas.serving.server import ModelServer
 
     server = ModelServer(from_namespace(args))
-    # SIGTERM is how a pod is told to stop; finish in-flight requests, then exit.
-    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    server.stop_on_signals()
     server.start()
     try:
         server.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
-        server.stop(grace=5.0)
+        server.stop()  # drains the calls in flight
     if server.failure:
         print(f"tfmaas serve: {server.failure}", file=sys.stderr)
         return 1

@@ -56,6 +56,13 @@ class ServerFlags:
     per_process_gpu_memory_fraction: float = 0.0
     # tfmaas's own: which gRPC front end answers on --port (see FRONTENDS).
     grpc_frontend: str = "auto"
+    # tfmaas's own: unbatched Predict calls running or waiting for a model thread, over all
+    # models and both protocols; one more is refused with RESOURCE_EXHAUSTED (0 = see
+    # `unbatched_in_flight_limit`). Batched calls are bounded by max_enqueued_batches instead.
+    max_in_flight_unbatched_requests: int = 0
+    # tfmaas's own: on SIGTERM or SIGINT, how long calls in flight may take to finish after
+    # the ports stop taking new ones; below Kubernetes' default 30 s grace period.
+    drain_timeout_seconds: float = 20.0
 
     def validate(self) -> None:
         if self.model_config_file and self.model_base_path:
@@ -82,6 +89,13 @@ class ServerFlags:
                 "native relays gRPC through tools/grpc-frontend, python serves it in-process, "
                 "auto picks native when its binary is found"
             )
+        for name in ("rest_api_num_threads", "max_in_flight_unbatched_requests"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} must be >= 0 (0 picks the default)")
+        if self.rest_api_timeout_in_ms <= 0:
+            raise UserError("--rest_api_timeout_in_ms must be > 0")
+        if self.drain_timeout_seconds < 0:
+            raise UserError("--drain_timeout_seconds must be >= 0")
         if self.file_system_poll_wait_seconds < 0 or self.model_config_file_poll_wait_seconds < 0:
             raise UserError("poll intervals must be >= 0 seconds (0 turns polling off)")
 
@@ -90,6 +104,17 @@ class ServerFlags:
         # Unbatched model calls each hold a thread while the model runs, so a concurrency of
         # N clients needs N threads; TF Serving's default is 4 per core.
         return self.grpc_max_threads or max(64, 4 * (os.cpu_count() or 1))
+
+    @property
+    def rest_threads(self) -> int:
+        # TF Serving's default: 4 per schedulable CPU (its http_num_threads).
+        return self.rest_api_num_threads or 4 * len(os.sched_getaffinity(0))
+
+    @property
+    def unbatched_in_flight_limit(self) -> int:
+        # A call running on each model thread plus one waiting for each: enough to keep every
+        # thread busy, while a burst beyond it is told to back off instead of queueing.
+        return self.max_in_flight_unbatched_requests or 2 * self.grpc_threads
 
 
 # Upstream flags that only tune the C++ runtime; accepted so one command line fits both servers.

@@ -122,9 +122,16 @@ class NativeFrontend:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def start(self, address: str, channel_arguments: list[tuple[str, int | str]]) -> int:
+    def start(
+        self,
+        address: str,
+        channel_arguments: list[tuple[str, int | str]],
+        *,
+        drain_seconds: float,
+    ) -> int:
         """Start the front end on `address`; returns the port it listens on. It applies the
-        channel arguments grpc-go has a setting for and logs that it ignores the others."""
+        channel arguments grpc-go has a setting for and logs that it ignores the others; told
+        to stop, it gives calls in flight up to `drain_seconds` to finish."""
         self._socket_dir = tempfile.mkdtemp(prefix="tfmaas-grpc-")
         path = os.path.join(self._socket_dir, "server.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -135,6 +142,7 @@ class NativeFrontend:
                 str(self._binary),
                 f"-listen={address}",
                 f"-backend={path}",
+                f"-grace={drain_seconds}s",
                 *(f"-arg={key}={value}" for key, value in channel_arguments),
             ]
             self._process = subprocess.Popen(
@@ -293,10 +301,16 @@ class NativeFrontend:
             served = plan.served
             if served.batched:
                 served.enqueue(plan.signature, plan.inputs, self._batch_done, (call_id, plan))
-            elif len(self._pending) == 1 and served.is_quick(plan.signature):
+                return
+            served.in_flight.acquire()  # released once the call has run
+            if len(self._pending) == 1 and served.is_quick(plan.signature):
                 self._run_unbatched(call_id, plan)
-            else:
+                return
+            try:
                 self._model_executor.submit(self._run_unbatched, call_id, plan)
+            except BaseException:
+                served.in_flight.release()
+                raise
         except ServingError as exc:
             self._send_frame(self._failed(call_id, exc))
         except Exception as exc:
@@ -305,7 +319,11 @@ class NativeFrontend:
 
     def _run_unbatched(self, call_id: int, plan: PredictPlan) -> None:
         run = plan.served.timed_run
-        self._send_frame(self._settle(call_id, plan, lambda: run(plan.signature, plan.inputs)))
+        try:
+            outputs = self._settle(call_id, plan, lambda: run(plan.signature, plan.inputs))
+        finally:
+            plan.served.in_flight.release()
+        self._send_frame(outputs)
 
     def _batch_done(self, tasks: list[Task]) -> None:
         frames = []

@@ -10,10 +10,7 @@ import base64
 import json
 import logging
 import re
-import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -22,7 +19,7 @@ from google.protobuf import json_format
 
 from tfmaas.client.tensors import dtype_name, numpy_dtype
 from tfmaas.serving.core import ServingCore, internal
-from tfmaas.serving.errors import ServingError, invalid_argument
+from tfmaas.serving.errors import ServingError, invalid_argument, unavailable
 from tfmaas.serving.metrics import CONTENT_TYPE
 from tfmaas.serving.servable import Signature, TensorSpec, is_string_dtype
 
@@ -168,6 +165,9 @@ class RestApi:
     def __init__(self, core: ServingCore, metrics_path: str | None) -> None:
         self.core = core
         self.metrics_path = metrics_path
+        # Set when the server shuts down: model status (the readiness probe's path) answers
+        # 503, as gRPC health answers NOT_SERVING, while predictions in flight still finish.
+        self.draining = False
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
         path = path.split("?", 1)[0]
@@ -184,6 +184,8 @@ class RestApi:
             if method == "GET" and match["method"] is None:
                 if match["metadata"]:
                     return self._json(200, self.metadata(name, version, label))
+                if self.draining:
+                    raise unavailable("the server is shutting down")
                 return self._json(200, self.status(name, version, label))
             if method == "POST" and match["method"] == "predict":
                 return self._json(200, self.predict(name, version, label, body))
@@ -264,57 +266,4 @@ class RestApi:
             self.core.observe(name, "predict", "REST", code, started)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _RestHttpServer
-
-    def _respond(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            status, ctype, data = RestApi._json(413, {"error": "request body too large"})
-            self.close_connection = True
-        else:
-            body = self.rfile.read(length) if length else b""
-            status, ctype, data = self.server.api.handle(method, self.path, body)
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self._respond("GET")
-
-    def do_POST(self) -> None:
-        self._respond("POST")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-
-class _RestHttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], api: RestApi) -> None:
-        self.api = api
-        super().__init__(address, _Handler)
-
-
-class RestServer:
-    def __init__(self, api: RestApi, host: str, port: int) -> None:
-        self._httpd = _RestHttpServer((host, port), api)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="rest-server", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-__all__ = ["HTTPStatus", "RestApi", "RestServer"]
+__all__ = ["RestApi"]

@@ -12,6 +12,7 @@ from concurrent.futures import Executor
 
 from tfmaas.serving.batching import Batcher, Notify, Task, Tensors
 from tfmaas.serving.config import BatchingOptions
+from tfmaas.serving.limits import InFlightLimit
 from tfmaas.serving.servable import Servable, Signature
 
 # A lone request runs on the event loop only while its model answers within this; a longer call
@@ -20,9 +21,17 @@ INLINE_BUDGET_S = 0.005
 
 
 class ServedVersion:
-    def __init__(self, servable: Servable, batching: BatchingOptions | None) -> None:
+    def __init__(
+        self,
+        servable: Servable,
+        batching: BatchingOptions | None,
+        in_flight: InFlightLimit | None = None,
+    ) -> None:
         self.servable = servable
         self._batching = batching
+        # Unbatched calls of every version share the server's one limit; callers that queue
+        # a call on a thread pool hold a slot from before it is queued until it has run.
+        self.in_flight = in_flight or InFlightLimit(2**31 - 1, flag="no limit")
         self._batchers: dict[str, Batcher] = {}
         self._lock = threading.Lock()
         # Recent unbatched call time per signature (a moving average); unknown counts as slow.
@@ -37,7 +46,8 @@ class ServedVersion:
 
     def run(self, signature: Signature, inputs: Tensors) -> Tensors:
         if self._batching is None:
-            return self.servable.run(signature, inputs)
+            with self.in_flight.held():
+                return self.servable.run(signature, inputs)
         return self._batcher(signature).submit(inputs)
 
     @property
@@ -64,9 +74,10 @@ class ServedVersion:
         that would otherwise be most of its overhead."""
         loop = asyncio.get_running_loop()
         if self._batching is None:
-            if alone and self.is_quick(signature):
-                return self.timed_run(signature, inputs)
-            return await loop.run_in_executor(executor, self.timed_run, signature, inputs)
+            with self.in_flight.held():
+                if alone and self.is_quick(signature):
+                    return self.timed_run(signature, inputs)
+                return await loop.run_in_executor(executor, self.timed_run, signature, inputs)
         future = loop.create_future()
         task = self.enqueue(signature, inputs, _loop_notifier(loop), future)
         await future

@@ -11,7 +11,9 @@ relaying raw calls; the default when its binary is found) and grpc.aio in this p
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -31,18 +33,28 @@ from tfmaas.serving.core import ServingCore
 from tfmaas.serving.errors import ServingError
 from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
 from tfmaas.serving.grpc_service import ModelService, PredictionService
+from tfmaas.serving.http_server import RestServer
+from tfmaas.serving.limits import InFlightLimit
 from tfmaas.serving.loop_thread import LoopThread
 from tfmaas.serving.metrics import ServingMetrics
 from tfmaas.serving.native_frontend import NativeFrontend, UnaryMethod, find_binary
 from tfmaas.serving.registry import Registry
-from tfmaas.serving.rest import RestApi, RestServer
+from tfmaas.serving.rest import RestApi
 from tfmaas.serving.runner import ServedVersion
 from tfmaas.serving.servable import Servable
 
 log = logging.getLogger(__name__)
 
-# TF Serving lifts gRPC's 4 MiB default; a client may still lower it on its side.
+# TF Serving lifts gRPC's 4 MiB default to the most gRPC takes (server.cc:
+# builder.SetMaxMessageSize(kint32max)). Kept for fidelity: a client that sends large tensors to
+# tensorflow_model_server must work here too. Memory is bounded instead by the per-request limits
+# on decoded tensors, by the limit on unbatched calls in flight and by the streams a connection
+# may open; --grpc_channel_arguments=grpc.max_receive_message_length=N lowers it.
 _MAX_MESSAGE_BYTES = 2**31 - 1
+# Calls one HTTP/2 connection may have open at once (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS);
+# a client queues the ones over it on its side. 100 is the floor RFC 9113 recommends; gRPC's own
+# default is unbounded. --grpc_channel_arguments=grpc.max_concurrent_streams=N changes it.
+_MAX_CONCURRENT_STREAMS = 100
 _tensorflow_configured = False
 
 
@@ -85,6 +97,9 @@ class ModelServer:
             allow_labels_for_unavailable=flags.allow_version_labels_for_unavailable_models,
         )
         self.core = ServingCore(self.registry, self.metrics)
+        self._unbatched = InFlightLimit(
+            flags.unbatched_in_flight_limit, flag="max_in_flight_unbatched_requests"
+        )
         self._health = health.HealthServicer()
         self.registry.on_change = self._update_health
         self._grpc: grpc.aio.Server | None = None
@@ -94,6 +109,7 @@ class ModelServer:
         self._model_executor: futures.ThreadPoolExecutor | None = None
         self._handler_executor: futures.ThreadPoolExecutor | None = None
         self._rest: RestServer | None = None
+        self._rest_api: RestApi | None = None
         self._stop = threading.Event()
         self._pollers: list[threading.Thread] = []
         self.grpc_port = 0
@@ -102,7 +118,7 @@ class ModelServer:
         self.failure = ""  # why serving stopped on its own, if it did
 
     def _load(self, name: str, version: int, path: Path) -> ServedVersion:
-        return ServedVersion(Servable(name, version, path), self._batching)
+        return ServedVersion(Servable(name, version, path), self._batching, self._unbatched)
 
     def _initial_config(self):
         if self.flags.model_config_file:
@@ -147,6 +163,7 @@ class ModelServer:
         options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_concurrent_streams", _MAX_CONCURRENT_STREAMS),
             ("grpc.so_reuseport", 0),
         ]
         overridden = {key for key, _ in self._channel_options}
@@ -192,7 +209,11 @@ class ModelServer:
             on_exit=self._front_end_exited,
         )
         self.grpc_frontend = "native"
-        self.grpc_port = self._native.start(f"{self.flags.bind_address}:{self.flags.port}", options)
+        self.grpc_port = self._native.start(
+            f"{self.flags.bind_address}:{self.flags.port}",
+            options,
+            drain_seconds=self.flags.drain_timeout_seconds,
+        )
 
     def _unary_methods(self) -> dict[str, UnaryMethod]:
         """Every unary method but Predict (the relay's own fast path), as the relay calls them."""
@@ -244,10 +265,16 @@ class ModelServer:
         return server, port
 
     def _start_rest(self) -> None:
-        api = RestApi(self.core, self._monitoring.path if self.metrics else None)
+        api = self._rest_api = RestApi(self.core, self._monitoring.path if self.metrics else None)
         address = f"{self.flags.bind_address}:{self.flags.rest_api_port}"
         try:
-            self._rest = RestServer(api, self.flags.bind_address, self.flags.rest_api_port)
+            self._rest = RestServer(
+                api,
+                self.flags.bind_address,
+                self.flags.rest_api_port,
+                threads=self.flags.rest_threads,
+                timeout_s=self.flags.rest_api_timeout_in_ms / 1000,
+            )
         except OSError as exc:
             raise UserError(f"cannot listen on {address} for REST: {exc.strerror}") from exc
         self._rest.start()
@@ -303,8 +330,21 @@ class ModelServer:
         """Until `request_stop`, or until the server can no longer serve (see `failure`)."""
         self._stop.wait()
 
-    def stop(self, grace: float = 1.0) -> None:
+    def stop(self, grace: float | None = None) -> None:
+        """Shut down gracefully: health turns NOT_SERVING (gRPC health, REST model status),
+        both ports stop taking connections and calls (gRPC sends GOAWAY), calls in flight get
+        up to `grace` seconds (default --drain_timeout_seconds) to finish, then all is closed."""
+        if grace is None:
+            grace = self.flags.drain_timeout_seconds
+        deadline = time.monotonic() + grace
         self._stop.set()
+        self._health.enter_graceful_shutdown()
+        if self._rest_api is not None:
+            self._rest_api.draining = True
+        log.info("Shutting down: health is NOT_SERVING")
+        if self._rest is not None:
+            self._rest.stop_accepting()
+        log.info("Shutting down: no longer accepting calls; those in flight get up to %.0fs", grace)
         if self._native is not None:
             self._native.stop(grace)
             self._native = None
@@ -319,10 +359,25 @@ class ModelServer:
                 executor.shutdown(wait=True)
         self._model_executor = self._handler_executor = None
         if self._rest is not None:
-            self._rest.stop()
+            self._rest.stop(max(0.0, deadline - time.monotonic()))
+            self._rest = None
         for thread in self._pollers:
             thread.join(timeout=5)
         self.registry.close()
+
+    def stop_on_signals(self) -> None:
+        """Make SIGTERM (how a pod is stopped) and SIGINT (Ctrl-C, or a process manager) end
+        `wait`, whatever disposition this process inherited: a background job of a
+        non-interactive shell starts with SIGINT ignored, and Python then installs no
+        KeyboardInterrupt handler. A second signal ends the process at once. Main thread only."""
+
+        def stop(signum: int, _frame: object) -> None:
+            log.info("Got %s; shutting down", signal.Signals(signum).name)
+            self.request_stop()
+            signal.signal(signum, signal.SIG_DFL)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, stop)
 
     def __enter__(self) -> ModelServer:
         self.start()

@@ -218,7 +218,8 @@ func (r *relay) handle(_ any, stream grpc.ServerStream) error {
 }
 
 // channelArgs holds `-arg key=value` flags: TF Serving's --grpc_channel_arguments, with the
-// gRPC core names, as far as grpc-go has the same knob.
+// gRPC core names, as far as grpc-go has the same knob. The model server adds its defaults for
+// the ones it decides for both front ends (message sizes, grpc.max_concurrent_streams).
 type channelArgs map[string]string
 
 func (c channelArgs) String() string { return fmt.Sprint(map[string]string(c)) }

@@ -130,6 +130,7 @@ func TestCallsFailUnavailableOnceTheServerIsGone(t *testing.T) {
 func TestChannelArgumentsTurnIntoServerSettings(t *testing.T) {
 	settings := settingsFrom(channelArgs{
 		"grpc.max_receive_message_length": "4096",
+		"grpc.max_concurrent_streams":     "100",
 		"grpc.max_connection_age_ms":      "30000",
 		"grpc.so_reuseport":               "1",
 		"grpc.no_such_knob":               "1",
@@ -138,8 +139,9 @@ func TestChannelArgumentsTurnIntoServerSettings(t *testing.T) {
 	if !settings.reusePort {
 		t.Fatal("grpc.so_reuseport=1 must set SO_REUSEPORT")
 	}
-	// One option for the message size, one for all the keepalive parameters; the rest ignored.
-	if len(settings.options) != 2 {
-		t.Fatalf("want 2 server options, got %d", len(settings.options))
+	// One option each for the message size and the stream limit, one for all the keepalive
+	// parameters; the rest ignored.
+	if len(settings.options) != 3 {
+		t.Fatalf("want 3 server options, got %d", len(settings.options))
 	}
 }

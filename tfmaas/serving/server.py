@@ -84,7 +84,7 @@ class ModelServer:
             self._load,
             allow_labels_for_unavailable=flags.allow_version_labels_for_unavailable_models,
         )
-        self.core = ServingCore(self.registry, self.metrics)
+        self.core = ServingCore(self.registry, self.metrics, flags.request_limits)
         self._health = health.HealthServicer()
         self.registry.on_change = self._update_health
         self._grpc: grpc.aio.Server | None = None
@@ -198,7 +198,7 @@ class ModelServer:
         """Every unary method but Predict (the relay's own fast path), as the relay calls them."""
         assert self._model_executor is not None
         prediction = PredictionService(self.core, self._model_executor)
-        models = ModelService(self.core)
+        models = ModelService(self.core, allow_reload=self.flags.allow_grpc_config_reload)
         predictions = "/tensorflow.serving.PredictionService/"
         raw = bytes  # the unimplemented ones never look at their request
         return {
@@ -233,7 +233,9 @@ class ModelServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.core, model_executor), server
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self.core, allow_reload=self.flags.allow_grpc_config_reload), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.flags.bind_address}:{self.flags.port}"
         try:
@@ -274,13 +276,14 @@ class ModelServer:
         self._pollers.append(thread)
 
     def _reload_config(self) -> None:
+        """Applied every poll, changed or not: the file is what should be served, so a model a
+        gRPC reload took away comes back within one poll."""
         text = Path(self.flags.model_config_file).read_text(encoding="utf-8")
-        if text == self._applied_config_text:
-            return  # the base-path poll already keeps versions current
         source = self.flags.model_config_file
         self.registry.apply_config(config_files.parse_model_server_config(text, source))
-        self._applied_config_text = text
-        log.info("Applied the changed model config %s", source)
+        if text != self._applied_config_text:
+            self._applied_config_text = text
+            log.info("Applied the changed model config %s", source)
 
     def _update_health(self) -> None:
         names = self.registry.model_names()

@@ -1,5 +1,5 @@
 """What a client with only network access to a serving pod can do to it, on both gRPC front ends:
-decode caps, the config-reload RPC and metric label growth."""
+decode caps, the config-reload RPC, metric label growth, and TLS on the gRPC port."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from tests.integration.test_serving_server import (  # noqa: F401 (frontend is a
     start,
 )
 from tfmaas.client.tensors import strings_proto
+from tfmaas.dev import pki
 
 pytestmark = pytest.mark.integration
 
@@ -204,3 +205,66 @@ def test_request_names_do_not_grow_the_metrics(running: Running) -> None:
     counts = dict(line.rsplit(" ", 1) for line in after if "{" in line)
     assert float(counts[unknown]) >= 1022
     assert not any("m-" in line or "r-" in line for line in after)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    ca = pki.CertificateAuthority.create("tfmaas-test-ca")
+    server_cert, server_key = ca.issue(
+        pki.CertRequest(common_name="localhost", ip_addresses=("127.0.0.1",), server=True)
+    )
+    client_cert, client_key = ca.issue(pki.CertRequest(common_name="client", client=True))
+    return {
+        "ca": pki.certificate_pem(ca.certificate),
+        "server_cert": pki.certificate_pem(server_cert),
+        "server_key": pki.private_key_pem(server_key),
+        "client_cert": pki.certificate_pem(client_cert),
+        "client_key": pki.private_key_pem(client_key),
+    }
+
+
+def ssl_config(path: Path, pems: dict[str, bytes], *, client_verify: bool) -> Path:
+    def text(data: bytes) -> str:
+        return json.dumps(data.decode())  # a text-proto string literal, newlines escaped
+
+    path.write_text(
+        f"server_key: {text(pems['server_key'])}\n"
+        f"server_cert: {text(pems['server_cert'])}\n"
+        f"custom_ca: {text(pems['ca'])}\n"
+        f"client_verify: {'true' if client_verify else 'false'}\n"
+    )
+    return path
+
+
+def tls_predicts(running: Running, credentials: grpc.ChannelCredentials) -> bool:
+    with grpc.secure_channel(running.target, credentials) as channel:
+        try:
+            return bool(predict(channel, ["tls"]).outputs["label"].string_val)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+            return False
+
+
+@pytest.mark.parametrize("client_verify", [False, True])
+def test_ssl_config_file_serves_grpc_over_tls(
+    tmp_path: Path,
+    frontend: str,  # noqa: F811
+    tls_files: dict[str, bytes],
+    client_verify: bool,
+) -> None:
+    config = ssl_config(tmp_path / "ssl.config", tls_files, client_verify=client_verify)
+    served = start(tmp_path, frontend=frontend, ssl_config_file=str(config))
+    try:
+        with served.channel() as plain, pytest.raises(grpc.RpcError) as error:
+            predict(plain, ["plain text"])
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        server_only = grpc.ssl_channel_credentials(root_certificates=tls_files["ca"])
+        assert tls_predicts(served, server_only) is not client_verify
+        with_client_cert = grpc.ssl_channel_credentials(
+            root_certificates=tls_files["ca"],
+            private_key=tls_files["client_key"],
+            certificate_chain=tls_files["client_cert"],
+        )
+        assert tls_predicts(served, with_client_cert)
+    finally:
+        served.server.stop()

@@ -91,9 +91,11 @@ def test_request_caps_and_reload_have_safe_defaults() -> None:
             "--max_request_elements=10",
             "--max_request_tensor_bytes=20",
             "--allow_grpc_config_reload=true",
+            "--ssl_config_file=/ssl.config",
         ]
     )
     assert flags.request_limits == RequestLimits(max_elements=10, max_bytes=20)
     assert flags.allow_grpc_config_reload is True
+    assert flags.ssl_config_file == "/ssl.config"  # read, not ignored
     with pytest.raises(UserError, match="--max_request_elements must be at least 1"):
         parse(["--model_base_path=/m", "--max_request_elements=0"])

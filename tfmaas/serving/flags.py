@@ -55,6 +55,8 @@ class ServerFlags:
     tensorflow_session_parallelism: int = 0
     allow_version_labels_for_unavailable_models: bool = False
     per_process_gpu_memory_fraction: float = 0.0
+    # A text-format tensorflow.serving.SSLConfig: TLS on the gRPC port, as TF Serving does.
+    ssl_config_file: str = ""
     # tfmaas's own: which gRPC front end answers on --port (see FRONTENDS).
     grpc_frontend: str = "auto"
     # tfmaas's own bounds on what one Predict request may decode into, over all its inputs
@@ -120,7 +122,6 @@ _IGNORED_FLAGS = (
     "num_load_threads",
     "num_unload_threads",
     "platform_config_file",
-    "ssl_config_file",
     "xla_cpu_compilation_enabled",
     "enable_signature_method_name_check",
     "prefer_tflite_model",

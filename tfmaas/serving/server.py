@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
 
 from tfmaas.errors import UserError
 from tfmaas.serving import config as config_files
+from tfmaas.serving.config import TlsSettings
 from tfmaas.serving.core import ServingCore
 from tfmaas.serving.errors import ServingError
 from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
@@ -68,6 +69,16 @@ def configure_tensorflow(intra_op: int, inter_op: int, gpu_memory_fraction: floa
     _tensorflow_configured = True
 
 
+def _server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    """What TF Serving builds from its SSLConfig: client certificates required and verified
+    against custom_ca only with client_verify."""
+    return grpc.ssl_server_credentials(
+        [(tls.server_key.encode(), tls.server_cert.encode())],
+        root_certificates=tls.custom_ca.encode() or None,
+        require_client_auth=tls.client_verify,
+    )
+
+
 class ModelServer:
     def __init__(self, flags: ServerFlags) -> None:
         flags.validate()
@@ -79,6 +90,7 @@ class ModelServer:
             else None
         )
         self._channel_options = parse_channel_arguments(flags.grpc_channel_arguments)
+        self._tls = config_files.read_ssl_config(flags.ssl_config_file)
         self.metrics = ServingMetrics() if self._monitoring.prometheus_enabled else None
         self.registry = Registry(
             self._load,
@@ -192,7 +204,9 @@ class ModelServer:
             on_exit=self._front_end_exited,
         )
         self.grpc_frontend = "native"
-        self.grpc_port = self._native.start(f"{self.flags.bind_address}:{self.flags.port}", options)
+        self.grpc_port = self._native.start(
+            f"{self.flags.bind_address}:{self.flags.port}", options, tls=self._tls
+        )
 
     def _unary_methods(self) -> dict[str, UnaryMethod]:
         """Every unary method but Predict (the relay's own fast path), as the relay calls them."""
@@ -239,7 +253,10 @@ class ModelServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.flags.bind_address}:{self.flags.port}"
         try:
-            port = server.add_insecure_port(address)
+            if self._tls is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, _server_credentials(self._tls))
         except RuntimeError as exc:
             raise UserError(f"cannot listen on {address} for gRPC: {exc}") from exc
         await server.start()

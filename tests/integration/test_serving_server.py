@@ -92,6 +92,7 @@ def start(
     frontend: str,
     batching: str = "",
     labels: dict[str, int] | None = None,
+    **overrides: Any,
 ) -> Running:
     base = tmp / "models"
     for version in (1, 2):
@@ -116,6 +117,8 @@ def start(
         grpc_channel_arguments="grpc.max_connection_age_ms=600000",
         grpc_frontend=frontend,
     )
+    for name, value in overrides.items():
+        setattr(flags, name, value)
     server = ModelServer(flags)
     server.start()
     assert server.grpc_frontend == frontend
@@ -281,7 +284,7 @@ def bad_requests() -> list[tuple[str, predict_pb2.PredictRequest, grpc.StatusCod
     two_d = tf.make_tensor_proto([["a", "b"]], dtype=tf.string)
     floats = tf.make_tensor_proto([1.0], dtype=tf.float32)
     broken = strings_proto(["a", "b"])
-    broken.tensor_shape.dim[0].size = 5
+    broken.tensor_shape.dim[0].size = -5  # (fewer values than the shape holds are fine: TF's way)
     code = grpc.StatusCode
     return [
         ("unknown model", request(name="nope"), code.NOT_FOUND, "Latest(nope)"),
@@ -402,7 +405,7 @@ def test_a_call_abandoned_while_its_batch_fills_counts_as_cancelled(
 
 
 def test_new_version_and_moved_label_without_restart(tmp_path: Path, frontend: str) -> None:
-    served = start(tmp_path, frontend=frontend, labels={"stable": 1})
+    served = start(tmp_path, frontend=frontend, labels={"stable": 1}, allow_grpc_config_reload=True)
     try:
         with GrpcClient(served.target) as client:
             write_demo_model(served.base, 3)

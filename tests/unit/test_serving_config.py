@@ -1,4 +1,4 @@
-"""The text-format config files TF Serving reads: model config, monitoring, batching."""
+"""The text-format config files TF Serving reads: model config, monitoring, batching, SSL."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import pytest
 from tfmaas.errors import UserError
 from tfmaas.serving.config import (
     BatchingOptions,
+    TlsSettings,
     parse_batching_parameters,
     parse_model_server_config,
     read_monitoring_config,
+    read_ssl_config,
     single_model_config,
 )
 
@@ -91,3 +93,35 @@ def test_batching_parameters_use_wrapper_syntax_and_upstream_defaults() -> None:
         parse_batching_parameters("max_batch_size: 32\n")  # upstream needs { value: N }
     with pytest.raises(UserError, match="max_batch_size"):
         parse_batching_parameters("max_batch_size { value: 0 }\n")
+
+
+def test_ssl_config_is_tf_serving_text_proto_with_pem_text(tmp_path) -> None:
+    path = tmp_path / "ssl.config"
+    path.write_text(
+        'server_key: "-----BEGIN PRIVATE KEY-----\\nk\\n"\n'
+        'server_cert: "-----BEGIN CERTIFICATE-----\\nc\\n"\n'
+        'custom_ca: "ca"\nclient_verify: true\n'
+    )
+    settings = read_ssl_config(str(path))
+    assert settings == TlsSettings(
+        server_key="-----BEGIN PRIVATE KEY-----\nk\n",
+        server_cert="-----BEGIN CERTIFICATE-----\nc\n",
+        custom_ca="ca",
+        client_verify=True,
+    )
+    assert read_ssl_config("") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('server_cert: "c"\n', "server_key and server_cert"),
+        ('server_key: "k"\nserver_cert: "c"\nclient_verify: true\n', "client_verify needs"),
+        ('server_key: "k"\nserver_crt: "c"\n', "SSLConfig"),
+    ],
+)
+def test_bad_ssl_config_is_refused_at_start_up(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "ssl.config"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        read_ssl_config(str(path))

@@ -6,6 +6,7 @@ import pytest
 
 from tfmaas.errors import UserError
 from tfmaas.serving.flags import ServerFlags, parse, parse_channel_arguments
+from tfmaas.serving.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, RequestLimits
 
 
 def test_flags_take_tf_serving_syntax_and_defaults() -> None:
@@ -78,3 +79,23 @@ def test_channel_arguments_become_typed_server_options() -> None:
 def test_grpc_threads_cover_a_concurrency_of_32() -> None:
     assert ServerFlags(model_base_path="/m").grpc_threads >= 32
     assert ServerFlags(model_base_path="/m", grpc_max_threads=8).grpc_threads == 8
+
+
+def test_request_caps_and_reload_have_safe_defaults() -> None:
+    flags = parse(["--model_base_path=/m"])
+    assert flags.request_limits == RequestLimits(DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_BYTES)
+    assert flags.allow_grpc_config_reload is False
+    flags = parse(
+        [
+            "--model_base_path=/m",
+            "--max_request_elements=10",
+            "--max_request_tensor_bytes=20",
+            "--allow_grpc_config_reload=true",
+            "--ssl_config_file=/ssl.config",
+        ]
+    )
+    assert flags.request_limits == RequestLimits(max_elements=10, max_bytes=20)
+    assert flags.allow_grpc_config_reload is True
+    assert flags.ssl_config_file == "/ssl.config"  # read, not ignored
+    with pytest.raises(UserError, match="--max_request_elements must be at least 1"):
+        parse(["--model_base_path=/m", "--max_request_elements=0"])

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from tfmaas.serving.metrics import LATENCY_BOUNDS, ServingMetrics
+import time
+
+from tfmaas.serving.config import single_model_config
+from tfmaas.serving.core import ServingCore
+from tfmaas.serving.metrics import LATENCY_BOUNDS, UNKNOWN_MODEL, ServingMetrics
+from tfmaas.serving.registry import Registry
 
 
 def _samples(text: str) -> dict[str, float]:
@@ -39,3 +44,18 @@ def test_label_values_are_escaped() -> None:
     metrics = ServingMetrics()
     metrics.record(model_name='a"b', api="predict", entrypoint="REST", status="OK", latency_us=1)
     assert 'model_name="a\\"b"' in metrics.exposition()
+
+
+def test_only_configured_models_get_a_label_of_their_own(tmp_path) -> None:
+    registry = Registry(lambda name, version, path: None)  # type: ignore[arg-type,return-value]
+    registry.apply_config(single_model_config("demo", str(tmp_path)))
+    metrics = ServingMetrics()
+    core = ServingCore(registry, metrics)
+    core.observe("demo", "predict", "GRPC", "NOT_FOUND", time.perf_counter())
+    for index in range(100):
+        core.observe(f"name-{index}", "predict", "GRPC", "NOT_FOUND", time.perf_counter())
+    samples = _samples(metrics.exposition())
+    count = ':tensorflow:serving:request_count{{model_name={},status="NOT_FOUND"}}'
+    assert samples[count.format('"demo"')] == 1
+    assert samples[count.format(f'"{UNKNOWN_MODEL}"')] == 100
+    assert not [name for name in samples if "name-" in name]

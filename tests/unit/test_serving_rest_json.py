@@ -11,6 +11,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from tfmaas.serving.errors import ServingError
+from tfmaas.serving.limits import MAX_JSON_DEPTH, RequestLimits
 from tfmaas.serving.rest import inputs_from_body, outputs_to_json
 from tfmaas.serving.servable import Signature, TensorSpec
 
@@ -73,3 +74,38 @@ def test_outputs_as_rows_and_columns() -> None:
     assert outputs_to_json(outputs, row_format=False)["outputs"]["label"] == ["neg", "pos"]
     single = outputs_to_json({"image_bytes": np.array([b"\x00"], dtype=object)}, row_format=True)
     assert single == {"predictions": [{"b64": "AA=="}]}
+
+
+def test_json_tensors_are_charged_to_the_request_budget() -> None:
+    limits = RequestLimits(max_elements=4, max_bytes=1000)
+    sig = signature(a=types_pb2.DT_FLOAT, b=types_pb2.DT_STRING)
+    inputs_from_body({"inputs": {"a": [1, 2], "b": ["x", "y"]}}, sig, budget=limits.budget())
+    with pytest.raises(ServingError, match=r"5 tensor elements.*\(--max_request_elements\)"):
+        inputs_from_body({"inputs": {"a": [1, 2, 3], "b": ["x", "y"]}}, sig, budget=limits.budget())
+    with pytest.raises(ServingError, match=r"\(--max_request_tensor_bytes\)") as error:
+        inputs_from_body({"inputs": {"b": ["x" * 300]}}, sig, budget=limits.budget())
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_json_nested_past_any_tensor_rank_is_refused_before_numpy() -> None:
+    nested: list = [1.0]
+    for _ in range(MAX_JSON_DEPTH):
+        nested = [nested]
+    with pytest.raises(ServingError, match=f"deeper than {MAX_JSON_DEPTH}") as error:
+        inputs_from_body({"inputs": nested}, signature(a=types_pb2.DT_FLOAT))
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_number_out_of_its_dtypes_range_is_invalid_argument() -> None:
+    # Found by test_serving_decode_fuzz: numpy raised OverflowError, answered as INTERNAL.
+    with pytest.raises(ServingError, match="not a rectangular list of int64") as error:
+        inputs_from_body({"inputs": {"n": 9.3e18}}, signature(n=types_pb2.DT_INT64))
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_an_empty_string_list_is_an_empty_tensor() -> None:
+    # Found by test_serving_decode_fuzz: an IndexError, answered as INTERNAL.
+    array, _ = inputs_from_body({"inputs": {"text": []}}, signature(text=types_pb2.DT_STRING))[
+        "text"
+    ]
+    assert array.shape == (0,)

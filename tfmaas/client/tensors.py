@@ -65,21 +65,58 @@ def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     return tuple(dim.size for dim in proto.tensor_shape.dim)
 
 
-def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode a TensorProto; raises TensorConversionError when values and shape disagree."""
+# A decoded string element costs a numpy object pointer and a TensorFlow tstring besides its bytes.
+STRING_ELEMENT_OVERHEAD = 32
+_UNKNOWN_ITEMSIZE = 16  # the widest dtype left to TensorFlow (complex128)
+
+
+def _checked_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     shape = shape_of(proto)
     if any(size < 0 for size in shape):
         raise TensorConversionError(f"negative dimension in shape {list(shape)}")
+    return shape
+
+
+def _shaped(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:  # numpy's own bound on a dimension, even of an empty array
+        raise TensorConversionError(f"numpy cannot hold shape {list(shape)}") from exc
+
+
+def decoded_size(proto: tensor_pb2.TensorProto) -> tuple[int, int]:
+    """(elements, bytes) that `to_numpy(proto)` would allocate, found without allocating: the
+    declared shape, not the values on the wire, decides what a decode costs."""
+    count = math.prod(_checked_shape(proto))
+    if proto.dtype == types_pb2.DT_STRING:
+        values = proto.string_val
+        held = sum(len(value) for value in values)
+        if values and count > len(values):
+            held += (count - len(values)) * len(values[-1])  # the last value, repeated
+        return count, held + count * STRING_ELEMENT_OVERHEAD
+    known = _NUMERIC.get(proto.dtype)
+    itemsize = np.dtype(known[0]).itemsize if known else _UNKNOWN_ITEMSIZE
+    return count, count * itemsize
+
+
+def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a TensorProto the way TensorFlow's `Tensor::FromProto` does: fewer values than the
+    shape holds are filled up with the last value (none at all: zeros, empty strings). Raises
+    TensorConversionError when values and shape disagree otherwise. It allocates what the shape
+    declares: callers decoding untrusted protos check `decoded_size` first."""
+    shape = _checked_shape(proto)
     count = math.prod(shape)  # numpy's prod costs more than the rest of a small decode
     if proto.dtype == types_pb2.DT_STRING:
         values = list(proto.string_val)
-        if len(values) == count:
-            array = np.empty(count, dtype=object)
-            array[:] = values
-            return array.reshape(shape)
-        if len(values) == 1 and count > 1:
-            return np.full(shape, values[0], dtype=object)
-        raise TensorConversionError(f"{len(values)} string values do not fill shape {list(shape)}")
+        if len(values) > count:
+            raise TensorConversionError(
+                f"{len(values)} string values do not fit shape {list(shape)}"
+            )
+        if len(values) < count:
+            values += [values[-1] if values else b""] * (count - len(values))
+        array = np.empty(count, dtype=object)
+        array[:] = values
+        return _shaped(array, shape)
     known = _NUMERIC.get(proto.dtype)
     if known is None:
         import tensorflow as tf  # rare dtypes (half, complex, ...) are left to TensorFlow
@@ -97,13 +134,17 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
                 f"tensor_content does not fill shape {list(shape)}"
             ) from exc
     values = getattr(proto, field)
+    if len(values) > count:
+        raise TensorConversionError(f"{len(values)} values do not fit shape {list(shape)}")
+    # Like TensorFlow's static_cast, numpy wraps an int_val too wide for int8/int16/uint8/uint16.
+    decoded = np.asarray(values, dtype=np_dtype)
     if len(values) == count:
-        return np.asarray(values, dtype=np_dtype).reshape(shape)
-    if len(values) == 1 and count > 1:
-        return np.full(shape, values[0], dtype=np_dtype)
-    if not values and count == 0:
-        return np.zeros(shape, dtype=np_dtype)
-    raise TensorConversionError(f"{len(values)} values do not fill shape {list(shape)}")
+        return _shaped(decoded, shape)
+    array = np.zeros(count, dtype=np_dtype)
+    if len(values):
+        array[: len(values)] = decoded
+        array[len(values) :] = decoded[-1]
+    return _shaped(array, shape)
 
 
 def _set_shape(proto: tensor_pb2.TensorProto, shape: Sequence[int]) -> None:

@@ -1,9 +1,9 @@
-"""The three text-format config files of tensorflow_model_server, read with its own schemas.
+"""The text-format config files of tensorflow_model_server, read with its own schemas.
 
-ModelServerConfig comes from tensorflow-serving-api. MonitoringConfig and BatchingParameters are
-not shipped in that package, so their schemas are declared here with TF Serving's field names
-(text format matches by name), which keeps a file written for the real server valid here and
-a typo an error rather than a silently ignored setting.
+ModelServerConfig comes from tensorflow-serving-api. MonitoringConfig, BatchingParameters and
+SSLConfig are not shipped in that package, so their schemas are declared here with TF Serving's
+field names (text format matches by name), which keeps a file written for the real server valid
+here and a typo an error rather than a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -87,18 +87,28 @@ def _build_schemas() -> dict[str, Any]:
                     field("batch_padding_policy", 10, F.TYPE_STRING),
                 ],
             ),
+            descriptor_pb2.DescriptorProto(
+                name="SSLConfig",
+                field=[
+                    field("server_key", 1, F.TYPE_STRING),
+                    field("server_cert", 2, F.TYPE_STRING),
+                    field("custom_ca", 3, F.TYPE_STRING),
+                    field("client_verify", 4, F.TYPE_BOOL),
+                ],
+            ),
         ],
     )
     pool.Add(proto)
     return {
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tfmaas.tfs.{name}"))
-        for name in ("MonitoringConfig", "BatchingParameters")
+        for name in ("MonitoringConfig", "BatchingParameters", "SSLConfig")
     }
 
 
 _SCHEMAS = _build_schemas()
 MonitoringConfig = _SCHEMAS["MonitoringConfig"]
 BatchingParameters = _SCHEMAS["BatchingParameters"]
+SSLConfig = _SCHEMAS["SSLConfig"]
 
 
 def _parse(text: str, message: Any, what: str, source: str) -> Any:
@@ -216,3 +226,33 @@ def read_batching_parameters(path: str) -> BatchingOptions:
     if not path:
         return BatchingOptions()
     return parse_batching_parameters(_read(path, "batching parameters"), path)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TF Serving's SSLConfig: PEM text itself, not file names."""
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+def read_ssl_config(path: str) -> TlsSettings | None:
+    """TLS for the gRPC port, or None without `--ssl_config_file` (plain text, as upstream)."""
+    if not path:
+        return None
+    config = _parse(_read(path, "SSL config"), SSLConfig(), "SSLConfig", path)
+    if not config.server_key or not config.server_cert:
+        raise UserError(f"{path}: server_key and server_cert (PEM text) are both required")
+    if config.client_verify and not config.custom_ca:
+        raise UserError(
+            f"{path}: client_verify needs custom_ca, the CA (PEM text) client certificates are "
+            "checked against"
+        )
+    return TlsSettings(
+        server_key=config.server_key,
+        server_cert=config.server_cert,
+        custom_ca=config.custom_ca,
+        client_verify=config.client_verify,
+    )

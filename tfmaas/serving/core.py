@@ -11,7 +11,8 @@ import grpc
 import numpy as np
 
 from tfmaas.serving.errors import ServingError
-from tfmaas.serving.metrics import ServingMetrics
+from tfmaas.serving.limits import RequestLimits
+from tfmaas.serving.metrics import UNKNOWN_MODEL, ServingMetrics
 from tfmaas.serving.registry import Registry
 from tfmaas.serving.runner import ServedVersion
 from tfmaas.serving.servable import DEFAULT_SIGNATURE, Signature
@@ -40,9 +41,23 @@ class PredictResult:
 
 
 class ServingCore:
-    def __init__(self, registry: Registry, metrics: ServingMetrics | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        metrics: ServingMetrics | None = None,
+        limits: RequestLimits | None = None,
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.limits = limits or RequestLimits()
+
+    def target(
+        self, *, model_name: str, version: int | None, label: str, signature_name: str
+    ) -> tuple[ServedVersion, Signature]:
+        """The model version and signature a request names: resolved before its tensors are
+        decoded, so a request for nothing costs nothing."""
+        served = self.registry.resolve(model_name, version, label)
+        return served, served.signature(signature_name or DEFAULT_SIGNATURE)
 
     def plan(
         self,
@@ -55,15 +70,10 @@ class ServingCore:
         output_filter: list[str] | None = None,
     ) -> PredictPlan:
         """Everything checked before the model runs: model, version, signature, inputs."""
-        served = self.registry.resolve(model_name, version, label)
-        signature = served.signature(signature_name or DEFAULT_SIGNATURE)
-        signature.validate(inputs)
-        return PredictPlan(
-            served=served,
-            signature=signature,
-            inputs={alias: array for alias, (array, _) in inputs.items()},
-            aliases=signature.select_outputs(output_filter or []),
+        served, signature = self.target(
+            model_name=model_name, version=version, label=label, signature_name=signature_name
         )
+        return checked_plan(served, signature, inputs, output_filter)
 
     def predict(self, **request: Any) -> PredictResult:
         plan = self.plan(**request)
@@ -73,13 +83,31 @@ class ServingCore:
         self, model_name: str, api: str, entrypoint: str, code: str, started: float
     ) -> None:
         if self.metrics is not None:
+            # A request may name anything; only the served models get series of their own.
+            known = self.registry.has_model(model_name)
             self.metrics.record(
-                model_name=model_name,
+                model_name=model_name if known else UNKNOWN_MODEL,
                 api=api,
                 entrypoint=entrypoint,
                 status=code,
                 latency_us=(time.perf_counter() - started) * 1e6,
             )
+
+
+def checked_plan(
+    served: ServedVersion,
+    signature: Signature,
+    inputs: Mapping[str, tuple[np.ndarray, int]],
+    output_filter: list[str] | None = None,
+) -> PredictPlan:
+    """The decoded inputs checked against the signature they are for."""
+    signature.validate(inputs)
+    return PredictPlan(
+        served=served,
+        signature=signature,
+        inputs={alias: array for alias, (array, _) in inputs.items()},
+        aliases=signature.select_outputs(output_filter or []),
+    )
 
 
 def internal(exc: Exception) -> ServingError:

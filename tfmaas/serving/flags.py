@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, fields
 
 from tfmaas.errors import UserError
+from tfmaas.serving.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, RequestLimits
 
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
@@ -54,6 +55,8 @@ class ServerFlags:
     tensorflow_session_parallelism: int = 0
     allow_version_labels_for_unavailable_models: bool = False
     per_process_gpu_memory_fraction: float = 0.0
+    # A text-format tensorflow.serving.SSLConfig: TLS on the gRPC port, as TF Serving does.
+    ssl_config_file: str = ""
     # tfmaas's own: which gRPC front end answers on --port (see FRONTENDS).
     grpc_frontend: str = "auto"
     # tfmaas's own: unbatched Predict calls running or waiting for a model thread, over all
@@ -63,6 +66,15 @@ class ServerFlags:
     # tfmaas's own: on SIGTERM or SIGINT, how long calls in flight may take to finish after
     # the ports stop taking new ones; below Kubernetes' default 30 s grace period.
     drain_timeout_seconds: float = 20.0
+    # tfmaas's own bounds on what one Predict request may decode into, over all its inputs
+    # (gRPC and REST): a tensor's declared shape, not its bytes on the wire, decides its cost.
+    # TF Serving has no such cap; a request over one gets INVALID_ARGUMENT (REST 400).
+    max_request_elements: int = DEFAULT_MAX_ELEMENTS
+    max_request_tensor_bytes: int = DEFAULT_MAX_BYTES
+    # TF Serving answers ModelService/HandleReloadConfigRequest for any client of its gRPC port,
+    # so anyone who can reach it can unload every model; tfmaas refuses it (PERMISSION_DENIED)
+    # unless this is true.
+    allow_grpc_config_reload: bool = False
 
     def validate(self) -> None:
         if self.model_config_file and self.model_base_path:
@@ -96,8 +108,17 @@ class ServerFlags:
             raise UserError("--rest_api_timeout_in_ms must be > 0")
         if self.drain_timeout_seconds < 0:
             raise UserError("--drain_timeout_seconds must be >= 0")
+        for name in ("max_request_elements", "max_request_tensor_bytes"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name} must be at least 1")
         if self.file_system_poll_wait_seconds < 0 or self.model_config_file_poll_wait_seconds < 0:
             raise UserError("poll intervals must be >= 0 seconds (0 turns polling off)")
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_elements=self.max_request_elements, max_bytes=self.max_request_tensor_bytes
+        )
 
     @property
     def grpc_threads(self) -> int:
@@ -126,7 +147,6 @@ _IGNORED_FLAGS = (
     "num_load_threads",
     "num_unload_threads",
     "platform_config_file",
-    "ssl_config_file",
     "xla_cpu_compilation_enabled",
     "enable_signature_method_name_check",
     "prefer_tflite_model",

@@ -26,9 +26,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tfmaas.client.tensors import TensorConversionError, fill, to_numpy
+from tfmaas.client.tensors import TensorConversionError, decoded_size, fill, to_numpy
 from tfmaas.errors import UserError
-from tfmaas.serving.core import PredictPlan, PredictResult, ServingCore, internal
+from tfmaas.serving.core import PredictPlan, PredictResult, ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument
 
 log = logging.getLogger(__name__)
@@ -47,21 +47,25 @@ def _abort(context: grpc.ServicerContext, error: ServingError) -> None:
 def predict_plan(
     core: ServingCore, request: predict_pb2.PredictRequest, name: str, version, label: str
 ) -> PredictPlan:
-    """The request's inputs decoded and checked against the model it names."""
-    inputs = {}
-    for alias, proto in request.inputs.items():
-        try:
-            inputs[alias] = (to_numpy(proto), proto.dtype)
-        except TensorConversionError as exc:
-            raise invalid_argument(f"tensor parsing error: {alias} ({exc})") from exc
-    return core.plan(
+    """The request's inputs decoded and checked against the model it names. The model and
+    signature come first, and each tensor is charged to the request's budget from its declared
+    shape before it is decoded."""
+    served, signature = core.target(
         model_name=name,
         version=version,
         label=label,
         signature_name=request.model_spec.signature_name,
-        inputs=inputs,
-        output_filter=list(request.output_filter),
     )
+    budget = core.limits.budget()
+    inputs = {}
+    for alias, proto in request.inputs.items():
+        try:
+            elements, nbytes = decoded_size(proto)
+            budget.charge(elements=elements, nbytes=nbytes)
+            inputs[alias] = (to_numpy(proto), proto.dtype)
+        except TensorConversionError as exc:
+            raise invalid_argument(f"tensor parsing error: {alias} ({exc})") from exc
+    return checked_plan(served, signature, inputs, list(request.output_filter))
 
 
 def predict_response(name: str, result: PredictResult) -> predict_pb2.PredictResponse:
@@ -139,8 +143,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core: ServingCore) -> None:
+    def __init__(self, core: ServingCore, *, allow_reload: bool = False) -> None:
         self._core = core
+        self._allow_reload = allow_reload
 
     def GetModelStatus(self, request, context):
         try:
@@ -160,6 +165,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     def HandleReloadConfigRequest(self, request, context):
+        if not self._allow_reload:
+            # Anyone who reaches the port could unload every model with an empty config.
+            _abort(
+                context,
+                ServingError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "config reload over gRPC is off on this server; start it with "
+                    "--allow_grpc_config_reload=true to allow it, or change --model_config_file",
+                ),
+            )
+            return None
         response = model_management_pb2.ReloadConfigResponse()
         try:
             self._core.registry.apply_config(request.config)

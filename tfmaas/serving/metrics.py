@@ -16,6 +16,9 @@ REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BOUNDS: tuple[float, ...] = tuple(10 * 1.8**i for i in range(33))
+# The model_name label of requests for a model the server does not serve: request names are
+# the client's to choose, and one series each would let any client grow every scrape unbounded.
+UNKNOWN_MODEL = "__unknown__"
 
 
 def _escape(value: str) -> str:

@@ -36,6 +36,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from tfmaas.errors import UserError
 from tfmaas.serving.batching import Task
+from tfmaas.serving.config import TlsSettings
 from tfmaas.serving.core import PredictPlan, ServingCore, internal
 from tfmaas.serving.errors import ServingError, invalid_argument
 from tfmaas.serving.grpc_service import model_ref, predict_plan, predict_response
@@ -128,12 +129,14 @@ class NativeFrontend:
         channel_arguments: list[tuple[str, int | str]],
         *,
         drain_seconds: float,
+        tls: TlsSettings | None = None,
     ) -> int:
         """Start the front end on `address`; returns the port it listens on. It applies the
         channel arguments grpc-go has a setting for and logs that it ignores the others; told
         to stop, it gives calls in flight up to `drain_seconds` to finish."""
         self._socket_dir = tempfile.mkdtemp(prefix="tfmaas-grpc-")
         path = os.path.join(self._socket_dir, "server.sock")
+        tls_flags = self._tls_flags(tls) if tls is not None else []
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(path)
@@ -144,6 +147,7 @@ class NativeFrontend:
                 f"-backend={path}",
                 f"-grace={drain_seconds}s",
                 *(f"-arg={key}={value}" for key, value in channel_arguments),
+                *tls_flags,
             ]
             self._process = subprocess.Popen(
                 command,
@@ -159,6 +163,22 @@ class NativeFrontend:
         self._spawn(self._read_calls, "grpc-relay")
         self._spawn(self._forward_log, "grpc-frontend-log")
         return port
+
+    def _tls_flags(self, tls: TlsSettings) -> list[str]:
+        """The PEM texts as files in the private socket directory: not on a command line,
+        where any local user could read a key."""
+        assert self._socket_dir is not None
+        pems = {"tls_key": tls.server_key, "tls_cert": tls.server_cert, "tls_ca": tls.custom_ca}
+        flags = []
+        for name, text in pems.items():
+            if text:
+                file = Path(self._socket_dir, f"{name}.pem")
+                file.touch(mode=0o600)
+                file.write_text(text, encoding="utf-8")
+                flags.append(f"-{name}={file}")
+        if tls.client_verify:
+            flags.append("-tls_client_verify")
+        return flags
 
     def _accept(self, listener: socket.socket) -> socket.socket:
         assert self._process is not None

@@ -269,6 +269,11 @@ class Registry:
         with self._state_lock:
             return sorted(self._models)
 
+    def has_model(self, name: str) -> bool:
+        """Whether `name` is one of the configured models (loaded or not)."""
+        with self._state_lock:
+            return name in self._models
+
     def has_available(self, name: str) -> bool:
         with self._state_lock:
             record = self._models.get(name)

@@ -17,9 +17,10 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from tfmaas.client.tensors import dtype_name, numpy_dtype
-from tfmaas.serving.core import ServingCore, internal
+from tfmaas.client.tensors import STRING_ELEMENT_OVERHEAD, dtype_name, numpy_dtype
+from tfmaas.serving.core import ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument, unavailable
+from tfmaas.serving.limits import MAX_JSON_DEPTH, RequestBudget, RequestLimits
 from tfmaas.serving.metrics import CONTENT_TYPE
 from tfmaas.serving.servable import Signature, TensorSpec, is_string_dtype
 
@@ -58,7 +59,7 @@ def json_to_array(value: Any, spec: TensorSpec) -> tuple[np.ndarray, int]:
         if is_string_dtype(spec.dtype):
             decoded = _strings(value, spec.alias)
             array = np.array(decoded, dtype=object)
-            if array.dtype != object or (array.ndim and isinstance(array.flat[0], list)):
+            if array.dtype != object or (array.size and isinstance(array.flat[0], list)):
                 raise ValueError("ragged")
         else:
             np_dtype = numpy_dtype(spec.dtype)
@@ -67,7 +68,7 @@ def json_to_array(value: Any, spec: TensorSpec) -> tuple[np.ndarray, int]:
                     f"input '{spec.alias}': dtype {dtype_name(spec.dtype)} cannot be sent as JSON"
                 )
             array = np.asarray(value, dtype=np_dtype)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: 1e19 as an int64
         raise invalid_argument(
             f"input '{spec.alias}' is not a rectangular list of {dtype_name(spec.dtype)} values"
         ) from exc
@@ -78,9 +79,46 @@ def _is_named_instance(item: Any) -> bool:
     return isinstance(item, dict) and set(item) != {"b64"}
 
 
+def _json_tensor_size(value: Any) -> tuple[int, int]:
+    """(elements, characters in string leaves) of a JSON tensor, walked without recursion; a
+    list nested deeper than MAX_JSON_DEPTH is refused before numpy ever sees it."""
+    elements = characters = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list):
+            if depth >= MAX_JSON_DEPTH:
+                raise invalid_argument(
+                    f"an input nests lists deeper than {MAX_JSON_DEPTH} levels; "
+                    "no tensor has that many dimensions"
+                )
+            stack.extend((child, depth + 1) for child in item)
+            continue
+        elements += 1
+        if isinstance(item, str):
+            characters += len(item)
+        elif isinstance(item, dict) and isinstance(item.get("b64"), str):
+            characters += len(item["b64"])
+    return elements, characters
+
+
+def _charge(budget: RequestBudget, value: Any, spec: TensorSpec | None) -> None:
+    elements, characters = _json_tensor_size(value)
+    if spec is not None and not is_string_dtype(spec.dtype):
+        np_dtype = numpy_dtype(spec.dtype)
+        itemsize = np.dtype(np_dtype).itemsize if np_dtype is not None else 8
+        budget.charge(elements=elements, nbytes=elements * itemsize)
+    else:
+        # A UTF-8 character takes at most 4 bytes; base64 shrinks.
+        budget.charge(elements=elements, nbytes=4 * characters + elements * STRING_ELEMENT_OVERHEAD)
+
+
 def inputs_from_body(
-    body: dict[str, Any], signature: Signature
+    body: dict[str, Any], signature: Signature, *, budget: RequestBudget | None = None
 ) -> dict[str, tuple[np.ndarray, int]]:
+    """The body's tensors, each charged to `budget` (the default limits unless given) before
+    it is converted."""
+    budget = budget or RequestLimits().budget()
     has_instances, has_inputs = "instances" in body, "inputs" in body
     if has_instances == has_inputs:
         raise invalid_argument(
@@ -119,6 +157,7 @@ def inputs_from_body(
     result = {}
     for alias, value in values.items():
         spec = specs.get(alias)
+        _charge(budget, value, spec)
         if spec is None:  # let the shared validation produce TF Serving's message
             result[alias] = (np.asarray(value, dtype=object), 0)
         else:
@@ -240,21 +279,21 @@ class RestApi:
                 request = json.loads(body or b"null")
             except ValueError as exc:
                 raise invalid_argument(f"JSON Parse error: {exc}") from exc
+            except RecursionError as exc:
+                raise invalid_argument(
+                    f"JSON Parse error: nested deeper than this server parses ({exc})"
+                ) from exc
             if not isinstance(request, dict):
                 raise invalid_argument("the request body must be a JSON object")
             signature_name = request.get("signature_name", "")
             if not isinstance(signature_name, str):
                 raise invalid_argument("'signature_name' key must be a string value.")
-            served = self.core.registry.resolve(name, version, label)
-            signature = served.signature(signature_name)
-            inputs = inputs_from_body(request, signature)
-            result = self.core.predict(
-                model_name=name,
-                version=served.version,
-                label="",
-                signature_name=signature.name,
-                inputs=inputs,
+            served, signature = self.core.target(
+                model_name=name, version=version, label=label, signature_name=signature_name
             )
+            inputs = inputs_from_body(request, signature, budget=self.core.limits.budget())
+            plan = checked_plan(served, signature, inputs)
+            result = plan.result(served.run(plan.signature, plan.inputs))
             return outputs_to_json(result.outputs, row_format="instances" in request)
         except ServingError as exc:
             code = exc.code_name

@@ -29,6 +29,7 @@ from tensorflow_serving.apis import (
 
 from tfmaas.errors import UserError
 from tfmaas.serving import config as config_files
+from tfmaas.serving.config import TlsSettings
 from tfmaas.serving.core import ServingCore
 from tfmaas.serving.errors import ServingError
 from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
@@ -80,6 +81,16 @@ def configure_tensorflow(intra_op: int, inter_op: int, gpu_memory_fraction: floa
     _tensorflow_configured = True
 
 
+def _server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    """What TF Serving builds from its SSLConfig: client certificates required and verified
+    against custom_ca only with client_verify."""
+    return grpc.ssl_server_credentials(
+        [(tls.server_key.encode(), tls.server_cert.encode())],
+        root_certificates=tls.custom_ca.encode() or None,
+        require_client_auth=tls.client_verify,
+    )
+
+
 class ModelServer:
     def __init__(self, flags: ServerFlags) -> None:
         flags.validate()
@@ -91,12 +102,13 @@ class ModelServer:
             else None
         )
         self._channel_options = parse_channel_arguments(flags.grpc_channel_arguments)
+        self._tls = config_files.read_ssl_config(flags.ssl_config_file)
         self.metrics = ServingMetrics() if self._monitoring.prometheus_enabled else None
         self.registry = Registry(
             self._load,
             allow_labels_for_unavailable=flags.allow_version_labels_for_unavailable_models,
         )
-        self.core = ServingCore(self.registry, self.metrics)
+        self.core = ServingCore(self.registry, self.metrics, flags.request_limits)
         self._unbatched = InFlightLimit(
             flags.unbatched_in_flight_limit, flag="max_in_flight_unbatched_requests"
         )
@@ -213,13 +225,14 @@ class ModelServer:
             f"{self.flags.bind_address}:{self.flags.port}",
             options,
             drain_seconds=self.flags.drain_timeout_seconds,
+            tls=self._tls,
         )
 
     def _unary_methods(self) -> dict[str, UnaryMethod]:
         """Every unary method but Predict (the relay's own fast path), as the relay calls them."""
         assert self._model_executor is not None
         prediction = PredictionService(self.core, self._model_executor)
-        models = ModelService(self.core)
+        models = ModelService(self.core, allow_reload=self.flags.allow_grpc_config_reload)
         predictions = "/tensorflow.serving.PredictionService/"
         raw = bytes  # the unimplemented ones never look at their request
         return {
@@ -254,11 +267,16 @@ class ModelServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.core, model_executor), server
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self.core, allow_reload=self.flags.allow_grpc_config_reload), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.flags.bind_address}:{self.flags.port}"
         try:
-            port = server.add_insecure_port(address)
+            if self._tls is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, _server_credentials(self._tls))
         except RuntimeError as exc:
             raise UserError(f"cannot listen on {address} for gRPC: {exc}") from exc
         await server.start()
@@ -301,13 +319,14 @@ class ModelServer:
         self._pollers.append(thread)
 
     def _reload_config(self) -> None:
+        """Applied every poll, changed or not: the file is what should be served, so a model a
+        gRPC reload took away comes back within one poll."""
         text = Path(self.flags.model_config_file).read_text(encoding="utf-8")
-        if text == self._applied_config_text:
-            return  # the base-path poll already keeps versions current
         source = self.flags.model_config_file
         self.registry.apply_config(config_files.parse_model_server_config(text, source))
-        self._applied_config_text = text
-        log.info("Applied the changed model config %s", source)
+        if text != self._applied_config_text:
+            self._applied_config_text = text
+            log.info("Applied the changed model config %s", source)
 
     def _update_health(self) -> None:
         names = self.registry.model_names()

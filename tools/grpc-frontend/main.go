@@ -20,6 +20,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -38,6 +40,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 )
@@ -295,12 +298,49 @@ func listen(address string, reusePort bool) (net.Listener, error) {
 	return config.Listen(context.Background(), "tcp", address)
 }
 
+// tlsConfig is what TF Serving builds from its SSLConfig: the server's key pair, and client
+// certificates required and verified against caFile only with clientVerify.
+func tlsConfig(certFile, keyFile, caFile string, clientVerify bool) (*tls.Config, error) {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("SSL config: server_key and server_cert: %w", err)
+	}
+	config := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pool, err := loadClientCAs(caFile)
+		if err != nil {
+			return nil, err
+		}
+		config.ClientCAs = pool
+	}
+	if clientVerify {
+		config.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return config, nil
+}
+
+func loadClientCAs(caFile string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("SSL config: custom_ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("SSL config: custom_ca holds no PEM certificate")
+	}
+	return pool, nil
+}
+
 func main() {
 	address := flag.String("listen", "0.0.0.0:8500", "host:port for gRPC")
 	backend := flag.String("backend", "", "Unix socket of the model server")
 	args := channelArgs{}
 	flag.Var(args, "arg", "a gRPC channel argument, key=value (repeatable)")
 	grace := flag.Duration("grace", 30*time.Second, "how long calls in flight may finish on SIGTERM")
+	tlsCert := flag.String("tls_cert", "", "PEM file of the server certificate: TLS on -listen")
+	tlsKey := flag.String("tls_key", "", "PEM file of the server key (with -tls_cert)")
+	tlsCA := flag.String("tls_ca", "", "PEM file of the CA that client certificates are checked against")
+	tlsClientVerify := flag.Bool("tls_client_verify", false, "require a client certificate signed by -tls_ca")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("grpc-frontend: ")
@@ -315,6 +355,13 @@ func main() {
 	relay := newRelay(conn)
 
 	settings := settingsFrom(args)
+	if *tlsCert != "" {
+		config, err := tlsConfig(*tlsCert, *tlsKey, *tlsCA, *tlsClientVerify)
+		if err != nil {
+			log.Fatal(err)
+		}
+		settings.options = append(settings.options, grpc.Creds(credentials.NewTLS(config)))
+	}
 	listener, err := listen(*address, settings.reusePort)
 	if err != nil {
 		log.Fatal(err) // the model server says which address and what for

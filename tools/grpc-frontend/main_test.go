@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,5 +145,20 @@ func TestChannelArgumentsTurnIntoServerSettings(t *testing.T) {
 	// parameters; the rest ignored.
 	if len(settings.options) != 3 {
 		t.Fatalf("want 3 server options, got %d", len(settings.options))
+	}
+}
+
+func TestBadTLSFilesAreStartUpErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := tlsConfig(dir+"/cert.pem", dir+"/key.pem", "", false); err == nil ||
+		!strings.Contains(err.Error(), "server_key and server_cert") {
+		t.Fatalf("missing key pair: got %v", err)
+	}
+	notPEM := dir + "/ca.pem"
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadClientCAs(notPEM); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("CA without certificates: got %v", err)
 	}
 }

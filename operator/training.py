@@ -32,8 +32,11 @@ from tfmaas.operator.versions import (
     supersede,
     truncate,
 )
+from tfmaas.redact import safe_message
 
 log = logging.getLogger(__name__)
+# Kubernetes keeps at most 4096 bytes of a termination message.
+TERMINATION_MESSAGE_CHARS = 4096
 
 
 def job_state(job: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -48,10 +51,16 @@ def job_state(job: Mapping[str, Any]) -> tuple[str, str | None]:
 
 
 def _terminated_message(pod: Mapping[str, Any]) -> str | None:
+    """The trainer's termination message as status and Events may show it. The pod wrote
+    it, maybe with a log's tail (FallbackToLogsOnError) or an image that is not the
+    trainer: credentials redacted, control characters out, bounded."""
     for container in (pod.get("status") or {}).get("containerStatuses") or []:
         if container.get("name") == TRAINER_CONTAINER:
             terminated = (container.get("state") or {}).get("terminated") or {}
-            return terminated.get("message")
+            message = terminated.get("message")
+            if not isinstance(message, str):
+                return None
+            return safe_message(message, limit=TERMINATION_MESSAGE_CHARS, keep="end")
     return None
 
 

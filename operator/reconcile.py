@@ -16,6 +16,7 @@ from tfmaas.api import API_VERSION, KIND, ModelService, SpecError, validate_mode
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.events import Event, transitions
+from tfmaas.operator.images import image_problem
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.service import endpoint
 from tfmaas.operator.serving import serve
@@ -89,9 +90,14 @@ def reconcile(
     try:
         service = parse(body)
     except SpecError as exc:
-        status = invalid_spec_status(str(exc), generation, previous, now)
+        invalid = str(exc)
+    else:
+        # An image the operator may not run is a spec error like any other: nothing starts.
+        invalid = image_problem(service, config) or ""
+    if invalid:
+        status = invalid_spec_status(invalid, generation, previous, now)
         kube.patch_status(API_VERSION, KIND, namespace, name, status)
-        raise InvalidModelService(str(exc)) from None
+        raise InvalidModelService(invalid)
 
     known = [VersionRecord.from_status(entry) for entry in previous.get("versions") or []]
     observations = observe_training(kube, service, known)

@@ -144,12 +144,17 @@ def observe_training(
             if record.state == TRAINING and record.job
         )
         jobs = [job for job in found if job is not None]
+    recorded = {record.version for record in known}
+    highest = max(recorded, default=0)
     for job in jobs:
         if not owned_by(job, service.uid):
             continue
         version = ((job.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL)
-        if version and str(version).isdigit() and int(version) in final:
+        number = int(version) if version and str(version).isdigit() else None
+        if number in final:
             continue  # finished and recorded: no need to read its pods again
+        if number is not None and number < highest and number not in recorded:
+            continue  # recorded once, then trimmed from status: its result is final
         observation = observe_job(kube, job, namespace)
         if observation is not None:
             observations.append(observation)
@@ -183,3 +188,15 @@ def start_training(
             job=job_name(service.name, version),
         ),
     ]
+
+
+def delete_finished_jobs(kube: Kube, service: ModelService, jobs: Sequence[str]) -> None:
+    """Delete training Jobs (their pods with them, and a multi-worker Job's Service) whose
+    results status already records."""
+    namespace = service.namespace or "default"
+    for name in jobs:
+        kube.delete("batch/v1", "Job", namespace, name)
+        # Only a Service this ModelService owns: another one's may have the same name.
+        worker_service = kube.get("v1", "Service", namespace, name)
+        if worker_service is not None and owned_by(worker_service, service.uid):
+            kube.delete("v1", "Service", namespace, name)

@@ -1,10 +1,12 @@
 """Keeping credentials and control characters out of what users read: termination messages,
 status, Events and logs.
 
-The rule for what is a credential, in one place: an environment variable whose name starts
-with AWS_ or contains SECRET, TOKEN, PASSWORD, PASSWD, KEY or CREDENTIAL (any case), except
-the AWS_ settings the operator renders from the spec itself (region, endpoint), which anyone
-who can read the ModelService already sees.
+The rule for what is a credential, in one place: a variable whose name starts with AWS_, or
+one of whose _-separated words ends in SECRET, TOKEN, PASSWORD, PASSWD, KEY or CREDENTIAL
+(or their plurals; any case: API_KEY, APIKEY, client_secret, GITHUB_TOKEN), except the AWS_
+settings the operator renders from the spec itself (region, endpoint), which anyone who can
+read the ModelService already sees. Words only end in them: KeyError or TOKENIZER_PATH are
+not credentials.
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 6
 _NOT_SECRET = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"})
 _SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL")
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 # NAME=value, NAME: value, "NAME": "value" and NAME='value', as environments, dotenv files,
-# JSON, YAML and reprs spell them.
-_ASSIGNMENT = re.compile(
-    rf"(?P<name>{_NAME})(?P<sep>['\"]?\s*[=:]\s*['\"]?)(?P<value>[^\s'\",;\x00]+)"
-)
+# JSON, YAML, URLs and reprs spell them. Only the name and separator are matched, so an
+# assignment inside another's value ("error:AWS_SECRET_ACCESS_KEY=...") is still found.
+_NAME_AND_SEPARATOR = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)['\"]?\s*[=:]\s*['\"]?")
+_VALUE = re.compile(r"[^\s'\",;&\x00]+")
 # C0/C1 controls, and lone surrogates, which no encoder accepts.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -35,7 +36,13 @@ def is_credential_name(name: str) -> bool:
     upper = name.upper()
     if upper in _NOT_SECRET:
         return False
-    return upper.startswith("AWS_") or any(word in upper for word in _SECRET_WORDS)
+    if upper.startswith("AWS_"):
+        return True
+    return any(
+        part.endswith(word) or part.endswith(word + "S")
+        for part in upper.split("_")
+        for word in _SECRET_WORDS
+    )
 
 
 def credential_values(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -55,13 +62,16 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     to a credential name (which also covers credentials of other processes)."""
     for value in credential_values(environ):
         text = text.replace(value, REDACTED)
-
-    def hide(match: re.Match[str]) -> str:
-        if not is_credential_name(match["name"]) or match["value"] == REDACTED:
-            return match[0]
-        return f"{match['name']}{match['sep']}{REDACTED}"
-
-    return _ASSIGNMENT.sub(hide, text)
+    pieces, done = [], 0
+    for assignment in _NAME_AND_SEPARATOR.finditer(text):
+        if assignment.start() < done or not is_credential_name(assignment["name"]):
+            continue
+        value = _VALUE.match(text, assignment.end())
+        if value is None or value[0] == REDACTED:
+            continue
+        pieces += [text[done : value.start()], REDACTED]
+        done = value.end()
+    return "".join([*pieces, text[done:]])
 
 
 def printable(text: str) -> str:

@@ -208,7 +208,7 @@ def test_history_and_finished_jobs_stay_bounded(harness: Harness) -> None:
     harness.finish_training("grow", 1, accuracy=0.9)
     harness.serve("grow", 1)
     for version in range(2, 6):
-        harness.patch_spec("grow", {"training": {"hyperparameters": {"epochs": version}}})
+        harness.patch_spec("grow", {"training": {"hyperparameters": {"epochs": 10 + version}}})
         wait_for(
             lambda v=version: harness.get("job", f"grow-train-{v}"), f"Job v{version}", TIMEOUT
         )
@@ -250,7 +250,7 @@ def test_history_and_finished_jobs_stay_bounded(harness: Harness) -> None:
         TIMEOUT,
     )
     # A new spec still gets a number never used before.
-    harness.patch_spec("grow", {"training": {"hyperparameters": {"epochs": 9}}})
+    harness.patch_spec("grow", {"training": {"hyperparameters": {"epochs": 30}}})
     wait_for(lambda: harness.get("job", "grow-train-6"), "Job grow-train-6", TIMEOUT)
 
 

@@ -36,9 +36,20 @@ def test_the_credential_rule() -> None:
         "API_KEY",
         "GOOGLE_APPLICATION_CREDENTIALS",
         "client_secret",
+        "APIKEY",
+        "db_passwords",
     ):
         assert is_credential_name(name), name
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "HOME", "PATH"):
+    for name in (
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "HOME",
+        "PATH",
+        "KeyError",
+        "TOKENIZER_PATH",
+        "keyboard",
+    ):
         assert not is_credential_name(name), name
 
 
@@ -65,6 +76,15 @@ def test_assignments_to_credential_names_are_redacted_without_knowing_the_value(
     assert "token=x" not in cleaned
     assert "PATH=/usr/bin" in cleaned and "AWS_REGION=eu-west-1" in cleaned
     assert f"AWS_SECRET_ACCESS_KEY={REDACTED}" in cleaned
+
+
+def test_an_assignment_inside_another_value_is_found() -> None:
+    text = "KeyError: \x1b[1mAWS_SECRET_ACCESS_KEY=abc error:api_key=zzz url?a=1&token=t0k&b=2"
+    cleaned = redact(text, {})
+    assert "abc" not in cleaned and "zzz" not in cleaned and "t0k" not in cleaned
+    assert cleaned.startswith("KeyError: \x1b[1mAWS_SECRET_ACCESS_KEY=[redacted]")
+    assert "&b=2" in cleaned
+    assert redact("KeyError: 'text'", {}) == "KeyError: 'text'"
 
 
 def test_redaction_defaults_to_this_process_environment(monkeypatch) -> None:

@@ -60,9 +60,10 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     """`text` without the value of any credential variable of `environ` (this process's
     environment by default), and without the value of anything spelled like an assignment
     to a credential name (which also covers credentials of other processes)."""
-    for value in credential_values(environ):
-        text = text.replace(value, REDACTED)
-    pieces, done = [], 0
+    for secret in credential_values(environ):
+        text = text.replace(secret, REDACTED)
+    pieces: list[str] = []
+    done = 0
     for assignment in _NAME_AND_SEPARATOR.finditer(text):
         if assignment.start() < done or not is_credential_name(assignment["name"]):
             continue

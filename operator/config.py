@@ -43,6 +43,17 @@ class OperatorConfig:
     grpc_max_connection_age_ms: int = 30000
     resync_seconds: float = 60.0
     run_as_user: int = 10001
+    # Image prefixes a ModelService may name in spec.training.image / spec.serving.image
+    # besides the images above; empty: only those (see operator/images.py).
+    allowed_images: tuple[str, ...] = ()
+    # A stopping serving pod waits this long before the server gets SIGTERM, so endpoint
+    # removal reaches every client and proxy first; then it has serving_drain_seconds to
+    # finish in-flight calls before SIGKILL.
+    serving_pre_stop_seconds: int = 5
+    serving_drain_seconds: int = 30
+    # status.versions keeps the served, canary, pinned, newest promoted and training versions
+    # and the newest this many others; the store keeps every version.
+    status_versions_kept: int = 10
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> OperatorConfig:

@@ -25,6 +25,7 @@ from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError, connect
 from tfmaas.operator.naming import FIELD_MANAGER, MANAGED_BY_LABEL, MODEL_SERVICE_LABEL
 from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile
+from tfmaas.redact import safe_message
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,7 @@ def already_invalid(body: Mapping[str, Any], message: str) -> bool:
 
 
 def post(body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-    text = (
-        message if len(message) <= EVENT_MESSAGE_LIMIT else message[: EVENT_MESSAGE_LIMIT - 1] + "…"
-    )
+    text = safe_message(message, limit=EVENT_MESSAGE_LIMIT)
     kopf.event(cast(kopf.Body, dict(body)), type=event_type, reason=reason, message=text)
 
 

@@ -16,17 +16,20 @@ from tfmaas.api import API_VERSION, KIND, ModelService, SpecError, validate_mode
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.events import Event, transitions
+from tfmaas.operator.images import image_problem
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.service import endpoint
 from tfmaas.operator.serving import serve
 from tfmaas.operator.status import Observed, build_status, invalid_spec_status
-from tfmaas.operator.training import observe_training, start_training
+from tfmaas.operator.training import delete_finished_jobs, observe_training, start_training
 from tfmaas.operator.versions import (
     VersionRecord,
+    finished_jobs,
     merge_records,
     needs_training,
     next_version,
     plan_serving,
+    trim_history,
 )
 
 
@@ -89,9 +92,14 @@ def reconcile(
     try:
         service = parse(body)
     except SpecError as exc:
-        status = invalid_spec_status(str(exc), generation, previous, now)
+        invalid = str(exc)
+    else:
+        # An image the operator may not run is a spec error like any other: nothing starts.
+        invalid = image_problem(service, config) or ""
+    if invalid:
+        status = invalid_spec_status(invalid, generation, previous, now)
         kube.patch_status(API_VERSION, KIND, namespace, name, status)
-        raise InvalidModelService(str(exc)) from None
+        raise InvalidModelService(invalid)
 
     known = [VersionRecord.from_status(entry) for entry in previous.get("versions") or []]
     observations = observe_training(kube, service, known)
@@ -103,6 +111,13 @@ def reconcile(
         records = start_training(kube, service, started, records, config)
 
     plan = plan_serving(records, service.spec.serving, previous.get("servingVersion"))
+    kept = trim_history(
+        records,
+        plan=plan,
+        serving=service.spec.serving,
+        previous=previous,
+        keep=config.status_versions_kept,
+    )
     stable_state = canary_state = None
     if plan.stable is not None:
         had_canary = previous.get("canaryVersion") is not None
@@ -116,7 +131,7 @@ def reconcile(
 
     observed = Observed(
         generation=generation,
-        records=records,
+        records=kept,
         plan=plan,
         stable=stable_state,
         canary=canary_state,
@@ -125,4 +140,6 @@ def reconcile(
     status = build_status(observed, previous, now)
     if not unchanged(previous, status):
         kube.patch_status(API_VERSION, KIND, namespace, name, status)
+        # Only now that status records their results may the finished Jobs go.
+        delete_finished_jobs(kube, service, finished_jobs(known, records))
     return Outcome(status=status, events=transitions(previous, status), started_training=started)

@@ -32,8 +32,11 @@ from tfmaas.operator.versions import (
     supersede,
     truncate,
 )
+from tfmaas.redact import safe_message
 
 log = logging.getLogger(__name__)
+# Kubernetes keeps at most 4096 bytes of a termination message.
+TERMINATION_MESSAGE_CHARS = 4096
 
 
 def job_state(job: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -48,10 +51,16 @@ def job_state(job: Mapping[str, Any]) -> tuple[str, str | None]:
 
 
 def _terminated_message(pod: Mapping[str, Any]) -> str | None:
+    """The trainer's termination message as status and Events may show it. The pod wrote
+    it, maybe with a log's tail (FallbackToLogsOnError) or an image that is not the
+    trainer: credentials redacted, control characters out, bounded."""
     for container in (pod.get("status") or {}).get("containerStatuses") or []:
         if container.get("name") == TRAINER_CONTAINER:
             terminated = (container.get("state") or {}).get("terminated") or {}
-            return terminated.get("message")
+            message = terminated.get("message")
+            if not isinstance(message, str):
+                return None
+            return safe_message(message, limit=TERMINATION_MESSAGE_CHARS, keep="end")
     return None
 
 
@@ -135,12 +144,17 @@ def observe_training(
             if record.state == TRAINING and record.job
         )
         jobs = [job for job in found if job is not None]
+    recorded = {record.version for record in known}
+    highest = max(recorded, default=0)
     for job in jobs:
         if not owned_by(job, service.uid):
             continue
         version = ((job.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL)
-        if version and str(version).isdigit() and int(version) in final:
+        number = int(version) if version and str(version).isdigit() else None
+        if number in final:
             continue  # finished and recorded: no need to read its pods again
+        if number is not None and number < highest and number not in recorded:
+            continue  # recorded once, then trimmed from status: its result is final
         observation = observe_job(kube, job, namespace)
         if observation is not None:
             observations.append(observation)
@@ -174,3 +188,15 @@ def start_training(
             job=job_name(service.name, version),
         ),
     ]
+
+
+def delete_finished_jobs(kube: Kube, service: ModelService, jobs: Sequence[str]) -> None:
+    """Delete training Jobs (their pods with them, and a multi-worker Job's Service) whose
+    results status already records."""
+    namespace = service.namespace or "default"
+    for name in jobs:
+        kube.delete("batch/v1", "Job", namespace, name)
+        # Only a Service this ModelService owns: another one's may have the same name.
+        worker_service = kube.get("v1", "Service", namespace, name)
+        if worker_service is not None and owned_by(worker_service, service.uid):
+            kube.delete("v1", "Service", namespace, name)

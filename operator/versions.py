@@ -285,3 +285,56 @@ def plan_serving(
 
 def _listing(versions: Sequence[int]) -> str:
     return ", ".join(map(str, versions)) if versions else "none yet"
+
+
+def trim_history(
+    records: Sequence[VersionRecord],
+    *,
+    plan: ServingPlan,
+    serving: ServingSpec,
+    previous: Mapping[str, Any],
+    keep: int,
+) -> list[VersionRecord]:
+    """status.versions without the old versions nothing depends on (the store keeps them).
+
+    Kept whatever their age: every version still training, the versions served now and
+    planned (stable, canary, pinned), the newest promoted and newest trained version (what
+    `latest` and the gate condition are judged on), so the next plan from the trimmed list
+    is the same. Then the newest `keep` others. The newest version is always among them, so
+    the next version number (one above the highest ever) is never reused.
+    """
+    if len(records) <= keep:
+        return list(records)
+    newest_promoted = newest([r for r in records if r.servable and r.promoted])
+    newest_trained = newest([r for r in records if r.servable])
+    pinned = {serving.pinned_version, serving.canary.version if serving.canary else None}
+    needed = {
+        plan.stable,
+        plan.canary,
+        previous.get("servingVersion"),
+        previous.get("canaryVersion"),
+        newest_promoted.version if newest_promoted else None,
+        newest_trained.version if newest_trained else None,
+        *pinned,
+    }
+    needed |= {record.version for record in records if record.state == TRAINING}
+    by_age = sorted((record.version for record in records), reverse=True)
+    needed |= set(by_age[: max(keep, 1)])
+    return [record for record in records if record.version in needed]
+
+
+def finished_jobs(known: Sequence[VersionRecord], records: Sequence[VersionRecord]) -> list[str]:
+    """The Jobs whose results `records` (just written to status) record and that are no
+    longer needed: every finished Job but the newest version's, whose logs the Trained
+    condition points at. Only Jobs that reached that point with this write are named, so
+    each is deleted once; the store and status keep the results."""
+    last, last_before = newest(records), newest(known)
+    before = {record.version: record for record in known}
+    names = []
+    for record in records:
+        if record.state not in FINAL_STATES or not record.job or record is last:
+            continue
+        earlier = before.get(record.version)
+        if earlier is None or earlier.state not in FINAL_STATES or earlier is last_before:
+            names.append(record.job)
+    return names

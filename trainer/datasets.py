@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -140,11 +141,44 @@ def _scalar_text(value: object) -> str:
 def _require_fields(source: str, fields: list[str], text_field: str, label_field: str) -> None:
     missing = [name for name in (text_field, label_field) if name not in fields]
     if missing:
-        present = ", ".join(map(repr, fields)) or "none"
         raise UserError(
-            f"dataset {source!r} has no field {', '.join(map(repr, missing))}; fields present: "
-            f"{present} — set spec.training.dataset.textField / labelField to the right names"
+            f"dataset {source!r} has no field {', '.join(map(repr, missing))}; "
+            f"{describe_fields(fields)} — set spec.training.dataset.textField / labelField "
+            "to the right names"
         )
+
+
+def describe_fields(fields: list[str]) -> str:
+    """The fields a record has, by count and a few names, for an error message.
+
+    A field "name" is whatever the file holds where a header should be — for a file that is
+    not what its URI claims (say, file:///proc/self/environ as CSV), the file's contents.
+    So only names that look like column names are shown, at most a few, each cut short.
+    """
+    if not fields:
+        return "it has no fields"
+    count = f"{len(fields)} field{'' if len(fields) == 1 else 's'}"
+    shown = [name for name in fields if _COLUMN_NAME.fullmatch(name)][:FIELDS_SHOWN]
+    if not shown:
+        return f"it has {count}, none of which looks like a column name"
+    more = f" and {len(fields) - len(shown)} more" if len(fields) > len(shown) else ""
+    return f"it has {count}: {', '.join(map(sample_name, shown))}{more}"
+
+
+def sample_name(name: str) -> str:
+    """A name read from a data file (a column, a label), as an error message may show it:
+    quoted and cut short when it looks like a name, only its length otherwise."""
+    if not _COLUMN_NAME.fullmatch(name):
+        return f"<{len(name)} characters that are not a plain name>"
+    return repr(name if len(name) <= NAME_SHOWN else name[: NAME_SHOWN - 1] + "…")
+
+
+FIELDS_SHOWN = 5
+NAME_SHOWN = 24
+# Letters (any script), digits, space, _ . - : what column names and labels are made of, and
+# nothing an environment or a credentials file is made of (=, /, :, quotes, control
+# characters).
+_COLUMN_NAME = re.compile(r"[^\W][\w .\-]{0,63}")
 
 
 def _load_builtin(name: str) -> RawExamples:

@@ -16,9 +16,13 @@ from typing import Any
 from tfmaas.api.loader import load_training_spec
 from tfmaas.api.spec import TrainingSpec
 from tfmaas.errors import UserError
+from tfmaas.redact import safe_message
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
+# With control characters gone a character of the error takes at most 4 bytes as UTF-8 JSON,
+# so this many fit in 4 KiB with room for {"error":""}.
+TERMINATION_ERROR_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,14 @@ def write_termination_message(path: str | Path, message: str) -> bool:
 
 
 def failure_message(error: BaseException) -> str:
-    """A compact JSON termination message for a failed run (the operator shows `error`)."""
-    text = f"{type(error).__name__}: {error}" if not isinstance(error, UserError) else str(error)
-    encoded = json.dumps({"error": text}, separators=(",", ":"), ensure_ascii=False)
-    while len(encoded.encode("utf-8")) >= TERMINATION_MESSAGE_LIMIT:
-        text = text[: len(text) * 3 // 4] + "…"
-        encoded = json.dumps({"error": text}, separators=(",", ":"), ensure_ascii=False)
-    return encoded
+    """A compact JSON termination message for a failed run (the operator shows `error`):
+    credentials redacted, control characters out, under Kubernetes' 4 KiB."""
+    return json.dumps(
+        {"error": safe_message(describe_error(error), limit=TERMINATION_ERROR_CHARS)},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def describe_error(error: BaseException) -> str:
+    return str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"

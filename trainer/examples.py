@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tfmaas.errors import UserError
-from tfmaas.trainer.datasets import RawExamples
+from tfmaas.trainer.datasets import RawExamples, sample_name
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,9 @@ def clean_examples(raw: RawExamples, *, source: str = "dataset") -> CleanExample
     classes = sorted({next(iter(labels_of[text])) for text in kept})
     if len(classes) < 2:
         raise UserError(
-            f"{source} has only one class ({classes[0]!r}) after clean-up; a classifier needs "
-            "examples of at least two labels — check spec.training.dataset.labelField"
+            f"{source} has only one class ({sample_name(classes[0])}) after clean-up; a "
+            "classifier needs examples of at least two labels — check "
+            "spec.training.dataset.labelField"
         )
     class_id = {name: index for index, name in enumerate(classes)}
     label_ids = np.array([class_id[next(iter(labels_of[text]))] for text in kept], dtype=np.int64)

@@ -8,6 +8,7 @@ from typing import Any
 
 from tfmaas.api import ModelService
 from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.images import is_own_image
 from tfmaas.operator.naming import owner_reference
 
 
@@ -41,11 +42,16 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def storage_env(service: ModelService, config: OperatorConfig) -> list[dict[str, Any]]:
-    """What a pod needs to reach the model store; the secret's values never leave it."""
+def storage_env(
+    service: ModelService, config: OperatorConfig, *, image: str
+) -> list[dict[str, Any]]:
+    """What a container running `image` needs to reach the model store; the secret's values
+    never leave the Secret. The operator's default store secret goes only to its own images."""
     storage = service.spec.storage
     env: list[dict[str, Any]] = []
-    secret = storage.secret_name or config.default_store_secret
+    secret = storage.secret_name or (
+        config.default_store_secret if is_own_image(image, config) else None
+    )
     if secret and storage.uri.startswith("s3://"):
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})

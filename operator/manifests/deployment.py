@@ -74,6 +74,20 @@ def server_args(service: ModelService, operator_config: OperatorConfig) -> list[
     return args
 
 
+def pre_stop(operator_config: OperatorConfig) -> dict[str, Any]:
+    """The server keeps serving for a few seconds after its pod starts terminating: endpoint
+    removal takes a moment to reach every kube-proxy, client and load balancer, and calls
+    routed there meanwhile would fail. Kubernetes' own sleep action needs no binary in the
+    image (tensorflow/serving has none to spare)."""
+    seconds = operator_config.serving_pre_stop_seconds
+    return {"lifecycle": {"preStop": {"sleep": {"seconds": seconds}}}} if seconds > 0 else {}
+
+
+def termination_grace_seconds(operator_config: OperatorConfig) -> int:
+    # The grace period counts from the start of preStop: the wait, then the server's drain.
+    return operator_config.serving_pre_stop_seconds + operator_config.serving_drain_seconds
+
+
 def _storage_initializer(
     service: ModelService, version: int, operator_config: OperatorConfig
 ) -> dict[str, Any]:
@@ -91,7 +105,10 @@ def _storage_initializer(
             "--dest",
             model_base_path(service.name),
         ],
-        "env": [*storage_env(service, operator_config), *scratch_env()],
+        "env": [
+            *storage_env(service, operator_config, image=operator_config.storage_initializer_image),
+            *scratch_env(),
+        ],
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"cpu": "1", "memory": "1Gi"},
@@ -143,6 +160,7 @@ def _server(service: ModelService, track: str, operator_config: OperatorConfig) 
             "periodSeconds": 5,
             "failureThreshold": 2,
         },
+        **pre_stop(operator_config),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
@@ -160,6 +178,7 @@ def build_deployment(
 ) -> dict[str, Any]:
     """`replicas=None` leaves the count to the HorizontalPodAutoscaler."""
     track, version = config.track, config.version
+    memory = service.spec.serving.resources.memory
     pod_labels = labels(service.name, SERVING, **{TRACK_LABEL: track, VERSION_LABEL: str(version)})
     pod_annotations = {
         CONFIG_HASH_ANNOTATION: config.digest,
@@ -180,12 +199,14 @@ def build_deployment(
                 "securityContext": pod_security_context(operator_config),
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "terminationGracePeriodSeconds": 30,
+                "terminationGracePeriodSeconds": termination_grace_seconds(operator_config),
                 "initContainers": [_storage_initializer(service, version, operator_config)],
                 "containers": [_server(service, track, operator_config)],
                 "volumes": [
-                    {"name": "models", "emptyDir": {}},
-                    {"name": "scratch", "emptyDir": {}},
+                    # A model that does not fit in the server's memory cannot be served, so
+                    # neither volume needs more disk than that.
+                    {"name": "models", "emptyDir": {"sizeLimit": memory}},
+                    {"name": "scratch", "emptyDir": {"sizeLimit": memory}},
                     {
                         "name": "config",
                         "configMap": {"name": config_map_name(service.name, track, config.digest)},

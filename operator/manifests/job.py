@@ -75,7 +75,8 @@ def build_training_job(
     training = service.spec.training
     name = job_name(service.name, version)
     version_labels = labels(service.name, TRAINING, **{VERSION_LABEL: str(version)})
-    env = [*storage_env(service, config), *scratch_env()]
+    image = training.image or config.trainer_image
+    env = [*storage_env(service, config, image=image), *scratch_env()]
     if training.workers > 1:
         env = [
             {
@@ -91,7 +92,7 @@ def build_training_job(
         ]
     container: dict[str, Any] = {
         "name": TRAINER_CONTAINER,
-        "image": training.image or config.trainer_image,
+        "image": image,
         "imagePullPolicy": config.trainer_image_pull_policy,
         "command": trainer_command(service, version),
         "env": env,
@@ -109,7 +110,9 @@ def build_training_job(
         "securityContext": pod_security_context(config),
         "automountServiceAccountToken": False,
         "containers": [container],
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        # The export and the trainer's caches go to scratch; a model larger than the
+        # trainer's memory could not have been trained, so that bounds the disk too.
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": training.resources.memory}}],
     }
     if training.resources.gpu:
         if config.gpu_node_selector:

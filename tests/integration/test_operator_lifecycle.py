@@ -239,7 +239,10 @@ def test_retrain_below_the_gate_is_kept_but_not_promoted(harness: Harness) -> No
 def test_serving_only_changes_do_not_retrain(harness: Harness) -> None:
     harness.patch_spec("first", {"serving": {"batching": {"maxBatchSize": 8}}})
     harness.serve("first", 1)
-    assert len(harness.items("jobs", "tfmaas.io/model-service=first")) == 2
+    # No new Job; v1's finished Job was deleted once v2 started (its result is in status).
+    jobs = harness.items("jobs", "tfmaas.io/model-service=first")
+    assert [job["metadata"]["name"] for job in jobs] == ["first-train-2"]
+    assert harness.status("first")["latestVersion"] == 2
 
 
 def test_pinning_rolls_out_the_pinned_version_and_back(harness: Harness) -> None:

@@ -133,7 +133,7 @@ def test_next_version_follows_the_latest_published(tmp_path: Path) -> None:
     [
         ("text,label\n好,p\n坏,p\n", "only one class"),
         (b"text,label\n\xba\xc3,p\n", "not valid UTF-8"),
-        ("review,stars\n好,5\n", "fields present: 'review', 'stars'"),
+        ("review,stars\n好,5\n", "it has 2 fields: 'review', 'stars'"),
     ],
 )
 def test_a_failing_run_publishes_nothing(data: str | bytes, fragment: str, tmp_path: Path) -> None:

@@ -295,6 +295,7 @@ def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
         ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"monitoring.podMonitor.enabled": "yes"}, "enabled"),
         ({"defaults.storage.endpoint": "minio:9000"}, "endpoint"),
+        ({"allowedImages": "registry.example/team/"}, "allowedImages"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_message_naming_them(
@@ -337,6 +338,16 @@ def test_defaults_configmap_is_what_the_operator_config_reads(helm: Path) -> Non
     assert config.training_backoff_limit == 3
     assert dict(config.gpu_node_selector) == {"gpu": "a"}
     assert config.request_rate_metric == "tfserving_requests_per_second"
+
+
+def test_allowed_images_reach_the_operator_config(helm: Path) -> None:
+    from tfmaas.operator.config import OperatorConfig
+
+    default = one(render(helm), "ConfigMap", "tfmaas-defaults")["data"]
+    assert OperatorConfig.load(environ=default).allowed_images == ()
+    prefixes = ["registry.example/team/", "tensorflow/serving:"]
+    data = one(render(helm, {"allowedImages": prefixes}), "ConfigMap", "tfmaas-defaults")["data"]
+    assert OperatorConfig.load(environ=data).allowed_images == tuple(prefixes)
 
 
 def test_chart_sets_every_default_the_kustomize_deploy_sets(helm: Path) -> None:

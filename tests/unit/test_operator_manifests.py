@@ -215,6 +215,80 @@ def test_serving_deployment() -> None:
     assert restricted_violations(pod) == []
 
 
+def test_a_stopping_server_waits_then_drains_within_its_grace_period() -> None:
+    model = service()
+    settings = serving_config(model, "stable", 1)
+    pod = build_deployment(model, settings, None, CONFIG)["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    # Kubernetes' own sleep action: the tensorflow/serving image has no sleep binary to exec.
+    assert server["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["terminationGracePeriodSeconds"] == 5 + 30
+    assert "lifecycle" not in pod["initContainers"][0]
+
+    tuned = OperatorConfig(serving_pre_stop_seconds=10, serving_drain_seconds=50)
+    pod = build_deployment(model, settings, None, tuned)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] == 10
+    assert pod["terminationGracePeriodSeconds"] == 60
+    no_wait = OperatorConfig(serving_pre_stop_seconds=0)
+    pod = build_deployment(model, settings, None, no_wait)["spec"]["template"]["spec"]
+    assert "lifecycle" not in pod["containers"][0]
+    assert pod["terminationGracePeriodSeconds"] == 30
+
+
+def test_empty_dirs_are_bounded_by_the_memory_of_their_pod() -> None:
+    model = service(
+        serving={"resources": {"cpu": "1", "memory": "3Gi"}},
+        training={"resources": {"cpu": "1", "memory": "6Gi"}},
+    )
+    deployment = build_deployment(model, serving_config(model, "stable", 1), None, CONFIG)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["emptyDir"] == {"sizeLimit": "3Gi"}
+    assert volumes["scratch"]["emptyDir"] == {"sizeLimit": "3Gi"}
+    job = build_training_job(model, 1, CONFIG)
+    (scratch,) = job["spec"]["template"]["spec"]["volumes"]
+    assert scratch["emptyDir"] == {"sizeLimit": "6Gi"}
+
+
+def test_the_default_store_secret_goes_only_into_the_operator_s_own_images() -> None:
+    def model(**training: Any) -> ModelService:
+        return load_model_service(
+            {
+                "apiVersion": "tfmaas.io/v1alpha1",
+                "kind": "ModelService",
+                "metadata": {"name": "m", "namespace": "ml", "uid": "u"},
+                "spec": {
+                    "storage": {"uri": "s3://models/m"},
+                    "training": {"dataset": {"uri": "builtin:chinese-reviews"}, **training},
+                },
+            }
+        )
+
+    config = OperatorConfig(
+        trainer_image="trainer:own", default_store_secret="shared", allowed_images=("team/",)
+    )
+
+    def trainer_env(model: ModelService) -> dict[str, Any]:
+        return env_of(
+            build_training_job(model, 1, config)["spec"]["template"]["spec"]["containers"][0]
+        )
+
+    assert trainer_env(model())["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "shared"
+    assert "AWS_SECRET_ACCESS_KEY" in trainer_env(model(image="trainer:own"))
+    custom = trainer_env(model(image="team/trainer:1"))
+    assert "AWS_SECRET_ACCESS_KEY" not in custom and "AWS_ACCESS_KEY_ID" not in custom
+    # The spec's own secret is its owner's to give to an image they chose.
+    spec_secret = service(training={"image": "team/trainer:1"})
+    env = env_of(
+        build_training_job(spec_secret, 1, config)["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "store"
+    # The storage initializer is always the operator's image, whatever spec.serving.image.
+    serving = model()
+    deployment = build_deployment(serving, serving_config(serving, "stable", 1), None, config)
+    init = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    assert env_of(init)["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "shared"
+
+
 def test_fixed_replicas_canary_and_no_batching() -> None:
     model = service(serving={"batching": {"enabled": False}, "autoscaling": {"enabled": False}})
     settings = serving_config(model, "canary", 2)

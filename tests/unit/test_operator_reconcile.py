@@ -77,3 +77,48 @@ def test_a_stored_spec_that_fails_validation_is_reported_and_not_acted_on() -> N
     assert status["phase"] == "Failed"
     (condition,) = status["conditions"]
     assert (condition["type"], condition["status"]) == ("SpecValid", "False")
+
+
+class PodsKube:
+    """Answers the one listing observe_job makes: the Job's pods."""
+
+    def __init__(self, pods: list[dict]) -> None:  # type: ignore[type-arg]
+        self.pods = pods
+
+    def list(self, api_version, kind, namespace, selector):  # type: ignore[no-untyped-def]
+        assert kind == "Pod"
+        return self.pods
+
+
+def _failed_job_pod(message: str) -> dict:  # type: ignore[type-arg]
+    return {
+        "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {"name": "trainer", "state": {"terminated": {"exitCode": 1, "message": message}}}
+            ],
+        },
+    }
+
+
+def test_a_termination_message_reaches_status_redacted_printable_and_bounded() -> None:
+    from tfmaas.operator.training import observe_job
+
+    job = {
+        "metadata": {"name": "m-v1", "labels": {"tfmaas.io/version": "1"}},
+        "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimit"}]},
+    }
+    # A crash log's tail (FallbackToLogsOnError) or an image that is not the trainer: the
+    # operator cannot know the secret's value, only the shape of an assignment.
+    crash = (
+        "x" * 10_000
+        + "\x1b[31mAWS_SECRET_ACCESS_KEY=fake-secret-91ab\x00 aws_session_token: 'tok-91ab'\r\n"
+    )
+    observation = observe_job(PodsKube([_failed_job_pod(crash)]), job, "ns")  # type: ignore[arg-type]
+    assert observation is not None and observation.failure is not None
+    failure = observation.failure
+    assert "fake-secret" not in failure and "tok-91ab" not in failure
+    assert "\x1b" not in failure and "\x00" not in failure and "\r" not in failure
+    assert "AWS_SECRET_ACCESS_KEY=[redacted]" in failure
+    assert len(failure) < 1000

@@ -13,12 +13,14 @@ from tfmaas.operator.versions import (
     TRAINING,
     JobObservation,
     VersionRecord,
+    finished_jobs,
     merge_records,
     needs_training,
     next_version,
     parse_termination_message,
     plan_serving,
     supersede,
+    trim_history,
 )
 
 GATE = QualityGate(min_accuracy=0.8)
@@ -166,3 +168,49 @@ def test_a_new_training_supersedes_older_ones_still_running() -> None:
     stopped = supersede(records, 3)
     assert stopped[0] == ok(1)
     assert stopped[1].state == FAILED and "superseded by version 3" in (stopped[1].message or "")
+
+
+def failed(version: int) -> VersionRecord:
+    return VersionRecord(version, FAILED, f"h{version}", f"x-train-{version}", message="no")
+
+
+def test_status_keeps_what_serving_depends_on_and_the_newest_few() -> None:
+    # 1 served (pinned), 3 the newest promoted, 5 below the gate, 2 the canary, then a run of
+    # failures, and a version still training.
+    records = [ok(1), ok(2), ok(3), failed(4), ok(5, promoted=False)]
+    records += [failed(v) for v in range(6, 30)] + [VersionRecord(30, TRAINING, "h30", "j")]
+    spec = serving(version=1, canary={"version": 2, "replicas": 1})
+    plan = plan_serving(records, spec, current_stable=1)
+    previous = {"servingVersion": 1, "canaryVersion": 2, "latestVersion": 30}
+    kept = trim_history(records, plan=plan, serving=spec, previous=previous, keep=3)
+    assert [r.version for r in kept] == [1, 2, 3, 5, 28, 29, 30]
+    # The next reconcile, reading the trimmed status, decides the same.
+    assert plan_serving(kept, spec, current_stable=1) == plan
+    assert next_version(kept, None) == next_version(records, None) == 31
+    latest = serving()
+    assert plan_serving(kept, latest, 1).stable == plan_serving(records, latest, 1).stable == 3
+    assert needs_training(kept, "h30") is False
+
+
+def test_a_short_history_is_kept_whole() -> None:
+    records = [ok(1), failed(2)]
+    plan = plan_serving(records, serving(), current_stable=1)
+    assert trim_history(records, plan=plan, serving=serving(), previous={}, keep=10) == records
+
+
+def test_a_finished_job_goes_once_its_result_is_recorded_except_the_newest() -> None:
+    # Version 1 is the newest: its Job stays (its logs are what the Trained condition points
+    # at) until version 2 starts.
+    one = [ok(1)]
+    assert finished_jobs([], one) == []
+    started = [ok(1), VersionRecord(2, TRAINING, "h2", "x-train-2")]
+    assert finished_jobs(one, started) == ["x-train-1"]
+    assert finished_jobs(started, started) == []
+    # Version 2 finishes: it is the newest, its Job stays; nothing is deleted twice.
+    done = [ok(1), ok(2)]
+    assert finished_jobs(started, done) == []
+    assert finished_jobs(done, done) == []
+    # Finished, recorded and never the newest (a superseded run): goes with this write.
+    assert finished_jobs([], [failed(4), VersionRecord(5, TRAINING, "h5", "x-train-5")]) == [
+        "x-train-4"
+    ]

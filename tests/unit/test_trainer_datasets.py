@@ -85,6 +85,47 @@ def test_missing_csv_field_lists_the_fields_present(tmp_path: Path) -> None:
     assert "'review', 'stars'" in message and "textField" in message
 
 
+ENVIRON_SHAPED = (
+    "PATH=/usr/local/bin:/usr/bin\x00HOSTNAME=trainer-7f9c\x00"
+    "AWS_SECRET_ACCESS_KEY=fake-secret-5d1e0b9a\x00HOME=/tmp\x00"
+)
+
+
+def test_a_file_that_is_no_csv_is_not_echoed_as_its_field_names(tmp_path: Path) -> None:
+    # spec.training.dataset.uri: file:///proc/self/environ, format csv: its "header" is the
+    # whole environment, credentials included.
+    uri = _write(tmp_path, "environ", ENVIRON_SHAPED)
+    message = _error(_dataset(uri, format="csv"))
+    assert "it has 1 field, none of which looks like a column name" in message
+    for fragment in ("fake-secret", "PATH=", "/usr/bin", "trainer-7f9c", "HOME"):
+        assert fragment not in message
+
+
+def test_field_names_are_counted_and_few_are_shown_cut_short(tmp_path: Path) -> None:
+    header = ",".join([f"column_{i}_{'x' * 40}" for i in range(9)] + ["a=b", "c/d"])
+    uri = _write(tmp_path, "d.csv", header + "\n1,2\n")
+    message = _error(_dataset(uri))
+    assert "it has 11 fields: 'column_0_xxxxxxxxxxxxxx…'" in message
+    assert "and 6 more" in message
+    assert "column_5" not in message and "a=b" not in message and "c/d" not in message
+
+
+def test_a_lone_label_from_the_file_is_shown_only_as_a_plain_name(tmp_path: Path) -> None:
+    from tfmaas.trainer.examples import clean_examples
+
+    plain = load_raw_examples(_dataset(_write(tmp_path, "a.csv", "text,label\n好,pos\n坏,pos\n")))
+    with pytest.raises(UserError, match="only one class \\('pos'\\)"):
+        clean_examples(plain, source="a.csv")
+    secret = "AWS_SECRET_ACCESS_KEY=fake-secret-5d1e0b9a"
+    odd = load_raw_examples(
+        _dataset(_write(tmp_path, "b.csv", f"text,label\n好,{secret}\n坏,{secret}\n"))
+    )
+    with pytest.raises(UserError) as caught:
+        clean_examples(odd, source="b.csv")
+    assert "fake-secret" not in str(caught.value)
+    assert "<42 characters that are not a plain name>" in str(caught.value)
+
+
 def test_missing_jsonl_field_names_the_line(tmp_path: Path) -> None:
     uri = _write(tmp_path, "d.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"}\n')
     message = _error(_dataset(uri))

@@ -58,6 +58,20 @@ def test_failure_message_stays_under_4_kib() -> None:
     assert json.loads(failure_message(RuntimeError("boom"))) == {"error": "RuntimeError: boom"}
 
 
+def test_failure_message_redacts_credentials_and_control_characters(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret-0c4f2a")
+    error = RuntimeError("boto says fake-secret-0c4f2a\x00 and TOKEN=abc\x1b[0m")
+    reported = json.loads(failure_message(error))["error"]
+    assert "fake-secret" not in reported and "abc" not in reported
+    assert "\x00" not in reported and "\x1b" not in reported
+    assert reported.startswith("RuntimeError: boto says [redacted]")
+
+
+def test_failure_message_of_wide_characters_stays_under_4_kib() -> None:
+    for text in ("好" * 5000, "\U0001f600" * 5000, '"\\' * 5000):
+        assert len(failure_message(UserError(text)).encode("utf-8")) < 4096
+
+
 def test_termination_log_written_only_where_it_is_read(tmp_path: Path) -> None:
     assert write_termination_message(tmp_path / "msg", "{}") is True
     assert (tmp_path / "msg").read_text() == "{}"

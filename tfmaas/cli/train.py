@@ -6,6 +6,13 @@ import argparse
 import logging
 import os
 import sys
+import traceback
+
+from tfmaas.errors import UserError
+from tfmaas.redact import safe_message
+
+# A failed run's log keeps the end of its traceback, where the cause is.
+ERROR_LOG_CHARS = 8000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,10 +85,15 @@ def run(args: argparse.Namespace) -> int:
             version=args.version,
             log=log,
         )
-    except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt | SystemExit):
-            write_termination_message(termination_log, failure_message(exc))
-        raise
+    except Exception as exc:
+        # The error may quote a data file or a credential; what the Job's log and the
+        # termination message show is redacted.
+        write_termination_message(termination_log, failure_message(exc))
+        if isinstance(exc, UserError):
+            raise UserError(safe_message(str(exc), limit=ERROR_LOG_CHARS)) from None
+        trace = "".join(traceback.format_exception(exc))
+        print(safe_message(trace, limit=ERROR_LOG_CHARS, keep="end"), file=sys.stderr, flush=True)
+        return 1
     message = result.termination_message()
     write_termination_message(termination_log, message)
     print(message, file=sys.stdout, flush=True)

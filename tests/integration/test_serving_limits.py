@@ -23,6 +23,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tfmaas.serving.flags import ServerFlags
+from tfmaas.serving.limits import MAX_REQUEST_BYTES
 from tfmaas.serving.rest import MAX_BODY_BYTES
 from tfmaas.serving.server import ModelServer
 from tfmaas.serving.testing import write_demo_model
@@ -301,3 +302,40 @@ def test_an_overloaded_server_refuses_fast_instead_of_queueing(
     )
     assert set(codes) == {"OK", "RESOURCE_EXHAUSTED"}, codes
     assert reject_seconds, "no call found the server at its limit"
+
+
+# --- message size ----------------------------------------------------------------------------
+
+
+def test_a_message_over_the_request_limit_is_refused_before_it_is_decoded(
+    tmp_path: Path, frontend: str
+) -> None:
+    """TF Serving reads gRPC messages up to 2 GiB; tfmaas stops at what REST takes, so one call
+    cannot make the server hold gigabytes. The message is refused, and the server still answers."""
+    write_demo_model(tmp_path / "demo", 1)
+    flags = ServerFlags(
+        port=0,
+        bind_address="127.0.0.1",
+        model_name="demo",
+        model_base_path=str(tmp_path / "demo"),
+        file_system_poll_wait_seconds=0,
+        grpc_frontend=frontend,
+    )
+    oversized = predict_pb2.PredictRequest()
+    oversized.model_spec.name = "demo"
+    text = oversized.inputs["text"]
+    text.dtype = tf.string.as_datatype_enum
+    text.tensor_shape.dim.add().size = 1
+    text.string_val.append(b"x" * (MAX_REQUEST_BYTES + 1))
+    with ModelServer(flags) as server:
+        options = [("grpc.max_send_message_length", -1)]
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}", options=options) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Predict(oversized, timeout=60)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            del oversized
+            quick = predict_pb2.PredictRequest()
+            quick.model_spec.name = "demo"
+            quick.inputs["text"].CopyFrom(tf.make_tensor_proto(["好"], dtype=tf.string))
+            assert stub.Predict(quick, timeout=30).outputs

@@ -25,6 +25,11 @@ from tfmaas.serving.errors import ServingError, invalid_argument
 # (decode, model and answer) peak at about 270 MiB. An image model may need more: raise them.
 DEFAULT_MAX_ELEMENTS = 1 << 20
 DEFAULT_MAX_BYTES = 64 << 20
+# The largest request either port reads: a REST body, a gRPC message. Four times the default
+# tensor-byte cap, since a request's encoding may be larger than what it decodes into (JSON text,
+# varints of small integers); TF Serving takes gRPC messages up to 2 GiB, which the cap on decoded
+# tensors would refuse anyway, after the server had held all of it in memory.
+MAX_REQUEST_BYTES = 256 << 20
 # A rank-64 JSON list is far past any model's inputs, and well inside Python's recursion limit.
 MAX_JSON_DEPTH = 64
 

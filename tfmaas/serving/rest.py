@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from tfmaas.client.tensors import STRING_ELEMENT_OVERHEAD, dtype_name, numpy_dtype
 from tfmaas.serving.core import ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument, unavailable
-from tfmaas.serving.limits import MAX_JSON_DEPTH, RequestBudget, RequestLimits
+from tfmaas.serving.limits import MAX_JSON_DEPTH, MAX_REQUEST_BYTES, RequestBudget, RequestLimits
 from tfmaas.serving.metrics import CONTENT_TYPE
 from tfmaas.serving.servable import Signature, TensorSpec, is_string_dtype
 
@@ -32,7 +32,7 @@ _MODEL_PATH = re.compile(
     r"(?:(?P<metadata>/metadata)|:(?P<method>[A-Za-z]+))?/?$"
 )
 _STATE_NAMES = {10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
-MAX_BODY_BYTES = 256 * 1024 * 1024
+MAX_BODY_BYTES = MAX_REQUEST_BYTES
 
 
 def _decode_string(value: Any, alias: str) -> bytes:

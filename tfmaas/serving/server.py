@@ -35,7 +35,7 @@ from tfmaas.serving.errors import ServingError
 from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
 from tfmaas.serving.grpc_service import ModelService, PredictionService
 from tfmaas.serving.http_server import RestServer
-from tfmaas.serving.limits import InFlightLimit
+from tfmaas.serving.limits import MAX_REQUEST_BYTES, InFlightLimit
 from tfmaas.serving.loop_thread import LoopThread
 from tfmaas.serving.metrics import ServingMetrics
 from tfmaas.serving.native_frontend import NativeFrontend, UnaryMethod, find_binary
@@ -47,11 +47,11 @@ from tfmaas.serving.servable import Servable
 log = logging.getLogger(__name__)
 
 # TF Serving lifts gRPC's 4 MiB default to the most gRPC takes (server.cc:
-# builder.SetMaxMessageSize(kint32max)). Kept for fidelity: a client that sends large tensors to
-# tensorflow_model_server must work here too. Memory is bounded instead by the per-request limits
-# on decoded tensors, by the limit on unbatched calls in flight and by the streams a connection
-# may open; --grpc_channel_arguments=grpc.max_receive_message_length=N lowers it.
-_MAX_MESSAGE_BYTES = 2**31 - 1
+# builder.SetMaxMessageSize(kint32max)), so one call may make the server hold 2 GiB before
+# anything looks at it. tfmaas receives at most what REST takes (MAX_REQUEST_BYTES): a message
+# that large decodes over --max_request_tensor_bytes anyway. Answers keep TF Serving's ceiling.
+# --grpc_channel_arguments=grpc.max_receive_message_length=N changes it on both front ends.
+_MAX_SEND_BYTES = 2**31 - 1
 # Calls one HTTP/2 connection may have open at once (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS);
 # a client queues the ones over it on its side. 100 is the floor RFC 9113 recommends; gRPC's own
 # default is unbounded. --grpc_channel_arguments=grpc.max_concurrent_streams=N changes it.
@@ -173,8 +173,8 @@ class ModelServer:
 
     def _start_grpc(self) -> None:
         options: list[tuple[str, int | str]] = [
-            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ("grpc.max_send_message_length", _MAX_SEND_BYTES),
             ("grpc.max_concurrent_streams", _MAX_CONCURRENT_STREAMS),
             ("grpc.so_reuseport", 0),
         ]

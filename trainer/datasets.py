@@ -56,7 +56,14 @@ def resolve_format(uri: str, fmt: str) -> str:
     )
 
 
-def read_dataset_bytes(uri: str, *, endpoint: str | None = None) -> bytes:
+# Datasets are read whole into memory, and the training pod's memory (4Gi by default) must also
+# hold their decoded text and the model: a file over this is refused before it is parsed.
+MAX_DATASET_BYTES = 1 << 30
+
+
+def read_dataset_bytes(
+    uri: str, *, endpoint: str | None = None, max_bytes: int = MAX_DATASET_BYTES
+) -> bytes:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         path = Path(unquote(parsed.path))
@@ -65,11 +72,10 @@ def read_dataset_bytes(uri: str, *, endpoint: str | None = None) -> bytes:
                 f"dataset {uri!r} not found: {path} is not a file; check "
                 "spec.training.dataset.uri (file:// URIs need an absolute path)"
             )
-        return path.read_bytes()
-    if parsed.scheme == "s3":
+    if parsed.scheme in ("file", "s3"):
         from tfmaas.storage import read_uri
 
-        return read_uri(uri, endpoint=endpoint)
+        return read_uri(uri, endpoint=endpoint, max_bytes=max_bytes)
     raise UserError(
         f"dataset URI {uri!r} is not supported; use builtin:chinese-reviews, file:///abs/path.csv "
         "or s3://bucket/key.jsonl"

@@ -232,7 +232,7 @@ def test_unreachable_endpoint_names_it_and_how_to_set_it(minio_env: dict[str, st
     assert f"cannot reach the S3 endpoint {closed}" in result.stderr
     assert "AWS_ENDPOINT_URL" in result.stderr
     with pytest.raises(StoreAccessError, match="cannot reach"):
-        read_uri("s3://models/data.csv", endpoint=closed)
+        read_uri("s3://models/data.csv", endpoint=closed, max_bytes=1000)
 
 
 def test_missing_bucket_says_how_to_create_it(minio_env: dict[str, str], tmp_path: Path) -> None:
@@ -251,9 +251,13 @@ def test_read_uri_of_an_s3_dataset(minio: MinioServer, minio_env: dict[str, str]
     body = "text,label\n这个手机很好用,positive\n太差了,negative\n".encode()
     key = f"reviews-{uuid.uuid4().hex[:6]}.csv"
     minio.client().put_object(Bucket="datasets", Key=key, Body=body)
-    assert read_uri(f"s3://datasets/{key}") == body
+    assert read_uri(f"s3://datasets/{key}", max_bytes=len(body)) == body
+    with pytest.raises(UserError, match=f"larger than the limit of {len(body) - 1} bytes"):
+        read_uri(f"s3://datasets/{key}", max_bytes=len(body) - 1)
     with pytest.raises(UserError, match="no such object"):
-        read_uri("s3://datasets/missing.csv")
+        read_uri("s3://datasets/missing.csv", max_bytes=1000)
+    minio.client().put_object(Bucket="datasets", Key=f"empty-{key}", Body=b"")
+    assert read_uri(f"s3://datasets/empty-{key}", max_bytes=1000) == b""
 
 
 def test_endpoint_argument_wins_over_the_environment(

@@ -197,12 +197,23 @@ def test_read_json_verifies_the_file(store: FileStore, tmp_path: Path) -> None:
 def test_read_uri_reads_files_and_explains_mistakes(tmp_path: Path) -> None:
     data = tmp_path / "reviews.csv"
     data.write_text("text,label\n好,positive\n")
-    assert read_uri(f"file://{data}") == data.read_bytes()
+    assert read_uri(f"file://{data}", max_bytes=1000) == data.read_bytes()
     with pytest.raises(UserError, match="no such file"):
-        read_uri(f"file://{tmp_path / 'missing.csv'}")
+        read_uri(f"file://{tmp_path / 'missing.csv'}", max_bytes=1000)
     with pytest.raises(UserError, match="is a directory"):
-        read_uri(f"file://{tmp_path}")
+        read_uri(f"file://{tmp_path}", max_bytes=1000)
     with pytest.raises(UserError, match="names a bucket, not a file"):
-        read_uri("s3://bucket")
+        read_uri("s3://bucket", max_bytes=1000)
     with pytest.raises(UserError, match="unsupported scheme"):
-        read_uri("http://example/x.csv")
+        read_uri("http://example/x.csv", max_bytes=1000)
+
+
+def test_read_uri_refuses_a_file_over_its_limit_without_reading_it_all(tmp_path: Path) -> None:
+    data = tmp_path / "reviews.csv"
+    data.write_bytes(b"x" * 101)
+    assert read_uri(f"file://{data}", max_bytes=101) == data.read_bytes()
+    with pytest.raises(UserError, match="larger than the limit of 100 bytes"):
+        read_uri(f"file://{data}", max_bytes=100)
+    # /proc files report a size of 0; the bound holds all the same.
+    with pytest.raises(UserError, match="larger than the limit of 10 bytes"):
+        read_uri("file:///proc/self/maps", max_bytes=10)

@@ -168,3 +168,12 @@ def test_unsupported_uris(uri: str, fragment: str) -> None:
     # Validation already refuses these; the reader must refuse them too when handed one.
     unchecked = dataclasses.replace(_dataset("builtin:chinese-reviews"), uri=uri)
     assert fragment in _error(unchecked)
+
+
+def test_a_dataset_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    from tfmaas.trainer.datasets import read_dataset_bytes
+
+    uri = _write(tmp_path, "big.csv", "text,label\n" + "好,pos\n" * 100)
+    assert read_dataset_bytes(uri, max_bytes=10_000).startswith(b"text,label")
+    with pytest.raises(UserError, match="larger than the limit of 100 bytes for a dataset"):
+        read_dataset_bytes(uri, max_bytes=100)

@@ -49,23 +49,33 @@ def open_store(uri: str, *, endpoint: str | None = None, region: str | None = No
     return S3Store(location, endpoint=endpoint, region=region)
 
 
-def read_uri(uri: str, *, endpoint: str | None = None, region: str | None = None) -> bytes:
-    """The bytes of one file named by a `file://` or `s3://` URI (a dataset)."""
+def read_uri(
+    uri: str, *, endpoint: str | None = None, region: str | None = None, max_bytes: int
+) -> bytes:
+    """The bytes of one file named by a `file://` or `s3://` URI (a dataset), refused once it is
+    over `max_bytes`: a file's size is only known by reading it (`/proc` files say 0)."""
     location = parse_uri(uri, what="dataset URI")
     if isinstance(location, FileLocation):
         path = Path(location.path)
         try:
-            return path.read_bytes()
+            with path.open("rb") as file:
+                data = file.read(max_bytes + 1)
         except FileNotFoundError:
             raise UserError(f"{uri}: no such file; check the path (it must be absolute)") from None
         except IsADirectoryError:
             raise UserError(f"{uri} is a directory; name the data file itself") from None
         except PermissionError:
             raise UserError(f"{uri}: permission denied; make the file readable") from None
-    return _read_s3(location, endpoint=endpoint, region=region)
+    else:
+        data = _read_s3(location, endpoint=endpoint, region=region, max_bytes=max_bytes)
+    if len(data) > max_bytes:
+        raise UserError(f"{uri} is larger than the limit of {max_bytes} bytes for a dataset")
+    return data
 
 
-def _read_s3(location: S3Location, *, endpoint: str | None, region: str | None) -> bytes:
+def _read_s3(
+    location: S3Location, *, endpoint: str | None, region: str | None, max_bytes: int
+) -> bytes:
     import botocore.exceptions as bce
 
     from tfmaas.storage.s3 import error_code, make_client, resolve_endpoint, s3_errors
@@ -76,13 +86,18 @@ def _read_s3(location: S3Location, *, endpoint: str | None, region: str | None) 
     client = make_client(resolved, region)
     with s3_errors(resolved, location.uri, location.bucket):
         try:
-            response = client.get_object(Bucket=location.bucket, Key=location.key)
+            # A range asks for no more than one byte past the limit, whatever the object's size.
+            response = client.get_object(
+                Bucket=location.bucket, Key=location.key, Range=f"bytes=0-{max_bytes}"
+            )
         except bce.ClientError as exc:
+            if error_code(exc) == "InvalidRange":  # an empty object has no byte 0
+                return b""
             if error_code(exc) not in ("NoSuchKey", "404"):
                 raise
             raise UserError(
                 f"{location.uri}: no such object in bucket {location.bucket!r}; check the key "
                 f"(list it with `aws s3 ls s3://{location.bucket}/`)"
             ) from None
-        data: bytes = response["Body"].read()
+        data: bytes = response["Body"].read(max_bytes + 1)
     return data

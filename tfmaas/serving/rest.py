@@ -15,9 +15,11 @@ from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
+from tensorflow.core.protobuf import error_codes_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
 from tfmaas.client.tensors import STRING_ELEMENT_OVERHEAD, dtype_name, numpy_dtype
+from tfmaas.serving import tfs_json
 from tfmaas.serving.core import ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument, unavailable
 from tfmaas.serving.limits import MAX_JSON_DEPTH, RequestBudget, RequestLimits
@@ -31,7 +33,6 @@ _MODEL_PATH = re.compile(
     r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<method>[A-Za-z]+))?/?$"
 )
-_STATE_NAMES = {10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
 
@@ -222,10 +223,10 @@ class RestApi:
             name = match["name"]
             if method == "GET" and match["method"] is None:
                 if match["metadata"]:
-                    return self._json(200, self.metadata(name, version, label))
+                    return self._text(200, self.metadata(name, version, label))
                 if self.draining:
                     raise unavailable("the server is shutting down")
-                return self._json(200, self.status(name, version, label))
+                return self._text(200, self.status(name, version, label))
             if method == "POST" and match["method"] == "predict":
                 return self._json(200, self.predict(name, version, label, body))
             if method == "POST" and match["method"] in ("classify", "regress"):
@@ -241,35 +242,32 @@ class RestApi:
             return self._json(500, {"error": internal(exc).message})
 
     @staticmethod
+    def _text(status: int, text: str) -> tuple[int, str, bytes]:
+        return status, "application/json", text.encode("utf-8")
+
+    @staticmethod
     def _json(status: int, payload: Any) -> tuple[int, str, bytes]:
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return status, "application/json", data
 
-    def status(self, name: str, version: int | None, label: str) -> dict[str, Any]:
-        records = self.core.registry.status(name, version, label)
-        return {
-            "model_version_status": [
-                {
-                    "version": str(record.version),
-                    "state": _STATE_NAMES[int(record.state)],
-                    "status": {
-                        "error_code": "UNKNOWN" if record.error else "OK",
-                        "error_message": record.error,
-                    },
-                }
-                for record in records
-            ]
-        }
+    def status(self, name: str, version: int | None, label: str) -> str:
+        """GetModelStatusResponse, printed as TF Serving prints it (tfs_json)."""
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for record in self.core.registry.status(name, version, label):
+            entry = response.model_version_status.add(version=record.version, state=record.state)
+            entry.status.SetInParent()  # always set, OK included (get_model_status_impl.cc)
+            if record.error:
+                entry.status.error_code = error_codes_pb2.UNKNOWN
+                entry.status.error_message = record.error
+        return tfs_json.message_to_json(response, proto_field_names=False)
 
-    def metadata(self, name: str, version: int | None, label: str) -> dict[str, Any]:
+    def metadata(self, name: str, version: int | None, label: str) -> str:
+        """GetModelMetadataResponse's model spec and signature map, printed and joined as TF
+        Serving's REST handler does (tfs_json)."""
         served = self.core.registry.resolve(name, version, label)
-        signatures = json_format.MessageToDict(
-            served.servable.signature_def_map(), preserving_proto_field_name=True
-        )
-        return {
-            "model_spec": {"name": name, "signature_name": "", "version": str(served.version)},
-            "metadata": {"signature_def": signatures},
-        }
+        spec = model_pb2.ModelSpec(name=name)
+        spec.version.value = served.version
+        return tfs_json.model_metadata_json(spec, served.servable.signature_def_map())
 
     def predict(self, name: str, version: int | None, label: str, body: bytes) -> dict[str, Any]:
         started = time.perf_counter()

@@ -185,7 +185,10 @@ class ModelServer:
             for name, version, error in failures
         )
         self.registry.close()
-        message = f"Failed to start server. Error: UNKNOWN: Some servables were not available: {{{reasons}}}"
+        message = (
+            "Failed to start server. Error: UNKNOWN: Some servables were not available: "
+            f"{{{reasons}}}"
+        )
         log.error("%s", message)
         raise UserError(message)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import re
 import time
 from typing import Any
@@ -179,8 +180,34 @@ def _jsonable(value: Any, alias: str) -> Any:
     return value
 
 
+def _float32_values(array: np.ndarray) -> Any:
+    """float32 values as the doubles TF Serving's JSON holds for them.
+
+    json_tensor.cc's WriteDecimal prints a float with six significant digits when they read
+    back as the same float, else with nine (max_digits10), so 0.1f answers 0.1 where a plain
+    float -> double conversion answers 0.10000000149011612, and 0.7310586f answers 0.731058598.
+    Parsing that text gives the double a TF Serving client receives.
+    """
+    flat = array.ravel()
+    with np.errstate(invalid="ignore", over="ignore"):
+        short = np.array([float(f"{value:.6g}") for value in flat.tolist()], dtype=np.float64)
+        exact = short.astype(np.float32) == flat
+    if not exact.all():
+        # NaN and infinities stay as they are: json writes NaN / Infinity, as TF Serving does.
+        for index in np.flatnonzero(~exact).tolist():
+            value = float(flat[index])
+            short[index] = float(f"{value:.9g}") if math.isfinite(value) else value
+    return short.reshape(array.shape).tolist()
+
+
+def _column(array: np.ndarray, alias: str) -> Any:
+    if array.dtype == np.float32:
+        return _float32_values(array)
+    return _jsonable(array.tolist(), alias)
+
+
 def outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
-    columns = {alias: _jsonable(array.tolist(), alias) for alias, array in outputs.items()}
+    columns = {alias: _column(array, alias) for alias, array in outputs.items()}
     if not row_format:
         if len(columns) == 1:
             return {"outputs": next(iter(columns.values()))}

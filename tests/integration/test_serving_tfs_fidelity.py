@@ -161,6 +161,12 @@ def test_rest_row_and_columnar_predict_answer_as_tf_serving_documents(served: Se
     )
 
 
+def test_rest_names_an_unknown_signature_as_tf_serving_does(served: Served) -> None:
+    assert served.post(
+        "/v1/models/half_plus_two:predict", {"signature_name": "nope", "instances": [1.0]}
+    ) == (400, {"error": 'Serving signature name: "nope" not found in signature def'})
+
+
 def test_grpc_takes_a_shape_the_signature_does_not_declare(served: Served) -> None:
     response = served.predict("half_plus_two", {"x": np.array([1.0], dtype=np.float32)})
     assert tf.make_ndarray(response.outputs["y"]).tolist() == [2.5]

@@ -25,7 +25,7 @@ from tfmaas.serving.core import ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument, unavailable
 from tfmaas.serving.limits import MAX_JSON_DEPTH, RequestBudget, RequestLimits
 from tfmaas.serving.metrics import CONTENT_TYPE
-from tfmaas.serving.servable import Signature, TensorSpec, is_string_dtype
+from tfmaas.serving.servable import DEFAULT_SIGNATURE, Signature, TensorSpec, is_string_dtype
 
 log = logging.getLogger(__name__)
 
@@ -313,9 +313,15 @@ class RestApi:
             signature_name = request.get("signature_name", "")
             if not isinstance(signature_name, str):
                 raise invalid_argument("'signature_name' key must be a string value.")
-            served, signature = self.core.target(
-                model_name=name, version=version, label=label, signature_name=signature_name
-            )
+            served = self.core.registry.resolve(name, version, label)
+            key = signature_name or DEFAULT_SIGNATURE
+            if key not in served.servable.signatures:
+                # REST looks the signature up to decode the JSON, and words its miss apart
+                # from gRPC's (http_rest_api_handler.cc, GetInfoMap).
+                raise invalid_argument(
+                    f'Serving signature name: "{key}" not found in signature def'
+                )
+            signature = served.signature(key)
             inputs = inputs_from_body(request, signature, budget=self.core.limits.budget())
             plan = checked_plan(served, signature, inputs)
             result = plan.result(served.run(plan.signature, plan.inputs))

@@ -41,7 +41,7 @@ def test_model_config_reads_policy_and_labels() -> None:
     ("text", "message"),
     [
         ("model_config_list { config { name: 'a' } }", "name and a base_path"),
-        ("model_config_list { config { nme: 'a' } }", "not a valid ModelServerConfig"),
+        ("model_config_list { config { nme: 'a' } }", "Error parsing text-format"),
         (
             "model_config_list { config { name: 'a' base_path: '/a' } "
             "config { name: 'a' base_path: '/b' } }",
@@ -125,3 +125,23 @@ def test_bad_ssl_config_is_refused_at_start_up(tmp_path, text: str, message: str
     path.write_text(text)
     with pytest.raises(UserError, match=message):
         read_ssl_config(str(path))
+
+
+def test_a_config_that_does_not_parse_is_reported_in_tf_servings_words() -> None:
+    # protobuf's C++ TextFormat, as tensorflow_model_server logs it for the same file.
+    with pytest.raises(UserError) as raised:
+        parse_model_server_config("model_config_list {\n  config { nme: 'a' }\n}\n", "m.config")
+    assert str(raised.value) == (
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 2:12: Message type "
+        '"tensorflow.serving.ModelConfig" has no field named "nme". '
+        "(Invalid protobuf file: 'm.config')"
+    )
+
+
+def test_every_config_file_names_its_tf_serving_message_type() -> None:
+    with pytest.raises(
+        UserError,
+        match=r"^Error parsing text-format tensorflow\.serving\."
+        r"BatchingParameters: 1:1: ",
+    ):
+        parse_batching_parameters("max_batch_sise { value: 2 }")

@@ -21,7 +21,7 @@ class FakeServed:
         self.closed = True
 
 
-def make_version(base: Path, version: int) -> None:
+def make_version(base: Path, version: int | str) -> None:
     (base / str(version)).mkdir(parents=True)
     (base / str(version) / "saved_model.pb").write_bytes(b"")
 
@@ -57,8 +57,37 @@ def test_versions_on_disk_need_a_numeric_name_and_a_saved_model(tmp_path: Path) 
     make_version(tmp_path, 10)
     (tmp_path / "3").mkdir()  # still being written
     (tmp_path / "tmp").mkdir()
-    assert versions_on_disk(tmp_path) == [2, 10]
-    assert versions_on_disk(tmp_path / "missing") == []
+    assert versions_on_disk(tmp_path) == {2: "2", 10: "10"}
+    assert versions_on_disk(tmp_path / "missing") == {}
+
+
+def test_a_zero_padded_version_folder_keeps_its_name(tmp_path: Path) -> None:
+    make_version(tmp_path, "00000123")
+    make_version(tmp_path, "٣")  # not ASCII digits: not a version, as for TF Serving's strtoll
+    assert versions_on_disk(tmp_path) == {123: "00000123"}
+
+
+def test_of_two_folders_for_one_version_the_last_in_sorted_order_wins(tmp_path: Path) -> None:
+    make_version(tmp_path, "007")
+    make_version(tmp_path, "7")
+    assert versions_on_disk(tmp_path) == {7: "7"}
+
+
+def test_a_zero_padded_version_is_loaded_from_its_own_folder(
+    tmp_path: Path, loaded: dict[int, FakeServed]
+) -> None:
+    paths: list[Path] = []
+
+    def load(name: str, version: int, path: Path) -> FakeServed:
+        paths.append(path)
+        return FakeServed(version)
+
+    registry = Registry(load)  # type: ignore[arg-type]
+    make_version(tmp_path, "00000123")
+    registry.apply_config(config(tmp_path))
+    assert paths == [tmp_path / "00000123"]
+    assert registry.resolve("m").version == 123
+    assert registry.load_failures() == []
 
 
 def test_policies_choose_versions(tmp_path: Path) -> None:
@@ -163,6 +192,7 @@ def test_a_version_that_fails_to_load_is_reported_and_not_served(
     status = {r.version: r for r in registry.status("m")}
     assert status[2].state == VersionState.END and "not a SavedModel" in status[2].error
     assert registry.resolve("m").version == 1  # the old version keeps serving
+    assert registry.load_failures() == [("m", 2, "ValueError: not a SavedModel")]
 
 
 def test_a_model_left_out_of_a_new_config_is_unloaded(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import grpc
 import numpy as np
@@ -109,3 +110,15 @@ def test_an_empty_string_list_is_an_empty_tensor() -> None:
         "text"
     ]
     assert array.shape == (0,)
+
+
+def test_float32_outputs_are_the_numbers_tf_serving_prints() -> None:
+    # json_tensor.cc WriteDecimal: six significant digits when they round-trip, else nine.
+    values = np.array([[0.1, 3.0], [0.7310586, float("nan")]], dtype=np.float32)
+    answer = outputs_to_json({"y": values}, row_format=False)["outputs"]
+    assert answer[0] == [0.1, 3.0]
+    assert answer[1][0] == 0.731058598
+    assert np.isnan(answer[1][1])
+    assert json.dumps(answer[0]) == "[0.1, 3.0]"
+    doubles = outputs_to_json({"y": np.array([0.1], dtype=np.float64)}, row_format=True)
+    assert doubles == {"predictions": [0.1]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,12 +112,25 @@ BatchingParameters = _SCHEMAS["BatchingParameters"]
 SSLConfig = _SCHEMAS["SSLConfig"]
 
 
-def _parse(text: str, message: Any, what: str, source: str) -> Any:
+def _parse(text: str, message: Any, source: str) -> Any:
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as exc:
-        raise UserError(f"{source}: not a valid {what} text proto: {exc}") from exc
+        raise UserError(parse_error_message(exc, message, source)) from exc
     return message
+
+
+def parse_error_message(exc: text_format.ParseError, message: Any, source: str) -> str:
+    """The words protobuf's C++ TextFormat parser logs when tensorflow_model_server reads a bad
+    file ("Error parsing text-format tensorflow.serving.ModelServerConfig: 3:5: ..."), so that a
+    search for TF Serving's error finds this one too; then the file, as server.cc's "Invalid
+    protobuf file" names it. All of TF Serving's config messages live in tensorflow.serving."""
+    # Python's ParseError reads "3:5 : reason"; C++ writes "3:5: reason".
+    reason = re.sub(r"^(\d+(?::\d+)?) : ", r"\1: ", str(exc))
+    return (
+        f"Error parsing text-format tensorflow.serving.{message.DESCRIPTOR.name}: {reason} "
+        f"(Invalid protobuf file: '{source}')"
+    )
 
 
 def _read(path: str, what: str) -> str:
@@ -129,7 +143,7 @@ def _read(path: str, what: str) -> str:
 def parse_model_server_config(
     text: str, source: str = "model config"
 ) -> model_server_config_pb2.ModelServerConfig:
-    config = _parse(text, model_server_config_pb2.ModelServerConfig(), "ModelServerConfig", source)
+    config = _parse(text, model_server_config_pb2.ModelServerConfig(), source)
     if config.WhichOneof("config") == "custom_model_config":
         raise UserError(f"{source}: custom_model_config is not supported; use model_config_list")
     names = [model.name for model in config.model_config_list.config]
@@ -170,7 +184,7 @@ class MonitoringSettings:
 def read_monitoring_config(path: str) -> MonitoringSettings:
     if not path:
         return MonitoringSettings()
-    config = _parse(_read(path, "monitoring config"), MonitoringConfig(), "MonitoringConfig", path)
+    config = _parse(_read(path, "monitoring config"), MonitoringConfig(), path)
     prometheus = config.prometheus_config
     metrics_path = prometheus.path or DEFAULT_METRICS_PATH
     if not metrics_path.startswith("/"):
@@ -201,7 +215,7 @@ class BatchingOptions:
 
 
 def parse_batching_parameters(text: str, source: str = "batching parameters") -> BatchingOptions:
-    params = _parse(text, BatchingParameters(), "BatchingParameters", source)
+    params = _parse(text, BatchingParameters(), source)
     values: dict[str, Any] = {}
     for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches"):
         if params.HasField(name):
@@ -242,7 +256,7 @@ def read_ssl_config(path: str) -> TlsSettings | None:
     """TLS for the gRPC port, or None without `--ssl_config_file` (plain text, as upstream)."""
     if not path:
         return None
-    config = _parse(_read(path, "SSL config"), SSLConfig(), "SSLConfig", path)
+    config = _parse(_read(path, "SSL config"), SSLConfig(), path)
     if not config.server_key or not config.server_cert:
         raise UserError(f"{path}: server_key and server_cert (PEM text) are both required")
     if config.client_verify and not config.custom_ca:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from tfmaas.serving.runner import ServedVersion
 log = logging.getLogger(__name__)
 
 Loader = Callable[[str, int, Path], ServedVersion]
+# ASCII digits only: str.isdigit() would take "١٢٣" too, which TF Serving's strtoll does not.
+_VERSION_FOLDER = re.compile(r"[0-9]{1,18}")
 
 
 class VersionState(enum.IntEnum):
@@ -74,28 +77,47 @@ def local_base_path(base_path: str) -> Path:
     return Path(base_path)
 
 
-def versions_on_disk(base: Path) -> list[int]:
-    """Numeric subdirectories that hold a complete SavedModel."""
+def versions_on_disk(base: Path) -> dict[int, str]:
+    """Version number -> the folder it is loaded from, for numeric subdirectories holding a
+    complete SavedModel.
+
+    The folder keeps the name it was found under (`00000123/` is version 123, loaded from
+    `00000123/`), and of two folders naming one version the one listed last in sorted order
+    wins, with a warning: TF Serving's file_system_storage_path_source.cc
+    (IndexChildrenByVersion over the sorted children).
+    """
     try:
-        entries = list(base.iterdir())
+        entries = sorted(base.iterdir())
     except OSError:
-        return []
-    found = []
+        return {}
+    found: dict[int, str] = {}
     for entry in entries:
-        if entry.name.isdigit() and (entry / "saved_model.pb").is_file():
-            found.append(int(entry.name))
-    return sorted(found)
+        if _VERSION_FOLDER.fullmatch(entry.name) and (entry / "saved_model.pb").is_file():
+            version = int(entry.name)
+            if version in found:
+                log.warning(
+                    "Duplicate version directories detected. Version %d will be loaded from %s, "
+                    "%s will be ignored.",
+                    version,
+                    entry.name,
+                    found[version],
+                )
+            found[version] = entry.name
+    return found
 
 
-def aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: list[int]) -> set[int]:
+def aspired_versions(
+    config: model_server_config_pb2.ModelConfig, on_disk: Collection[int]
+) -> set[int]:
+    ordered = sorted(on_disk)
     policy = config.model_version_policy
     kind = policy.WhichOneof("policy_choice")
     if kind == "all":
-        return set(on_disk)
+        return set(ordered)
     if kind == "specific":
-        return set(policy.specific.versions) & set(on_disk)
+        return set(policy.specific.versions) & set(ordered)
     count = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions else 1
-    return set(on_disk[-count:])
+    return set(ordered[-count:])
 
 
 def _labelled_version(record: ModelRecord | None, label: str) -> int:
@@ -169,7 +191,7 @@ class Registry:
             known = record.versions.get(version)
             if known is not None and (known.state == VersionState.AVAILABLE or known.error):
                 continue  # loaded, or failed to load (not retried, like TF Serving after retries)
-            self._load_version(record, version, base / str(version))
+            self._load_version(record, version, base / on_disk[version])
         return aspired
 
     def _unload_unaspired(self, record: ModelRecord, aspired: set[int]) -> None:
@@ -263,6 +285,16 @@ class Registry:
             return [
                 VersionRecord(e.version, e.state, e.error)
                 for e in sorted(record.versions.values(), key=lambda e: -e.version)
+            ]
+
+    def load_failures(self) -> list[tuple[str, int, str]]:
+        """(model, version, error) for every version whose load failed and is not loaded."""
+        with self._state_lock:
+            return [
+                (record.name, entry.version, entry.error)
+                for record in self._models.values()
+                for entry in sorted(record.versions.values(), key=lambda e: e.version)
+                if entry.error and entry.state == VersionState.END
             ]
 
     def model_names(self) -> list[str]:

@@ -9,20 +9,23 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import re
 import time
 from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
+from tensorflow.core.protobuf import error_codes_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
 from tfmaas.client.tensors import STRING_ELEMENT_OVERHEAD, dtype_name, numpy_dtype
+from tfmaas.serving import tfs_json
 from tfmaas.serving.core import ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument, unavailable
 from tfmaas.serving.limits import MAX_JSON_DEPTH, MAX_REQUEST_BYTES, RequestBudget, RequestLimits
 from tfmaas.serving.metrics import CONTENT_TYPE
-from tfmaas.serving.servable import Signature, TensorSpec, is_string_dtype
+from tfmaas.serving.servable import DEFAULT_SIGNATURE, Signature, TensorSpec, is_string_dtype
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,6 @@ _MODEL_PATH = re.compile(
     r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<method>[A-Za-z]+))?/?$"
 )
-_STATE_NAMES = {10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
 MAX_BODY_BYTES = MAX_REQUEST_BYTES
 
 
@@ -178,8 +180,34 @@ def _jsonable(value: Any, alias: str) -> Any:
     return value
 
 
+def _float32_values(array: np.ndarray) -> Any:
+    """float32 values as the doubles TF Serving's JSON holds for them.
+
+    json_tensor.cc's WriteDecimal prints a float with six significant digits when they read
+    back as the same float, else with nine (max_digits10), so 0.1f answers 0.1 where a plain
+    float -> double conversion answers 0.10000000149011612, and 0.7310586f answers 0.731058598.
+    Parsing that text gives the double a TF Serving client receives.
+    """
+    flat = array.ravel()
+    with np.errstate(invalid="ignore", over="ignore"):
+        short = np.array([float(f"{value:.6g}") for value in flat.tolist()], dtype=np.float64)
+        exact = short.astype(np.float32) == flat
+    if not exact.all():
+        # NaN and infinities stay as they are: json writes NaN / Infinity, as TF Serving does.
+        for index in np.flatnonzero(~exact).tolist():
+            value = float(flat[index])
+            short[index] = float(f"{value:.9g}") if math.isfinite(value) else value
+    return short.reshape(array.shape).tolist()
+
+
+def _column(array: np.ndarray, alias: str) -> Any:
+    if array.dtype == np.float32:
+        return _float32_values(array)
+    return _jsonable(array.tolist(), alias)
+
+
 def outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
-    columns = {alias: _jsonable(array.tolist(), alias) for alias, array in outputs.items()}
+    columns = {alias: _column(array, alias) for alias, array in outputs.items()}
     if not row_format:
         if len(columns) == 1:
             return {"outputs": next(iter(columns.values()))}
@@ -222,10 +250,10 @@ class RestApi:
             name = match["name"]
             if method == "GET" and match["method"] is None:
                 if match["metadata"]:
-                    return self._json(200, self.metadata(name, version, label))
+                    return self._text(200, self.metadata(name, version, label))
                 if self.draining:
                     raise unavailable("the server is shutting down")
-                return self._json(200, self.status(name, version, label))
+                return self._text(200, self.status(name, version, label))
             if method == "POST" and match["method"] == "predict":
                 return self._json(200, self.predict(name, version, label, body))
             if method == "POST" and match["method"] in ("classify", "regress"):
@@ -241,35 +269,32 @@ class RestApi:
             return self._json(500, {"error": internal(exc).message})
 
     @staticmethod
+    def _text(status: int, text: str) -> tuple[int, str, bytes]:
+        return status, "application/json", text.encode("utf-8")
+
+    @staticmethod
     def _json(status: int, payload: Any) -> tuple[int, str, bytes]:
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return status, "application/json", data
 
-    def status(self, name: str, version: int | None, label: str) -> dict[str, Any]:
-        records = self.core.registry.status(name, version, label)
-        return {
-            "model_version_status": [
-                {
-                    "version": str(record.version),
-                    "state": _STATE_NAMES[int(record.state)],
-                    "status": {
-                        "error_code": "UNKNOWN" if record.error else "OK",
-                        "error_message": record.error,
-                    },
-                }
-                for record in records
-            ]
-        }
+    def status(self, name: str, version: int | None, label: str) -> str:
+        """GetModelStatusResponse, printed as TF Serving prints it (tfs_json)."""
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for record in self.core.registry.status(name, version, label):
+            entry = response.model_version_status.add(version=record.version, state=record.state)
+            entry.status.SetInParent()  # always set, OK included (get_model_status_impl.cc)
+            if record.error:
+                entry.status.error_code = error_codes_pb2.UNKNOWN
+                entry.status.error_message = record.error
+        return tfs_json.message_to_json(response, proto_field_names=False)
 
-    def metadata(self, name: str, version: int | None, label: str) -> dict[str, Any]:
+    def metadata(self, name: str, version: int | None, label: str) -> str:
+        """GetModelMetadataResponse's model spec and signature map, printed and joined as TF
+        Serving's REST handler does (tfs_json)."""
         served = self.core.registry.resolve(name, version, label)
-        signatures = json_format.MessageToDict(
-            served.servable.signature_def_map(), preserving_proto_field_name=True
-        )
-        return {
-            "model_spec": {"name": name, "signature_name": "", "version": str(served.version)},
-            "metadata": {"signature_def": signatures},
-        }
+        spec = model_pb2.ModelSpec(name=name)
+        spec.version.value = served.version
+        return tfs_json.model_metadata_json(spec, served.servable.signature_def_map())
 
     def predict(self, name: str, version: int | None, label: str, body: bytes) -> dict[str, Any]:
         started = time.perf_counter()
@@ -288,9 +313,15 @@ class RestApi:
             signature_name = request.get("signature_name", "")
             if not isinstance(signature_name, str):
                 raise invalid_argument("'signature_name' key must be a string value.")
-            served, signature = self.core.target(
-                model_name=name, version=version, label=label, signature_name=signature_name
-            )
+            served = self.core.registry.resolve(name, version, label)
+            key = signature_name or DEFAULT_SIGNATURE
+            if key not in served.servable.signatures:
+                # REST looks the signature up to decode the JSON, and words its miss apart
+                # from gRPC's (http_rest_api_handler.cc, GetInfoMap).
+                raise invalid_argument(
+                    f'Serving signature name: "{key}" not found in signature def'
+                )
+            signature = served.signature(key)
             inputs = inputs_from_body(request, signature, budget=self.core.limits.budget())
             plan = checked_plan(served, signature, inputs)
             result = plan.result(served.run(plan.signature, plan.inputs))

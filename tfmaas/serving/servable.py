@@ -1,8 +1,19 @@
 """One loaded model version: its signatures, request validation, and the call into TensorFlow.
 
 Signature metadata comes from `saved_model.pb` itself (the exact SignatureDef TF Serving would
-report); the callables are the loaded concrete functions, traced once at export, so a request
-costs one eager call with no retracing.
+report). How a signature runs depends on who wrote the SavedModel:
+
+- TF2 exports (an object graph: `tf.saved_model.save`, Keras): the loaded concrete functions,
+  traced once at export, so a request costs one eager call with no retracing;
+- TF1 exports (SavedModelBuilder, estimators: no object graph): the stored graph in a
+  `tf.compat.v1.Session`, fed and fetched by the SignatureDef's tensor names, which is what
+  TF Serving does for every model. Loading them as TF2 functions would re-trace each signature
+  against the shapes its SignatureDef records, and those are often not the graph's own (a
+  hand-written TensorInfo with no shape reads as a scalar): `Shapes must be equal rank`.
+
+Neither path checks input shapes against the SignatureDef: TF Serving does not either
+(predict_util.cc checks the input names, and Session::Run the dtypes), so a shape the graph can
+compute with is answered and one it cannot is the graph's own INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -23,9 +34,11 @@ from tfmaas.serving.errors import failed_precondition, invalid_argument
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
+INIT_OP_SIGNATURE = "__saved_model_init_op"
 SERVE_TAG = "serve"
 
 Tensors = dict[str, np.ndarray]
+SignatureCall = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -34,21 +47,12 @@ class TensorSpec:
     dtype: int
     shape: tuple[int, ...] | None  # None: unknown rank; -1: unknown dimension
 
-    def check(self, index: int, array: np.ndarray, request_dtype: int) -> None:
+    def check(self, index: int, request_dtype: int) -> None:
+        """The dtype, as the runtime checks its feeds; the shape is the graph's business."""
         if request_dtype != self.dtype:
             raise invalid_argument(
                 f"Expects arg[{index}] to be {dtype_name(self.dtype)} but "
                 f"{dtype_name(request_dtype)} is provided"
-            )
-        if self.shape is None:
-            return
-        compatible = len(array.shape) == len(self.shape) and all(
-            want in (-1, got) for want, got in zip(self.shape, array.shape, strict=True)
-        )
-        if not compatible:
-            raise invalid_argument(
-                f"input '{self.alias}' has shape {list(array.shape)}, which is incompatible "
-                f"with the signature's shape {list(self.shape)} (-1: any size)"
             )
 
 
@@ -63,7 +67,7 @@ def _spec(alias: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec:
 class Signature:
     name: str
     definition: meta_graph_pb2.SignatureDef
-    function: Callable[[Mapping[str, Any]], Mapping[str, Any]]  # feeds by alias -> outputs
+    function: SignatureCall  # numpy feeds by alias -> numpy outputs by alias
     inputs: dict[str, TensorSpec] = field(default_factory=dict)
     outputs: dict[str, TensorSpec] = field(default_factory=dict)
 
@@ -84,8 +88,8 @@ class Signature:
                 f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
             )
         for index, alias in enumerate(sorted(self.inputs)):
-            array, dtype = request[alias]
-            self.inputs[alias].check(index, array, dtype)
+            _, dtype = request[alias]
+            self.inputs[alias].check(index, dtype)
 
     def select_outputs(self, output_filter: list[str]) -> list[str]:
         if not output_filter:
@@ -112,23 +116,27 @@ class Servable:
         self.path = path
         self._tf = tf
         meta_graph = _serving_meta_graph(path)
-        self._loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
+        # Metadata reports every SignatureDef, callable or not (TF2's __saved_model_init_op
+        # too), as TF Serving's get_model_metadata_impl.cc copies the MetaGraph's map whole.
+        self._signature_defs = meta_graph.signature_def
+        # `_owner` (the loaded object, or the session) holds the variables the calls use, for
+        # as long as this version is referenced, including by requests still running after it
+        # was unloaded.
+        calls, self._owner = (
+            _object_graph_calls(path, meta_graph)
+            if meta_graph.object_graph_def.nodes
+            else _session_calls(path, meta_graph)
+        )
         self.signatures: dict[str, Signature] = {}
-        for key, definition in meta_graph.signature_def.items():
-            if key not in self._loaded.signatures:
-                continue  # e.g. TF1 init signatures with no callable
+        for key, call in calls.items():
+            definition = meta_graph.signature_def[key]
             self.signatures[key] = Signature(
                 name=key,
                 definition=definition,
-                function=direct_call(self._loaded.signatures[key], list(definition.inputs)),
+                function=call,
                 inputs={a: _spec(a, i) for a, i in definition.inputs.items()},
                 outputs={a: _spec(a, i) for a, i in definition.outputs.items()},
             )
-        self._tf_dtypes = {
-            (key, alias): tf.as_dtype(spec.dtype)
-            for key, sig in self.signatures.items()
-            for alias, spec in sig.inputs.items()
-        }
 
     def signature(self, name: str) -> Signature:
         key = name or DEFAULT_SIGNATURE
@@ -138,24 +146,99 @@ class Servable:
         return found
 
     def run(self, signature: Signature, inputs: Tensors) -> Tensors:
-        tf = self._tf
-        feeds = {
-            alias: tf.convert_to_tensor(array, dtype=self._tf_dtypes[(signature.name, alias)])
-            for alias, array in inputs.items()
-        }
         try:
-            outputs = signature.function(feeds)
-        except tf.errors.InvalidArgumentError as exc:
+            return dict(signature.function(inputs))
+        except self._tf.errors.InvalidArgumentError as exc:
             raise invalid_argument(exc.message) from exc
-        return {alias: tensor.numpy() for alias, tensor in outputs.items()}
 
     def signature_def_map(self) -> meta_graph_pb2.SignatureDef:
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         result = get_model_metadata_pb2.SignatureDefMap()
-        for key, sig in self.signatures.items():
-            result.signature_def[key].CopyFrom(sig.definition)
+        for key, definition in self._signature_defs.items():
+            result.signature_def[key].CopyFrom(definition)
         return result
+
+
+def _object_graph_calls(
+    path: Path, meta_graph: meta_graph_pb2.MetaGraphDef
+) -> tuple[dict[str, SignatureCall], Any]:
+    """A TF2 export's signatures, each through its loaded concrete function."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
+    calls: dict[str, SignatureCall] = {}
+    for key, definition in meta_graph.signature_def.items():
+        if key not in loaded.signatures:
+            continue  # e.g. TF1 init signatures with no callable
+        function = direct_call(loaded.signatures[key], list(definition.inputs))
+        dtypes = {alias: tf.as_dtype(info.dtype) for alias, info in definition.inputs.items()}
+
+        def call(
+            feeds: Mapping[str, np.ndarray],
+            function: Callable[[Mapping[str, Any]], Mapping[str, Any]] = function,
+            dtypes: dict[str, Any] = dtypes,
+        ) -> Tensors:
+            tensors = {a: tf.convert_to_tensor(v, dtype=dtypes[a]) for a, v in feeds.items()}
+            return {alias: tensor.numpy() for alias, tensor in function(tensors).items()}
+
+        calls[key] = call
+    return calls, loaded
+
+
+def _session_calls(
+    path: Path, meta_graph: meta_graph_pb2.MetaGraphDef
+) -> tuple[dict[str, SignatureCall], Any]:
+    """A TF1 export's signatures, run as TF Serving runs them: Session::Run on the stored graph,
+    fed and fetched by the tensor names in each SignatureDef (predict_util.cc, RunPredict)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+
+    threading = tf.config.threading
+    session = tf.compat.v1.Session(
+        graph=tf.Graph(),
+        config=config_pb2.ConfigProto(
+            intra_op_parallelism_threads=threading.get_intra_op_parallelism_threads(),
+            inter_op_parallelism_threads=threading.get_inter_op_parallelism_threads(),
+            allow_soft_placement=True,
+        ),
+    )
+    tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], str(path))
+    calls: dict[str, SignatureCall] = {}
+    for key, definition in meta_graph.signature_def.items():
+        if key == INIT_OP_SIGNATURE or not definition.outputs:
+            continue  # runs at load (by the loader), not per request
+        calls[key] = _session_call(session, definition)
+    return calls, session
+
+
+def _session_call(session: Any, definition: meta_graph_pb2.SignatureDef) -> SignatureCall:
+    from tensorflow.core.protobuf import config_pb2
+
+    aliases = sorted(definition.inputs)
+    outputs = sorted(definition.outputs)
+    options = config_pb2.CallableOptions(
+        feed=[definition.inputs[alias].name for alias in aliases],
+        fetch=[definition.outputs[alias].name for alias in outputs],
+    )
+    # The callable feeds the runtime directly, as C++ Session::Run does; the public
+    # `session.run` would first refuse any shape other than the placeholder's, which TF
+    # Serving never does.
+    make = getattr(session, "_make_callable_from_options", None)
+    if make is None:
+        fetches = list(options.fetch)
+
+        def public(feeds: Mapping[str, np.ndarray]) -> Tensors:
+            feed_dict = {definition.inputs[a].name: feeds[a] for a in aliases}
+            return dict(zip(outputs, session.run(fetches, feed_dict), strict=True))
+
+        return public
+    runner = make(options)
+
+    def run(feeds: Mapping[str, np.ndarray]) -> Tensors:
+        return dict(zip(outputs, runner(*(feeds[a] for a in aliases)), strict=True))
+
+    return run
 
 
 def direct_call(

@@ -155,6 +155,7 @@ class ModelServer:
             raise UserError(
                 f"Failed to start server. Error: {exc.code_name}: {exc.message}"
             ) from exc
+        self._refuse_failed_loads()
         try:
             self._start_grpc()
             if self.flags.rest_api_port:
@@ -170,6 +171,26 @@ class ModelServer:
             self.grpc_frontend,
             f", REST on port {self.rest_port}" if self.rest_port else "",
         )
+
+    def _refuse_failed_loads(self) -> None:
+        """TF Serving waits for every configured model's aspired versions at start-up and exits
+        when one ends in error (server_core.cc, WaitUntilModelsAvailable: "Some servables were
+        not available"); a server up with a model missing would pass readiness and then answer
+        NOT_FOUND."""
+        failures = self.registry.load_failures()
+        if not failures:
+            return
+        reasons = ", ".join(
+            f"{{name: {name} version: {version}}} due to error: {error}"
+            for name, version, error in failures
+        )
+        self.registry.close()
+        message = (
+            "Failed to start server. Error: UNKNOWN: Some servables were not available: "
+            f"{{{reasons}}}"
+        )
+        log.error("%s", message)
+        raise UserError(message)
 
     def _start_grpc(self) -> None:
         options: list[tuple[str, int | str]] = [

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -28,6 +29,7 @@ from tensorflow_serving.apis import (
 
 from tfmaas.client.tensors import TensorConversionError, decoded_size, fill, to_numpy
 from tfmaas.errors import UserError
+from tfmaas.serving import inference
 from tfmaas.serving.core import PredictPlan, PredictResult, ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument
 
@@ -133,13 +135,33 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             _abort(context, exc)
 
     def Classify(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not served; use Predict")
+        return self._infer("classify", inference.classify, request, context)
 
     def Regress(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not served; use Predict")
+        return self._infer("regress", inference.regress, request, context)
 
     def MultiInference(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served; use Predict")
+        # TF Serving resolves the model from the first task's spec.
+        spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        return self._infer("multi_inference", inference.multi_inference, request, context, spec)
+
+    def _infer(self, api: str, serve, request, context, spec=None):
+        started = time.perf_counter()
+        name, version, label = model_ref(spec if spec is not None else request.model_spec)
+        code = "OK"
+        try:
+            return serve(self._core, inference.ModelRef(name, version, label), request)
+        except ServingError as exc:
+            code = exc.code_name
+            _abort(context, exc)
+        except Exception as exc:
+            log.exception("%s failed", api)
+            error = internal(exc)
+            code = error.code_name
+            _abort(context, error)
+        finally:
+            self._core.observe(name, api, "GRPC", code, started)
+        return None
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

@@ -18,6 +18,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from tfmaas.client.tensors import STRING_ELEMENT_OVERHEAD, dtype_name, numpy_dtype
+from tfmaas.serving import inference, rest_inference
 from tfmaas.serving.core import ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument, unavailable
 from tfmaas.serving.limits import MAX_JSON_DEPTH, RequestBudget, RequestLimits
@@ -31,6 +32,7 @@ _MODEL_PATH = re.compile(
     r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<method>[A-Za-z]+))?/?$"
 )
+_INFERENCE = {"classify": rest_inference.classify, "regress": rest_inference.regress}
 _STATE_NAMES = {10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
@@ -228,11 +230,9 @@ class RestApi:
                 return self._json(200, self.status(name, version, label))
             if method == "POST" and match["method"] == "predict":
                 return self._json(200, self.predict(name, version, label, body))
-            if method == "POST" and match["method"] in ("classify", "regress"):
-                raise ServingError(
-                    grpc.StatusCode.UNIMPLEMENTED,
-                    f"{match['method']} is not served; use :predict",
-                )
+            if method == "POST" and match["method"] in _INFERENCE:
+                ref = inference.ModelRef(name, version, label)
+                return self._json(200, self.infer(match["method"], ref, body))
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
         except ServingError as exc:
             return self._json(exc.http_status, {"error": exc.message})
@@ -270,6 +270,20 @@ class RestApi:
             "model_spec": {"name": name, "signature_name": "", "version": str(served.version)},
             "metadata": {"signature_def": signatures},
         }
+
+    def infer(self, api: str, ref: inference.ModelRef, body: bytes) -> dict[str, Any]:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return _INFERENCE[api](self.core, ref, body)
+        except ServingError as exc:
+            code = exc.code_name
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            self.core.observe(ref.name, api, "REST", code, started)
 
     def predict(self, name: str, version: int | None, label: str, body: bytes) -> dict[str, Any]:
         started = time.perf_counter()

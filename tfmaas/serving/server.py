@@ -20,11 +20,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from tfmaas.errors import UserError
@@ -234,15 +237,23 @@ class ModelServer:
         prediction = PredictionService(self.core, self._model_executor)
         models = ModelService(self.core, allow_reload=self.flags.allow_grpc_config_reload)
         predictions = "/tensorflow.serving.PredictionService/"
-        raw = bytes  # the unimplemented ones never look at their request
         return {
             predictions + "GetModelMetadata": (
                 get_model_metadata_pb2.GetModelMetadataRequest.FromString,
                 prediction.GetModelMetadata,
             ),
-            predictions + "Classify": (raw, prediction.Classify),
-            predictions + "Regress": (raw, prediction.Regress),
-            predictions + "MultiInference": (raw, prediction.MultiInference),
+            predictions + "Classify": (
+                classification_pb2.ClassificationRequest.FromString,
+                prediction.Classify,
+            ),
+            predictions + "Regress": (
+                regression_pb2.RegressionRequest.FromString,
+                prediction.Regress,
+            ),
+            predictions + "MultiInference": (
+                inference_pb2.MultiInferenceRequest.FromString,
+                prediction.MultiInference,
+            ),
             "/tensorflow.serving.ModelService/GetModelStatus": (
                 get_model_status_pb2.GetModelStatusRequest.FromString,
                 models.GetModelStatus,

@@ -20,7 +20,6 @@ import numpy as np
 from tensorflow_serving.apis import (
     classification_pb2,
     inference_pb2,
-    input_pb2,
     model_pb2,
     regression_pb2,
 )
@@ -28,6 +27,7 @@ from tensorflow_serving.apis import (
 from tfmaas.serving.core import ServingCore
 from tfmaas.serving.errors import ServingError, failed_precondition, invalid_argument
 from tfmaas.serving.examples import serialized_examples
+from tfmaas.serving.limits import RequestLimits
 from tfmaas.serving.runner import ServedVersion
 from tfmaas.serving.servable import DEFAULT_SIGNATURE, Signature
 
@@ -163,23 +163,29 @@ def _model_spec(spec: model_pb2.ModelSpec, name: str, signature_name: str, versi
     spec.version.value = version
 
 
-def _examples(core: ServingCore, request_input: input_pb2.Input) -> np.ndarray:
-    return serialized_examples(request_input, budget=core.limits.budget())
-
-
 def classify(
     core: ServingCore,
     ref: ModelRef,
     request: classification_pb2.ClassificationRequest,
 ) -> classification_pb2.ClassificationResponse:
     served = core.registry.resolve(ref.name, ref.version, ref.label)
+    return classify_on(served, ref.name, request, core.limits)
+
+
+def classify_on(
+    served: ServedVersion,
+    name: str,
+    request: classification_pb2.ClassificationRequest,
+    limits: RequestLimits,
+) -> classification_pb2.ClassificationResponse:
+    """Classify on a version already resolved (or not registered yet: model warmup)."""
     signature_name = request.model_spec.signature_name
     signature = _signature_def(served, signature_name, CLASSIFY)
-    examples = _examples(core, request.input)
+    examples = serialized_examples(request.input, budget=limits.budget())
     outputs = _run(served, signature, examples)
     response = classification_pb2.ClassificationResponse()
     response.result.CopyFrom(classification_result(outputs, len(examples)))
-    _model_spec(response.model_spec, ref.name, signature_name, served.version)
+    _model_spec(response.model_spec, name, signature_name, served.version)
     return response
 
 
@@ -189,13 +195,22 @@ def regress(
     request: regression_pb2.RegressionRequest,
 ) -> regression_pb2.RegressionResponse:
     served = core.registry.resolve(ref.name, ref.version, ref.label)
+    return regress_on(served, ref.name, request, core.limits)
+
+
+def regress_on(
+    served: ServedVersion,
+    name: str,
+    request: regression_pb2.RegressionRequest,
+    limits: RequestLimits,
+) -> regression_pb2.RegressionResponse:
     signature_name = request.model_spec.signature_name
     signature = _signature_def(served, signature_name, REGRESS)
-    examples = _examples(core, request.input)
+    examples = serialized_examples(request.input, budget=limits.budget())
     outputs = _run(served, signature, examples)
     response = regression_pb2.RegressionResponse()
     response.result.CopyFrom(regression_result(outputs, len(examples)))
-    _model_spec(response.model_spec, ref.name, signature_name, served.version)
+    _model_spec(response.model_spec, name, signature_name, served.version)
     return response
 
 
@@ -206,13 +221,22 @@ def multi_inference(
 ) -> inference_pb2.MultiInferenceResponse:
     """`ref` is the first task's model: TF Serving resolves the version from it alone."""
     served = core.registry.resolve(ref.name, ref.version, ref.label)
+    return multi_inference_on(served, ref.name, request, core.limits)
+
+
+def multi_inference_on(
+    served: ServedVersion,
+    model_name: str,
+    request: inference_pb2.MultiInferenceRequest,
+    limits: RequestLimits,
+) -> inference_pb2.MultiInferenceResponse:
     heads: list[tuple[inference_pb2.InferenceTask, Signature]] = []
     seen: set[str] = set()
     input_tensor = ""
     for task in request.tasks:
         if not task.model_spec.name:
             raise invalid_argument("Found ModelSpec with an empty model name.")
-        if task.model_spec.name != ref.name:
+        if task.model_spec.name != model_name:
             raise invalid_argument(
                 "All ModelSpecs in a MultiInferenceRequest must access the same model name."
             )
@@ -236,7 +260,7 @@ def multi_inference(
         heads.append((task, signature))
     if not heads:
         raise invalid_argument("MultiInferenceRequest has no tasks.")
-    examples = _examples(core, request.input)
+    examples = serialized_examples(request.input, budget=limits.budget())
     response = inference_pb2.MultiInferenceResponse()
     for task, signature in heads:
         outputs = _run(served, signature, examples)

@@ -32,6 +32,7 @@ from tensorflow_serving.apis import (
 
 from tfmaas.errors import UserError
 from tfmaas.serving import config as config_files
+from tfmaas.serving import warmup
 from tfmaas.serving.config import TlsSettings
 from tfmaas.serving.core import ServingCore
 from tfmaas.serving.errors import ServingError
@@ -39,6 +40,7 @@ from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
 from tfmaas.serving.grpc_service import ModelService, PredictionService
 from tfmaas.serving.http_server import RestServer
 from tfmaas.serving.limits import InFlightLimit
+from tfmaas.serving.loading import load_with_retries
 from tfmaas.serving.loop_thread import LoopThread
 from tfmaas.serving.metrics import ServingMetrics
 from tfmaas.serving.native_frontend import NativeFrontend, UnaryMethod, find_binary
@@ -133,7 +135,29 @@ class ModelServer:
         self.failure = ""  # why serving stopped on its own, if it did
 
     def _load(self, name: str, version: int, path: Path) -> ServedVersion:
-        return ServedVersion(Servable(name, version, path), self._batching, self._unbatched)
+        return load_with_retries(
+            lambda: self._load_once(name, version, path),
+            retries=self.flags.max_num_load_retries,
+            interval_s=self.flags.load_retry_interval_micros / 1e6,
+            stop=self._stop,
+            what=f"servable {{name: {name} version: {version}}}",
+        )
+
+    def _load_once(self, name: str, version: int, path: Path) -> ServedVersion:
+        served = ServedVersion(Servable(name, version, path), self._batching, self._unbatched)
+        requests = warmup.warmup_file(path) if self.flags.enable_model_warmup else None
+        if requests is not None:
+            try:
+                count = warmup.replay(served, name, requests, self.core.limits)
+            except BaseException:
+                served.close()
+                raise
+            log.info(
+                "Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+                path,
+                count,
+            )
+        return served
 
     def _initial_config(self):
         if self.flags.model_config_file:
@@ -229,6 +253,7 @@ class ModelServer:
             options,
             drain_seconds=self.flags.drain_timeout_seconds,
             tls=self._tls,
+            unix_path=self.flags.grpc_socket_path,
         )
 
     def _unary_methods(self) -> dict[str, UnaryMethod]:
@@ -290,8 +315,22 @@ class ModelServer:
                 port = server.add_secure_port(address, _server_credentials(self._tls))
         except RuntimeError as exc:
             raise UserError(f"cannot listen on {address} for gRPC: {exc}") from exc
+        if self.flags.grpc_socket_path:
+            self._add_unix_port(server)
         await server.start()
         return server, port
+
+    def _add_unix_port(self, server: grpc.aio.Server) -> None:
+        """TF Serving's --grpc_socket_path: the same services, with the same credentials."""
+        path = self.flags.grpc_socket_path
+        address = f"unix:{path}"
+        try:
+            if self._tls is None:
+                server.add_insecure_port(address)
+            else:
+                server.add_secure_port(address, _server_credentials(self._tls))
+        except RuntimeError as exc:
+            raise UserError(f"cannot listen on --grpc_socket_path {path}: {exc}") from exc
 
     def _start_rest(self) -> None:
         api = self._rest_api = RestApi(self.core, self._monitoring.path if self.metrics else None)

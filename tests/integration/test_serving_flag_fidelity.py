@@ -1,0 +1,202 @@
+"""TF Serving flags that `tfmaas serve` now implements instead of ignoring (issue 12 item 6):
+--grpc_socket_path on both gRPC front ends, load retries, and model warmup."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_log_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from tests.fixtures.tfs_models import export_estimator_style
+from tests.integration.test_serving_inference import examples_input, regression
+from tests.integration.test_serving_server import free_port
+from tfmaas.serving.flags import ServerFlags
+from tfmaas.serving.server import ModelServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def estimator_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_estimator_style(tmp_path_factory.mktemp("export"), "1")
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    # A Unix socket path must fit in 107 bytes; pytest's tmp_path may not.
+    path = Path(tempfile.mkdtemp(prefix="tfs-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def flags_for(base: Path, frontend: str = "python", **overrides) -> ServerFlags:
+    flags = ServerFlags(
+        port=0,
+        rest_api_port=free_port(),
+        bind_address="127.0.0.1",
+        model_name="hp2",
+        model_base_path=str(base),
+        grpc_frontend=frontend,
+    )
+    for name, value in overrides.items():
+        setattr(flags, name, value)
+    return flags
+
+
+def copy_model(export: Path, base: Path) -> None:
+    shutil.copytree(export, base / "1")
+
+
+@pytest.mark.parametrize("frontend", ["python", "native"])
+def test_grpc_socket_path_serves_the_same_api(
+    request: pytest.FixtureRequest, frontend: str, estimator_export: Path, short_dir: Path
+) -> None:
+    if frontend == "native":
+        request.getfixturevalue("grpc_frontend_binary")
+    copy_model(estimator_export, short_dir / "models")
+    socket_path = short_dir / "grpc.sock"
+    server = ModelServer(
+        flags_for(short_dir / "models", frontend, grpc_socket_path=str(socket_path))
+    )
+    server.start()
+    try:
+        assert server.grpc_frontend == frontend
+        assert socket_path.is_socket()
+        with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Regress(regression("regress_x_to_y", examples_input(80.0)), timeout=30)
+            assert [r.value for r in response.result.regressions] == [42.0]
+            status_request = get_model_status_pb2.GetModelStatusRequest()
+            status_request.model_spec.name = "hp2"
+            status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                status_request, timeout=30
+            )
+            assert [s.version for s in status.model_version_status] == [1]
+        # The TCP port still answers too.
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Regress(regression("regress_x_to_y", examples_input(2.0)), timeout=30)
+            assert [r.value for r in response.result.regressions] == [3.0]
+    finally:
+        server.stop()
+
+
+def test_a_version_still_being_written_loads_on_a_retry(
+    estimator_export: Path, tmp_path: Path
+) -> None:
+    # saved_model.pb lands first (the version is discovered), the variables a moment later:
+    # the first load fails, a retry finds the whole version.
+    version = tmp_path / "models" / "1"
+    version.mkdir(parents=True)
+    shutil.copy(estimator_export / "saved_model.pb", version)
+    timer = threading.Timer(
+        1.0, lambda: shutil.copytree(estimator_export / "variables", version / "variables")
+    )
+    timer.start()
+    server = ModelServer(
+        flags_for(tmp_path / "models", max_num_load_retries=60, load_retry_interval_micros=250_000)
+    )
+    try:
+        server.start()
+        assert server.registry.has_available("hp2")
+    finally:
+        timer.join()
+        server.stop()
+
+
+def test_without_retries_the_same_version_fails(estimator_export: Path, tmp_path: Path) -> None:
+    version = tmp_path / "models" / "1"
+    version.mkdir(parents=True)
+    shutil.copy(estimator_export / "saved_model.pb", version)
+    server = ModelServer(flags_for(tmp_path / "models", max_num_load_retries=0))
+    try:
+        server.start()
+    except Exception:
+        pass  # whether a failed load stops start-up is issue 12 item 1's business
+    try:
+        assert not server.registry.has_available("hp2")
+    finally:
+        server.stop()
+
+
+def write_warmup(version: Path, records: list[prediction_log_pb2.PredictionLog]) -> None:
+    folder = version / "assets.extra"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(folder / "tf_serving_warmup_requests")) as writer:
+        for record in records:
+            writer.write(record.SerializeToString())
+
+
+def regress_log(signature: str) -> prediction_log_pb2.PredictionLog:
+    record = prediction_log_pb2.PredictionLog()
+    request: regression_pb2.RegressionRequest = regression(signature, examples_input(1.0))
+    record.regress_log.request.CopyFrom(request)
+    return record
+
+
+def predict_log() -> prediction_log_pb2.PredictionLog:
+    record = prediction_log_pb2.PredictionLog()
+    request = predict_pb2.PredictRequest()
+    request.model_spec.signature_name = "predict_x"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]], dtype=tf.float32))
+    record.predict_log.request.CopyFrom(request)
+    return record
+
+
+def test_warmup_requests_run_before_the_version_serves(
+    estimator_export: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy_model(estimator_export, tmp_path / "models")
+    write_warmup(tmp_path / "models" / "1", [regress_log("regress_x_to_y"), predict_log()])
+    server = ModelServer(flags_for(tmp_path / "models"))
+    with caplog.at_level(logging.INFO, logger="tfmaas.serving.server"):
+        server.start()
+    try:
+        assert server.registry.has_available("hp2")
+        assert "Number of warmup records read: 2." in caplog.text
+    finally:
+        server.stop()
+
+
+def test_a_failing_warmup_request_fails_the_load(estimator_export: Path, tmp_path: Path) -> None:
+    copy_model(estimator_export, tmp_path / "models")
+    write_warmup(tmp_path / "models" / "1", [regress_log("classify_x_to_y")])
+    server = ModelServer(flags_for(tmp_path / "models", max_num_load_retries=0))
+    try:
+        try:
+            server.start()
+        except Exception:
+            pass  # whether a failed load stops start-up is issue 12 item 1's business
+        assert not server.registry.has_available("hp2")
+        [record] = server.registry.status("hp2", None, "")
+        assert "Expected regression signature method_name" in record.error
+    finally:
+        server.stop()
+
+
+def test_warmup_off_skips_the_file(estimator_export: Path, tmp_path: Path) -> None:
+    copy_model(estimator_export, tmp_path / "models")
+    write_warmup(tmp_path / "models" / "1", [regress_log("classify_x_to_y")])
+    server = ModelServer(
+        flags_for(tmp_path / "models", enable_model_warmup=False, max_num_load_retries=0)
+    )
+    server.start()
+    try:
+        assert server.registry.has_available("hp2")
+    finally:
+        server.stop()

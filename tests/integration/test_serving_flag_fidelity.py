@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tests.fixtures.tfs_models import export_estimator_style
+from tests.fixtures.tfs_models import export_estimator_style, export_tflite_half_plus_two
 from tests.integration.test_serving_inference import examples_input, regression
 from tests.integration.test_serving_server import free_port
 from tfmaas.errors import UserError
@@ -196,5 +198,59 @@ def test_warmup_off_skips_the_file(estimator_export: Path, tmp_path: Path) -> No
     server.start()
     try:
         assert server.registry.has_available("hp2")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tflite_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("tflite") / "models"
+    export_tflite_half_plus_two(base, "1")
+    return base
+
+
+@pytest.mark.parametrize("frontend", ["python", "native"])
+def test_prefer_tflite_model_serves_model_tflite(
+    request: pytest.FixtureRequest, frontend: str, tflite_base: Path
+) -> None:
+    if frontend == "native":
+        request.getfixturevalue("grpc_frontend_binary")
+    server = ModelServer(flags_for(tflite_base, frontend, prefer_tflite_model=True))
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            predict_request = predict_pb2.PredictRequest()
+            predict_request.model_spec.name = "hp2"
+            predict_request.inputs["x"].CopyFrom(
+                tf.make_tensor_proto([[1.0], [2.0], [5.0]], dtype=tf.float32)
+            )
+            response = stub.Predict(predict_request, timeout=30)
+        assert response.model_spec.signature_name == "serving_default"
+        assert tf.make_ndarray(response.outputs["output_0"]).tolist() == [[2.5], [3.0], [4.5]]
+        rest = f"http://127.0.0.1:{server.rest_port}/v1/models/hp2"
+        body = json.dumps({"instances": [[4.0]]}).encode()
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{rest}:predict", data=body), timeout=30
+        ) as answer:
+            assert json.loads(answer.read()) == {"predictions": [[4.0]]}
+        with urllib.request.urlopen(f"{rest}/metadata", timeout=30) as answer:
+            signature = json.loads(answer.read())["metadata"]["signature_def"]["signature_def"]
+        serving = signature["serving_default"]
+        assert serving["method_name"] == "tensorflow/serving/predict"
+        assert serving["inputs"]["x"]["dtype"] == "DT_FLOAT"
+        assert [d["size"] for d in serving["inputs"]["x"]["tensor_shape"]["dim"]] == ["-1", "1"]
+    finally:
+        server.stop()
+
+
+def test_without_prefer_tflite_model_a_tflite_only_version_is_not_served(
+    tflite_base: Path,
+) -> None:
+    server = ModelServer(flags_for(tflite_base, max_num_load_retries=0))
+    try:
+        with contextlib.suppress(UserError):  # whether that stops start-up: item 1's call
+            server.start()
+        assert not server.registry.has_available("hp2")
     finally:
         server.stop()

@@ -22,7 +22,6 @@ BASE = ["--model_base_path=/m"]
         "--enable_signature_method_name_check",
         "--platform_config_file=/p.config",
         "--rest_api_enable_cors_support=true",
-        "--prefer_tflite_model=true",
     ],
 )
 def test_unimplemented_values_stop_the_server(flag: str) -> None:
@@ -39,7 +38,6 @@ def test_unimplemented_values_stop_the_server(flag: str) -> None:
         "--enable_signature_method_name_check=false",
         "--platform_config_file=",
         "--rest_api_enable_cors_support=false",
-        "--prefer_tflite_model=false",
         # Pure tuning of TF Serving's C++ runtime: any value.
         "--num_load_threads=8",
         "--num_unload_threads=2",
@@ -56,6 +54,7 @@ def test_implemented_flags_keep_tf_servings_defaults() -> None:
     assert (flags.max_num_load_retries, flags.load_retry_interval_micros) == (5, 60_000_000)
     assert flags.enable_model_warmup is True
     assert flags.grpc_socket_path == ""
+    assert flags.prefer_tflite_model is False
     flags = parse(
         [
             *BASE,

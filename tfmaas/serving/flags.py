@@ -83,6 +83,8 @@ class ServerFlags:
     load_retry_interval_micros: int = 60_000_000
     # TF Serving's: replay a version's assets.extra/tf_serving_warmup_requests before serving it.
     enable_model_warmup: bool = True
+    # TF Serving's: serve a version's model.tflite (tf.lite.Interpreter) instead of its SavedModel.
+    prefer_tflite_model: bool = False
 
     def validate(self) -> None:
         if self.model_config_file and self.model_base_path:
@@ -192,9 +194,6 @@ _REFUSED_FLAGS = {
     ),
     "rest_api_enable_cors_support": _Refused(
         frozenset(_FALSE), "the REST API sends no CORS headers; put a proxy in front for them"
-    ),
-    "prefer_tflite_model": _Refused(
-        frozenset(_FALSE), "TFLite models are not served; export a SavedModel"
     ),
 }
 

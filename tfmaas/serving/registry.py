@@ -75,14 +75,16 @@ def local_base_path(base_path: str) -> Path:
 
 
 def versions_on_disk(base: Path) -> list[int]:
-    """Numeric subdirectories that hold a complete SavedModel."""
+    """Numeric subdirectories that hold a complete SavedModel or a TFLite model (served with
+    --prefer_tflite_model)."""
     try:
         entries = list(base.iterdir())
     except OSError:
         return []
     found = []
     for entry in entries:
-        if entry.name.isdigit() and (entry / "saved_model.pb").is_file():
+        model_files = (entry / "saved_model.pb", entry / "model.tflite")
+        if entry.name.isdigit() and any(file.is_file() for file in model_files):
             found.append(int(entry.name))
     return sorted(found)
 

@@ -48,6 +48,7 @@ from tfmaas.serving.registry import Registry
 from tfmaas.serving.rest import RestApi
 from tfmaas.serving.runner import ServedVersion
 from tfmaas.serving.servable import Servable
+from tfmaas.serving.tflite import TfLiteServable, has_tflite_model
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,11 @@ class ModelServer:
         )
 
     def _load_once(self, name: str, version: int, path: Path) -> ServedVersion:
-        served = ServedVersion(Servable(name, version, path), self._batching, self._unbatched)
+        if self.flags.prefer_tflite_model and has_tflite_model(path):
+            servable: Servable = TfLiteServable(name, version, path)
+        else:
+            servable = Servable(name, version, path)
+        served = ServedVersion(servable, self._batching, self._unbatched)
         requests = warmup.warmup_file(path) if self.flags.enable_model_warmup else None
         if requests is not None:
             try:

@@ -7,14 +7,17 @@ With the grpc.aio front end, Predict is a coroutine on the event loop: the loop 
 answers every request, and a batched request waits on a future that its batch thread resolves,
 so a request costs no thread switch of its own and a whole batch wakes the loop once. Unbatched
 model calls run on `model_executor`'s threads, which keeps concurrent requests running on every
-core. The other methods are quick, synchronous, and run on the server's migration thread pool.
+core. The other methods are synchronous and run on the server's migration thread pool: Classify,
+Regress and MultiInference hold one of its threads while their model runs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
 import grpc
 from tensorflow_serving.apis import (
@@ -143,9 +146,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def MultiInference(self, request, context):
         # TF Serving resolves the model from the first task's spec.
         spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
-        return self._infer("multi_inference", inference.multi_inference, request, context, spec)
+        return self._infer(
+            "multi_inference", inference.multi_inference, request, context, spec=spec
+        )
 
-    def _infer(self, api: str, serve, request, context, spec=None):
+    def _infer(
+        self,
+        api: str,
+        serve: Callable[[ServingCore, inference.ModelRef, Any], Any],
+        request: Any,
+        context: grpc.ServicerContext,
+        *,
+        spec: model_pb2.ModelSpec | None = None,
+    ) -> Any:
+        """A classify/regress/multi-inference call, counted in the request metrics."""
         started = time.perf_counter()
         name, version, label = model_ref(spec if spec is not None else request.model_spec)
         code = "OK"

@@ -9,9 +9,9 @@ runs, so models, labels, batching, metrics and status codes behave the same on b
 One reader thread takes calls off the socket. Predict is decoded and queued right there: a
 batched call goes to its batcher, whose batch thread writes the whole batch's answers in one
 send; an unbatched call runs on a model thread, or on the reader itself when it is alone and its
-model is quick (the same rule as the event loop's). The other methods are quick but may load
-models (a config reload), so they run on the handler pool. The frame layout is described in
-`tools/grpc-frontend/main.go`.
+model is quick (the same rule as the event loop's). The other methods may load models (a config
+reload) or run one (Classify, Regress, MultiInference), so they run on the handler pool. The
+frame layout is described in `tools/grpc-frontend/main.go`.
 """
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ class ModelServer:
         threads = self.flags.grpc_threads
         # Unbatched model calls, one thread per concurrent request as TF Serving runs them.
         self._model_executor = futures.ThreadPoolExecutor(threads, thread_name_prefix="model")
-        # The synchronous handlers: metadata, status, config reload, health.
+        # The synchronous handlers: metadata, status, config reload, health, classify/regress.
         self._handler_executor = futures.ThreadPoolExecutor(
             max(4, threads // 8), thread_name_prefix="grpc"
         )

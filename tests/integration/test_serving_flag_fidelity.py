@@ -254,3 +254,61 @@ def test_without_prefer_tflite_model_a_tflite_only_version_is_not_served(
         assert not server.registry.has_available("hp2")
     finally:
         server.stop()
+
+
+def predict_x(stub, signature: str) -> predict_pb2.PredictResponse:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "hp2"
+    request.model_spec.signature_name = signature
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([[2.0]], dtype=tf.float32))
+    return stub.Predict(request, timeout=30)
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_signature_method_name_check(estimator_export: Path, tmp_path: Path, check: bool) -> None:
+    copy_model(estimator_export, tmp_path / "models")
+    server = ModelServer(flags_for(tmp_path / "models", enable_signature_method_name_check=check))
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert tf.make_ndarray(predict_x(stub, "predict_x").outputs["y"]).tolist() == [[3.0]]
+            if not check:
+                assert predict_x(stub, "no_method").outputs["y"].float_val == [3.0]
+                return
+            with pytest.raises(grpc.RpcError) as caught:
+                predict_x(stub, "no_method")
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert caught.value.details() == (
+            "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
+            "tensorflow/serving/classify, tensorflow/serving/regress}. Was: "
+        )
+    finally:
+        server.stop()
+
+
+def test_allow_version_labels_false_refuses_a_config_with_labels(
+    estimator_export: Path, tmp_path: Path
+) -> None:
+    copy_model(estimator_export, tmp_path / "models")
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "hp2" base_path: "'
+        + str(tmp_path / "models")
+        + '" model_platform: "tensorflow" version_labels { key: "stable" value: 1 } } }\n'
+    )
+    flags = flags_for(tmp_path / "models", allow_version_labels=False)
+    flags.model_base_path, flags.model_config_file = "", str(config)
+    server = ModelServer(flags)
+    try:
+        with pytest.raises(UserError, match="Model version labels are not currently allowed"):
+            server.start()
+    finally:
+        server.stop()
+    flags.allow_version_labels = True
+    server = ModelServer(flags)
+    server.start()
+    try:
+        assert server.registry.labels("hp2") == {"stable": 1}
+    finally:
+        server.stop()

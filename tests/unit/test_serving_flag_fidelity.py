@@ -17,9 +17,6 @@ BASE = ["--model_base_path=/m"]
     "flag",
     [
         "--saved_model_tags=serve,gpu",
-        "--allow_version_labels=false",
-        "--enable_signature_method_name_check=true",
-        "--enable_signature_method_name_check",
         "--platform_config_file=/p.config",
         "--rest_api_enable_cors_support=true",
     ],
@@ -34,8 +31,6 @@ def test_unimplemented_values_stop_the_server(flag: str) -> None:
     "flag",
     [
         "--saved_model_tags=serve",
-        "--allow_version_labels=true",
-        "--enable_signature_method_name_check=false",
         "--platform_config_file=",
         "--rest_api_enable_cors_support=false",
         # Pure tuning of TF Serving's C++ runtime: any value.
@@ -55,6 +50,8 @@ def test_implemented_flags_keep_tf_servings_defaults() -> None:
     assert flags.enable_model_warmup is True
     assert flags.grpc_socket_path == ""
     assert flags.prefer_tflite_model is False
+    assert flags.allow_version_labels is True
+    assert flags.enable_signature_method_name_check is False
     flags = parse(
         [
             *BASE,
@@ -62,11 +59,15 @@ def test_implemented_flags_keep_tf_servings_defaults() -> None:
             "--load_retry_interval_micros=1000",
             "--enable_model_warmup=false",
             "--grpc_socket_path=/run/tfs.sock",
+            "--allow_version_labels=false",
+            "--enable_signature_method_name_check",
         ]
     )
     assert flags.max_num_load_retries == 0 and flags.load_retry_interval_micros == 1000
     assert flags.enable_model_warmup is False
     assert flags.grpc_socket_path == "/run/tfs.sock"
+    assert flags.allow_version_labels is False
+    assert flags.enable_signature_method_name_check is True
 
 
 def test_socket_path_too_long_for_sun_path_is_refused() -> None:

@@ -85,6 +85,12 @@ class ServerFlags:
     enable_model_warmup: bool = True
     # TF Serving's: serve a version's model.tflite (tf.lite.Interpreter) instead of its SavedModel.
     prefer_tflite_model: bool = False
+    # TF Serving's: false refuses configs with version_labels (FAILED_PRECONDITION, so start-up
+    # fails); true (its default) allows them.
+    allow_version_labels: bool = True
+    # TF Serving's: Predict refuses (INTERNAL) a signature whose method is not predict, classify
+    # or regress.
+    enable_signature_method_name_check: bool = False
 
     def validate(self) -> None:
         if self.model_config_file and self.model_base_path:
@@ -180,14 +186,6 @@ class _Refused:
 _REFUSED_FLAGS = {
     "saved_model_tags": _Refused(
         frozenset({"serve"}), "only the MetaGraph tagged 'serve' is loaded (TF Serving's default)"
-    ),
-    "allow_version_labels": _Refused(
-        frozenset(_TRUE), "version labels are always allowed, as TF Serving's default allows them"
-    ),
-    "enable_signature_method_name_check": _Refused(
-        frozenset(_FALSE),
-        "Predict serves any signature, as with TF Serving's default (false); Classify and "
-        "Regress always check the method name",
     ),
     "platform_config_file": _Refused(
         frozenset({""}), "only the TensorFlow SavedModel platform is served; remove the flag"

@@ -108,8 +108,15 @@ def _labelled_version(record: ModelRecord | None, label: str) -> int:
 
 
 class Registry:
-    def __init__(self, loader: Loader, *, allow_labels_for_unavailable: bool = False) -> None:
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        allow_labels_for_unavailable: bool = False,
+        allow_version_labels: bool = True,
+    ) -> None:
         self._load = loader
+        self._allow_version_labels = allow_version_labels
         self._allow_unavailable_labels = allow_labels_for_unavailable
         self._models: dict[str, ModelRecord] = {}
         self._state_lock = threading.RLock()  # guards _models for readers
@@ -123,6 +130,11 @@ class Registry:
         wanted = {model.name: model for model in config.model_config_list.config}
         for model in wanted.values():
             local_base_path(model.base_path)  # reject s3:// etc. before changing anything
+            if model.version_labels and not self._allow_version_labels:
+                # --allow_version_labels=false, in TF Serving's words (server_core.cc).
+                raise failed_precondition(
+                    "Model version labels are not currently allowed by the server."
+                )
         with self._change_lock:
             with self._state_lock:
                 removed = [name for name in self._models if name not in wanted]

@@ -113,8 +113,14 @@ class ModelServer:
         self.registry = Registry(
             self._load,
             allow_labels_for_unavailable=flags.allow_version_labels_for_unavailable_models,
+            allow_version_labels=flags.allow_version_labels,
         )
-        self.core = ServingCore(self.registry, self.metrics, flags.request_limits)
+        self.core = ServingCore(
+            self.registry,
+            self.metrics,
+            flags.request_limits,
+            method_name_check=flags.enable_signature_method_name_check,
+        )
         self._unbatched = InFlightLimit(
             flags.unbatched_in_flight_limit, flag="max_in_flight_unbatched_requests"
         )

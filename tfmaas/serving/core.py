@@ -46,10 +46,15 @@ class ServingCore:
         registry: Registry,
         metrics: ServingMetrics | None = None,
         limits: RequestLimits | None = None,
+        *,
+        method_name_check: bool = False,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.limits = limits or RequestLimits()
+        # --enable_signature_method_name_check: Predict only runs predict/classify/regress
+        # signatures, as TF Serving's predict_util.cc checks when the flag is on.
+        self.method_name_check = method_name_check
 
     def target(
         self, *, model_name: str, version: int | None, label: str, signature_name: str
@@ -57,7 +62,10 @@ class ServingCore:
         """The model version and signature a request names: resolved before its tensors are
         decoded, so a request for nothing costs nothing."""
         served = self.registry.resolve(model_name, version, label)
-        return served, served.signature(signature_name or DEFAULT_SIGNATURE)
+        signature = served.signature(signature_name or DEFAULT_SIGNATURE)
+        if self.method_name_check:
+            check_predict_method(signature)
+        return served, signature
 
     def plan(
         self,
@@ -108,6 +116,23 @@ def checked_plan(
         inputs={alias: array for alias, (array, _) in inputs.items()},
         aliases=signature.select_outputs(output_filter or []),
     )
+
+
+PREDICTABLE_METHODS = (
+    "tensorflow/serving/predict",
+    "tensorflow/serving/classify",
+    "tensorflow/serving/regress",
+)
+
+
+def check_predict_method(signature: Signature) -> None:
+    method = signature.definition.method_name
+    if method not in PREDICTABLE_METHODS:
+        raise ServingError(
+            grpc.StatusCode.INTERNAL,
+            "Expected prediction signature method_name to be one of "
+            f"{{{', '.join(PREDICTABLE_METHODS)}}}. Was: {method}",
+        )
 
 
 def internal(exc: Exception) -> ServingError:

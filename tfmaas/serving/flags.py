@@ -3,7 +3,8 @@
 The operator writes one container command line for both servers, so every flag here keeps its
 upstream spelling (`--flag=value`, booleans as `--flag`, `--flag=true|false`) and meaning.
 Flags TF Serving has that only tune its C++ internals are accepted and ignored, so a command line
-written for the real server never fails here.
+written for the real server never fails here; a flag whose value would change behaviour that
+tfmaas does not have is refused at start-up instead (`_REFUSED_FLAGS`), never silently ignored.
 """
 
 from __future__ import annotations
@@ -75,6 +76,21 @@ class ServerFlags:
     # so anyone who can reach it can unload every model; tfmaas refuses it (PERMISSION_DENIED)
     # unless this is true.
     allow_grpc_config_reload: bool = False
+    # TF Serving's: also serve gRPC on this Unix socket (both front ends, same credentials).
+    grpc_socket_path: str = ""
+    # TF Serving's: a version that fails to load is tried this many more times, this far apart.
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    # TF Serving's: replay a version's assets.extra/tf_serving_warmup_requests before serving it.
+    enable_model_warmup: bool = True
+    # TF Serving's: serve a version's model.tflite (tf.lite.Interpreter) instead of its SavedModel.
+    prefer_tflite_model: bool = False
+    # TF Serving's: false refuses configs with version_labels (FAILED_PRECONDITION, so start-up
+    # fails); true (its default) allows them.
+    allow_version_labels: bool = True
+    # TF Serving's: Predict refuses (INTERNAL) a signature whose method is not predict, classify
+    # or regress.
+    enable_signature_method_name_check: bool = False
 
     def validate(self) -> None:
         if self.model_config_file and self.model_base_path:
@@ -111,6 +127,13 @@ class ServerFlags:
         for name in ("max_request_elements", "max_request_tensor_bytes"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1")
+        if self.max_num_load_retries < 0 or self.load_retry_interval_micros < 0:
+            raise UserError("--max_num_load_retries and --load_retry_interval_micros must be >= 0")
+        if len(os.fsencode(self.grpc_socket_path)) > MAX_UNIX_PATH_BYTES:
+            raise UserError(
+                f"--grpc_socket_path is longer than a Unix socket path may be "
+                f"({MAX_UNIX_PATH_BYTES} bytes); pick a shorter path"
+            )
         if self.file_system_poll_wait_seconds < 0 or self.model_config_file_poll_wait_seconds < 0:
             raise UserError("poll intervals must be >= 0 seconds (0 turns polling off)")
 
@@ -138,23 +161,55 @@ class ServerFlags:
         return self.max_in_flight_unbatched_requests or 2 * self.grpc_threads
 
 
-# Upstream flags that only tune the C++ runtime; accepted so one command line fits both servers.
-_IGNORED_FLAGS = (
-    "enable_model_warmup",
-    "saved_model_tags",
-    "max_num_load_retries",
-    "load_retry_interval_micros",
+# sockaddr_un.sun_path holds 108 bytes on Linux, the last one a NUL.
+MAX_UNIX_PATH_BYTES = 107
+
+# Upstream flags that only tune TF Serving's C++ runtime (thread counts, XLA, file system caches)
+# and change no answer: accepted with any value, so one command line fits both servers.
+_TUNING_FLAGS = (
     "num_load_threads",
     "num_unload_threads",
-    "platform_config_file",
     "xla_cpu_compilation_enabled",
-    "enable_signature_method_name_check",
-    "prefer_tflite_model",
     "flush_filesystem_caches",
-    "allow_version_labels",
-    "grpc_socket_path",
-    "rest_api_enable_cors_support",
 )
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """An upstream flag tfmaas does not implement: only values that keep TF Serving's default
+    behaviour are accepted, anything else stops the server before it serves."""
+
+    accepted: frozenset[str]
+    why: str
+
+
+_REFUSED_FLAGS = {
+    "saved_model_tags": _Refused(
+        frozenset({"serve"}), "only the MetaGraph tagged 'serve' is loaded (TF Serving's default)"
+    ),
+    "platform_config_file": _Refused(
+        frozenset({""}), "only the TensorFlow SavedModel platform is served; remove the flag"
+    ),
+    "rest_api_enable_cors_support": _Refused(
+        frozenset(_FALSE), "the REST API sends no CORS headers; put a proxy in front for them"
+    ),
+}
+
+
+def _normalized(value: str) -> str:
+    return value.strip().lower() if value.strip().lower() in _TRUE | _FALSE else value.strip()
+
+
+def check_refused(args: argparse.Namespace) -> None:
+    """Stop at start-up on a refused flag set to a value that would change behaviour."""
+    for name, refused in _REFUSED_FLAGS.items():
+        value = getattr(args, name)
+        if value is None or _normalized(value) in refused.accepted:
+            continue
+        raise UserError(
+            f"--{name} is not supported by tfmaas serve with this value: {refused.why}. "
+            f"Accepted: {', '.join(sorted(refused.accepted - {''}) or ['empty'])}"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,11 +231,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(f"--{field.name}", type=float, default=default, metavar="X")
         else:
             parser.add_argument(f"--{field.name}", default=default, metavar="VALUE")
-    for name in _IGNORED_FLAGS:
-        parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
+    for name in (*_TUNING_FLAGS, *_REFUSED_FLAGS):
+        # A bare `--flag` is `true`, as for the boolean flags above.
+        parser.add_argument(
+            f"--{name}", nargs="?", const="true", default=None, help=argparse.SUPPRESS
+        )
 
 
 def from_namespace(args: argparse.Namespace) -> ServerFlags:
+    check_refused(args)
     values = {field.name: getattr(args, field.name) for field in fields(ServerFlags)}
     flags = ServerFlags(**values)
     flags.validate()

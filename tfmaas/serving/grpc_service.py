@@ -7,20 +7,24 @@ With the grpc.aio front end, Predict is a coroutine on the event loop: the loop 
 answers every request, and a batched request waits on a future that its batch thread resolves,
 so a request costs no thread switch of its own and a whole batch wakes the loop once. Unbatched
 model calls run on `model_executor`'s threads, which keeps concurrent requests running on every
-core. The other methods are quick, synchronous, and run on the server's migration thread pool.
+core. The other methods are synchronous and run on the server's migration thread pool: Classify,
+Regress and MultiInference hold one of its threads while their model runs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
 import grpc
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -28,6 +32,7 @@ from tensorflow_serving.apis import (
 
 from tfmaas.client.tensors import TensorConversionError, decoded_size, fill, to_numpy
 from tfmaas.errors import UserError
+from tfmaas.serving import inference
 from tfmaas.serving.core import PredictPlan, PredictResult, ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument
 
@@ -133,13 +138,44 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             _abort(context, exc)
 
     def Classify(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not served; use Predict")
+        return self._infer("classify", inference.classify, request, context)
 
     def Regress(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not served; use Predict")
+        return self._infer("regress", inference.regress, request, context)
 
     def MultiInference(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served; use Predict")
+        # TF Serving resolves the model from the first task's spec.
+        spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        return self._infer(
+            "multi_inference", inference.multi_inference, request, context, spec=spec
+        )
+
+    def _infer(
+        self,
+        api: str,
+        serve: Callable[[ServingCore, inference.ModelRef, Any], Any],
+        request: Any,
+        context: grpc.ServicerContext,
+        *,
+        spec: model_pb2.ModelSpec | None = None,
+    ) -> Any:
+        """A classify/regress/multi-inference call, counted in the request metrics."""
+        started = time.perf_counter()
+        name, version, label = model_ref(spec if spec is not None else request.model_spec)
+        code = "OK"
+        try:
+            return serve(self._core, inference.ModelRef(name, version, label), request)
+        except ServingError as exc:
+            code = exc.code_name
+            _abort(context, exc)
+        except Exception as exc:
+            log.exception("%s failed", api)
+            error = internal(exc)
+            code = error.code_name
+            _abort(context, error)
+        finally:
+            self._core.observe(name, api, "GRPC", code, started)
+        return None
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

@@ -9,9 +9,9 @@ runs, so models, labels, batching, metrics and status codes behave the same on b
 One reader thread takes calls off the socket. Predict is decoded and queued right there: a
 batched call goes to its batcher, whose batch thread writes the whole batch's answers in one
 send; an unbatched call runs on a model thread, or on the reader itself when it is alone and its
-model is quick (the same rule as the event loop's). The other methods are quick but may load
-models (a config reload), so they run on the handler pool. The frame layout is described in
-`tools/grpc-frontend/main.go`.
+model is quick (the same rule as the event loop's). The other methods may load models (a config
+reload) or run one (Classify, Regress, MultiInference), so they run on the handler pool. The
+frame layout is described in `tools/grpc-frontend/main.go`.
 """
 
 from __future__ import annotations
@@ -130,9 +130,11 @@ class NativeFrontend:
         *,
         drain_seconds: float,
         tls: TlsSettings | None = None,
+        unix_path: str = "",
     ) -> int:
         """Start the front end on `address`; returns the port it listens on. It applies the
-        channel arguments grpc-go has a setting for and logs that it ignores the others; told
+        channel arguments grpc-go has a setting for and logs that it ignores the others, and serves
+        `unix_path` as well when given (--grpc_socket_path); told
         to stop, it gives calls in flight up to `drain_seconds` to finish."""
         self._socket_dir = tempfile.mkdtemp(prefix="tfmaas-grpc-")
         path = os.path.join(self._socket_dir, "server.sock")
@@ -148,6 +150,7 @@ class NativeFrontend:
                 f"-grace={drain_seconds}s",
                 *(f"-arg={key}={value}" for key, value in channel_arguments),
                 *tls_flags,
+                *([f"-listen_unix={unix_path}"] if unix_path else []),
             ]
             self._process = subprocess.Popen(
                 command,

@@ -79,7 +79,7 @@ def local_base_path(base_path: str) -> Path:
 
 def versions_on_disk(base: Path) -> dict[int, str]:
     """Version number -> the folder it is loaded from, for numeric subdirectories holding a
-    complete SavedModel.
+    complete SavedModel or a TFLite model (served with --prefer_tflite_model).
 
     The folder keeps the name it was found under (`00000123/` is version 123, loaded from
     `00000123/`), and of two folders naming one version the one listed last in sorted order
@@ -92,7 +92,8 @@ def versions_on_disk(base: Path) -> dict[int, str]:
         return {}
     found: dict[int, str] = {}
     for entry in entries:
-        if _VERSION_FOLDER.fullmatch(entry.name) and (entry / "saved_model.pb").is_file():
+        model_files = (entry / "saved_model.pb", entry / "model.tflite")
+        if _VERSION_FOLDER.fullmatch(entry.name) and any(file.is_file() for file in model_files):
             version = int(entry.name)
             if version in found:
                 log.warning(
@@ -128,8 +129,15 @@ def _labelled_version(record: ModelRecord | None, label: str) -> int:
 
 
 class Registry:
-    def __init__(self, loader: Loader, *, allow_labels_for_unavailable: bool = False) -> None:
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        allow_labels_for_unavailable: bool = False,
+        allow_version_labels: bool = True,
+    ) -> None:
         self._load = loader
+        self._allow_version_labels = allow_version_labels
         self._allow_unavailable_labels = allow_labels_for_unavailable
         self._models: dict[str, ModelRecord] = {}
         self._state_lock = threading.RLock()  # guards _models for readers
@@ -143,6 +151,11 @@ class Registry:
         wanted = {model.name: model for model in config.model_config_list.config}
         for model in wanted.values():
             local_base_path(model.base_path)  # reject s3:// etc. before changing anything
+            if model.version_labels and not self._allow_version_labels:
+                # --allow_version_labels=false, in TF Serving's words (server_core.cc).
+                raise failed_precondition(
+                    "Model version labels are not currently allowed by the server."
+                )
         with self._change_lock:
             with self._state_lock:
                 removed = [name for name in self._models if name not in wanted]

@@ -20,7 +20,7 @@ from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
 from tfmaas.client.tensors import STRING_ELEMENT_OVERHEAD, dtype_name, numpy_dtype
-from tfmaas.serving import tfs_json
+from tfmaas.serving import inference, rest_inference, tfs_json
 from tfmaas.serving.core import ServingCore, checked_plan, internal
 from tfmaas.serving.errors import ServingError, invalid_argument, unavailable
 from tfmaas.serving.limits import MAX_JSON_DEPTH, MAX_REQUEST_BYTES, RequestBudget, RequestLimits
@@ -34,6 +34,7 @@ _MODEL_PATH = re.compile(
     r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<method>[A-Za-z]+))?/?$"
 )
+_INFERENCE = {"classify": rest_inference.classify, "regress": rest_inference.regress}
 MAX_BODY_BYTES = MAX_REQUEST_BYTES
 
 
@@ -256,11 +257,9 @@ class RestApi:
                 return self._text(200, self.status(name, version, label))
             if method == "POST" and match["method"] == "predict":
                 return self._json(200, self.predict(name, version, label, body))
-            if method == "POST" and match["method"] in ("classify", "regress"):
-                raise ServingError(
-                    grpc.StatusCode.UNIMPLEMENTED,
-                    f"{match['method']} is not served; use :predict",
-                )
+            if method == "POST" and match["method"] in _INFERENCE:
+                ref = inference.ModelRef(name, version, label)
+                return self._json(200, self.infer(match["method"], ref, body))
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
         except ServingError as exc:
             return self._json(exc.http_status, {"error": exc.message})
@@ -295,6 +294,20 @@ class RestApi:
         spec = model_pb2.ModelSpec(name=name)
         spec.version.value = served.version
         return tfs_json.model_metadata_json(spec, served.servable.signature_def_map())
+
+    def infer(self, api: str, ref: inference.ModelRef, body: bytes) -> dict[str, Any]:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return _INFERENCE[api](self.core, ref, body)
+        except ServingError as exc:
+            code = exc.code_name
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            self.core.observe(ref.name, api, "REST", code, started)
 
     def predict(self, name: str, version: int | None, label: str, body: bytes) -> dict[str, Any]:
         started = time.perf_counter()

@@ -20,15 +20,19 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from tfmaas.errors import UserError
 from tfmaas.serving import config as config_files
+from tfmaas.serving import warmup
 from tfmaas.serving.config import TlsSettings
 from tfmaas.serving.core import ServingCore
 from tfmaas.serving.errors import ServingError
@@ -36,6 +40,7 @@ from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
 from tfmaas.serving.grpc_service import ModelService, PredictionService
 from tfmaas.serving.http_server import RestServer
 from tfmaas.serving.limits import MAX_REQUEST_BYTES, InFlightLimit
+from tfmaas.serving.loading import load_with_retries
 from tfmaas.serving.loop_thread import LoopThread
 from tfmaas.serving.metrics import ServingMetrics
 from tfmaas.serving.native_frontend import NativeFrontend, UnaryMethod, find_binary
@@ -43,6 +48,7 @@ from tfmaas.serving.registry import Registry
 from tfmaas.serving.rest import RestApi
 from tfmaas.serving.runner import ServedVersion
 from tfmaas.serving.servable import Servable
+from tfmaas.serving.tflite import TfLiteServable, has_tflite_model
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +113,14 @@ class ModelServer:
         self.registry = Registry(
             self._load,
             allow_labels_for_unavailable=flags.allow_version_labels_for_unavailable_models,
+            allow_version_labels=flags.allow_version_labels,
         )
-        self.core = ServingCore(self.registry, self.metrics, flags.request_limits)
+        self.core = ServingCore(
+            self.registry,
+            self.metrics,
+            flags.request_limits,
+            method_name_check=flags.enable_signature_method_name_check,
+        )
         self._unbatched = InFlightLimit(
             flags.unbatched_in_flight_limit, flag="max_in_flight_unbatched_requests"
         )
@@ -130,7 +142,33 @@ class ModelServer:
         self.failure = ""  # why serving stopped on its own, if it did
 
     def _load(self, name: str, version: int, path: Path) -> ServedVersion:
-        return ServedVersion(Servable(name, version, path), self._batching, self._unbatched)
+        return load_with_retries(
+            lambda: self._load_once(name, version, path),
+            retries=self.flags.max_num_load_retries,
+            interval_s=self.flags.load_retry_interval_micros / 1e6,
+            stop=self._stop,
+            what=f"servable {{name: {name} version: {version}}}",
+        )
+
+    def _load_once(self, name: str, version: int, path: Path) -> ServedVersion:
+        if self.flags.prefer_tflite_model and has_tflite_model(path):
+            servable: Servable = TfLiteServable(name, version, path)
+        else:
+            servable = Servable(name, version, path)
+        served = ServedVersion(servable, self._batching, self._unbatched)
+        requests = warmup.warmup_file(path) if self.flags.enable_model_warmup else None
+        if requests is not None:
+            try:
+                count = warmup.replay(served, name, requests, self.core.limits)
+            except BaseException:
+                served.close()
+                raise
+            log.info(
+                "Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+                path,
+                count,
+            )
+        return served
 
     def _initial_config(self):
         if self.flags.model_config_file:
@@ -204,7 +242,7 @@ class ModelServer:
         threads = self.flags.grpc_threads
         # Unbatched model calls, one thread per concurrent request as TF Serving runs them.
         self._model_executor = futures.ThreadPoolExecutor(threads, thread_name_prefix="model")
-        # The synchronous handlers: metadata, status, config reload, health.
+        # The synchronous handlers: metadata, status, config reload, health, classify/regress.
         self._handler_executor = futures.ThreadPoolExecutor(
             max(4, threads // 8), thread_name_prefix="grpc"
         )
@@ -247,6 +285,7 @@ class ModelServer:
             options,
             drain_seconds=self.flags.drain_timeout_seconds,
             tls=self._tls,
+            unix_path=self.flags.grpc_socket_path,
         )
 
     def _unary_methods(self) -> dict[str, UnaryMethod]:
@@ -255,15 +294,23 @@ class ModelServer:
         prediction = PredictionService(self.core, self._model_executor)
         models = ModelService(self.core, allow_reload=self.flags.allow_grpc_config_reload)
         predictions = "/tensorflow.serving.PredictionService/"
-        raw = bytes  # the unimplemented ones never look at their request
         return {
             predictions + "GetModelMetadata": (
                 get_model_metadata_pb2.GetModelMetadataRequest.FromString,
                 prediction.GetModelMetadata,
             ),
-            predictions + "Classify": (raw, prediction.Classify),
-            predictions + "Regress": (raw, prediction.Regress),
-            predictions + "MultiInference": (raw, prediction.MultiInference),
+            predictions + "Classify": (
+                classification_pb2.ClassificationRequest.FromString,
+                prediction.Classify,
+            ),
+            predictions + "Regress": (
+                regression_pb2.RegressionRequest.FromString,
+                prediction.Regress,
+            ),
+            predictions + "MultiInference": (
+                inference_pb2.MultiInferenceRequest.FromString,
+                prediction.MultiInference,
+            ),
             "/tensorflow.serving.ModelService/GetModelStatus": (
                 get_model_status_pb2.GetModelStatusRequest.FromString,
                 models.GetModelStatus,
@@ -300,8 +347,22 @@ class ModelServer:
                 port = server.add_secure_port(address, _server_credentials(self._tls))
         except RuntimeError as exc:
             raise UserError(f"cannot listen on {address} for gRPC: {exc}") from exc
+        if self.flags.grpc_socket_path:
+            self._add_unix_port(server)
         await server.start()
         return server, port
+
+    def _add_unix_port(self, server: grpc.aio.Server) -> None:
+        """TF Serving's --grpc_socket_path: the same services, with the same credentials."""
+        path = self.flags.grpc_socket_path
+        address = f"unix:{path}"
+        try:
+            if self._tls is None:
+                server.add_insecure_port(address)
+            else:
+                server.add_secure_port(address, _server_credentials(self._tls))
+        except RuntimeError as exc:
+            raise UserError(f"cannot listen on --grpc_socket_path {path}: {exc}") from exc
 
     def _start_rest(self) -> None:
         api = self._rest_api = RestApi(self.core, self._monitoring.path if self.metrics else None)

@@ -298,6 +298,24 @@ func listen(address string, reusePort bool) (net.Listener, error) {
 	return config.Listen(context.Background(), "tcp", address)
 }
 
+// listenUnix listens on a Unix socket at path, replacing a socket a previous run left there (as
+// gRPC's C++ server does) but never any other kind of file.
+func listenUnix(path string) (net.Listener, error) {
+	if info, err := os.Lstat(path); err == nil {
+		if info.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("--grpc_socket_path %s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("--grpc_socket_path %s: %w", path, err)
+		}
+	}
+	listener, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on --grpc_socket_path %s: %w", path, err)
+	}
+	return listener, nil
+}
+
 // tlsConfig is what TF Serving builds from its SSLConfig: the server's key pair, and client
 // certificates required and verified against caFile only with clientVerify.
 func tlsConfig(certFile, keyFile, caFile string, clientVerify bool) (*tls.Config, error) {
@@ -333,6 +351,7 @@ func loadClientCAs(caFile string) (*x509.CertPool, error) {
 
 func main() {
 	address := flag.String("listen", "0.0.0.0:8500", "host:port for gRPC")
+	unixPath := flag.String("listen_unix", "", "also serve gRPC on this Unix socket path (TF Serving's --grpc_socket_path)")
 	backend := flag.String("backend", "", "Unix socket of the model server")
 	args := channelArgs{}
 	flag.Var(args, "arg", "a gRPC channel argument, key=value (repeatable)")
@@ -366,6 +385,13 @@ func main() {
 	if err != nil {
 		log.Fatal(err) // the model server says which address and what for
 	}
+	var unixListener net.Listener
+	if *unixPath != "" {
+		unixListener, err = listenUnix(*unixPath)
+		if err != nil {
+			log.Fatal(err)
+		}
+	}
 	server := grpc.NewServer(append(
 		settings.options,
 		grpc.ForceServerCodec(rawCodec{}),
@@ -391,6 +417,13 @@ func main() {
 		}
 		server.Stop()
 	}()
+	if unixListener != nil {
+		go func() {
+			if err := server.Serve(unixListener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				log.Fatalf("serving gRPC on %s: %v", *unixPath, err)
+			}
+		}()
+	}
 	if err := server.Serve(listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		log.Fatalf("serving gRPC: %v", err)
 	}

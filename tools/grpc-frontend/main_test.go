@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -160,5 +161,33 @@ func TestBadTLSFilesAreStartUpErrors(t *testing.T) {
 	}
 	if _, err := loadClientCAs(notPEM); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Fatalf("CA without certificates: got %v", err)
+	}
+}
+
+func TestListenUnixReplacesAStaleSocketButNoOtherFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "grpc.sock")
+	first, err := listenUnix(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A socket left behind by a previous run (as after a crash) is replaced.
+	first.(*net.UnixListener).SetUnlinkOnClose(false)
+	first.Close()
+	second, err := listenUnix(path)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	second.Close()
+
+	regular := filepath.Join(dir, "data")
+	if err := os.WriteFile(regular, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listenUnix(regular); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("a regular file must be refused, got %v", err)
+	}
+	if data, _ := os.ReadFile(regular); string(data) != "keep me" {
+		t.Fatal("the regular file was touched")
 	}
 }

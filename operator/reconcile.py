@@ -28,9 +28,9 @@ from tfmaas.operator.versions import (
     merge_records,
     needs_training,
     next_version,
-    plan_serving,
     trim_history,
 )
+from tfmaas.serving_policy import plan_serving
 
 
 class InvalidModelService(Exception):

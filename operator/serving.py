@@ -22,7 +22,7 @@ from tfmaas.operator.naming import (
 )
 from tfmaas.operator.status import DeploymentState
 from tfmaas.operator.training import owned_by
-from tfmaas.operator.versions import ServingPlan
+from tfmaas.serving_policy import ServingPlan
 
 HPA = "HorizontalPodAutoscaler"
 

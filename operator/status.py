@@ -11,11 +11,10 @@ from tfmaas.operator.versions import (
     FAILED,
     SUCCEEDED,
     TRAINING,
-    Problem,
-    ServingPlan,
     VersionRecord,
     newest,
 )
+from tfmaas.serving_policy import Problem, ServingPlan
 
 PENDING = "Pending"
 PHASE_TRAINING = "Training"

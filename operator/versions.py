@@ -1,5 +1,6 @@
 """Decisions about versions, as pure functions: what the training Jobs say happened, whether
-a new version must be trained, which version each track serves."""
+a new version must be trained, which versions status keeps. Which version each track serves
+is tfmaas.serving_policy's, shared with `tfmaas local run`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from tfmaas.api import QualityGate, ServingSpec
 from tfmaas.api.spec import METRIC_NAMES
+from tfmaas.serving_policy import ServingPlan, judge_gate
 
 TRAINING = "Training"
 SUCCEEDED = "Succeeded"
@@ -109,13 +111,6 @@ def truncate(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
-def judge(version: int, result: TrainingResult, gate: QualityGate) -> tuple[bool, str | None]:
-    problems = gate.failures(result.metrics)
-    if not problems:
-        return True, None
-    return False, f"version {version} is below the quality gate: {'; '.join(problems)}"
-
-
 def version_taken(failure: str) -> bool:
     """Whether the trainer refused to publish because the version number exists."""
     return "already published" in failure or "already exists in" in failure
@@ -149,7 +144,7 @@ def record_from_observation(observation: JobObservation, gate: QualityGate) -> V
         result = parse_termination_message(observation.termination_message)
     except ValueError as exc:
         return replace(base, state=FAILED, message=f"training Job {observation.job}: {exc}")
-    promoted, message = judge(observation.version, result, gate)
+    promoted, message = judge_gate(observation.version, result.metrics, gate)
     return replace(
         base,
         state=SUCCEEDED,
@@ -214,77 +209,6 @@ def supersede(records: Sequence[VersionRecord], version: int) -> list[VersionRec
 
 def newest(records: Sequence[VersionRecord]) -> VersionRecord | None:
     return max(records, key=lambda record: record.version) if records else None
-
-
-@dataclass(frozen=True)
-class Problem:
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class ServingPlan:
-    stable: int | None
-    canary: int | None
-    problems: tuple[Problem, ...] = ()
-
-
-def plan_serving(
-    records: Sequence[VersionRecord], serving: ServingSpec, current_stable: int | None
-) -> ServingPlan:
-    """Which version the stable and canary tracks serve.
-
-    A pinned version wins over promotion (and may be one the gate refused). `latest` serves
-    the newest promoted version. When neither can be honoured the current version keeps
-    serving: a failed training or a refused version never takes a model down.
-    """
-    servable = sorted(record.version for record in records if record.servable)
-    promoted = [record.version for record in records if record.servable and record.promoted]
-    fallback = current_stable if current_stable in servable else None
-    problems: list[Problem] = []
-    pinned = serving.pinned_version
-    stable: int | None
-    if pinned is not None:
-        if pinned in servable:
-            stable = pinned
-        else:
-            stable = fallback
-            problems.append(
-                Problem(
-                    "PinnedVersionUnavailable",
-                    f"spec.serving.version pins version {pinned}, which has not been trained "
-                    f"successfully (servable: {_listing(servable)}); pin one of those or set "
-                    "it to latest",
-                )
-            )
-    else:
-        stable = max(promoted) if promoted else fallback
-    canary: int | None = None
-    if serving.canary is not None:
-        wanted = serving.canary.version
-        if wanted == stable:
-            problems.append(
-                Problem(
-                    "CanaryIsStable",
-                    f"spec.serving.canary.version {wanted} is already the stable version; "
-                    "remove the canary or pick another version",
-                )
-            )
-        elif wanted in servable:
-            canary = wanted
-        else:
-            problems.append(
-                Problem(
-                    "CanaryVersionUnavailable",
-                    f"spec.serving.canary.version {wanted} has not been trained successfully "
-                    f"(servable: {_listing(servable)}); pick one of those or remove the canary",
-                )
-            )
-    return ServingPlan(stable=stable, canary=canary, problems=tuple(problems))
-
-
-def _listing(versions: Sequence[int]) -> str:
-    return ", ".join(map(str, versions)) if versions else "none yet"
 
 
 def trim_history(

@@ -18,12 +18,8 @@ from tfmaas.operator.manifests.common import (
     whole_cpus,
 )
 from tfmaas.operator.manifests.configmap import (
-    BATCHING_CONFIG_FILE,
     CONFIG_DIR,
-    METRICS_PATH,
-    MODEL_CONFIG_FILE,
     MODELS_DIR,
-    MONITORING_CONFIG_FILE,
     ServingConfig,
     model_base_path,
 )
@@ -41,6 +37,12 @@ from tfmaas.operator.naming import (
     deployment_name,
     labels,
     metadata,
+)
+from tfmaas.serving_policy import (
+    BATCHING_CONFIG_FILE,
+    METRICS_PATH,
+    MODEL_CONFIG_FILE,
+    MONITORING_CONFIG_FILE,
 )
 
 

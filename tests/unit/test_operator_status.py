@@ -13,10 +13,9 @@ from tfmaas.operator.versions import (
     FAILED,
     SUCCEEDED,
     TRAINING,
-    Problem,
-    ServingPlan,
     VersionRecord,
 )
+from tfmaas.serving_policy import Problem, ServingPlan
 
 ENDPOINT = {"grpc": "m.ns.svc:8500", "rest": "http://m.ns.svc:8501"}
 

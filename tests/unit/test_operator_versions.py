@@ -18,10 +18,10 @@ from tfmaas.operator.versions import (
     needs_training,
     next_version,
     parse_termination_message,
-    plan_serving,
     supersede,
     trim_history,
 )
+from tfmaas.serving_policy import plan_serving
 
 GATE = QualityGate(min_accuracy=0.8)
 

@@ -14,6 +14,7 @@ import argparse
 import copy
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,69 +94,11 @@ def training_document(service: Any, epochs: int | None, max_examples: int | None
     return training
 
 
-def gate_failures(service: Any, metrics: dict[str, Any]) -> list[str]:
-    return list(service.spec.training.quality_gate.failures(metrics))
-
-
-def choose_versions(service: Any, store: Any) -> tuple[int | None, int | None]:
-    """(stable, canary): the pinned version, else the newest that passes the gate."""
-    published = store.list_versions()
-    serving = service.spec.serving
-    pinned = serving.pinned_version
-    if pinned is not None:
-        if pinned not in published:
-            raise UserError(
-                f"spec.serving.version pins version {pinned}, but the store {store.uri} holds "
-                f"{published or 'no versions'}; pin a published version or use 'latest'"
-            )
-        stable: int | None = pinned
-    else:
-        stable = None
-        for version in reversed(published):
-            if not gate_failures(service, store.read_json(version, "metrics.json")):
-                stable = version
-                break
-    canary = None
-    if serving.canary is not None and serving.canary.version in published:
-        canary = serving.canary.version
-    elif serving.canary is not None:
-        say(f"canary version {serving.canary.version} is not in the store; no canary served")
-    return stable, canary
-
-
-def model_config_text(name: str, base_path: Path, stable: int, canary: int | None) -> str:
-    versions = sorted({stable, *([canary] if canary else [])})
-    lines = [
-        "model_config_list {",
-        "  config {",
-        f'    name: "{name}"',
-        f'    base_path: "{base_path}"',
-        '    model_platform: "tensorflow"',
-        "    model_version_policy { specific { "
-        + " ".join(f"versions: {v}" for v in versions)
-        + " } }",
-        f'    version_labels {{ key: "stable" value: {stable} }}',
-    ]
-    if canary:
-        lines.append(f'    version_labels {{ key: "canary" value: {canary} }}')
-    lines += ["  }", "}", ""]
-    return "\n".join(lines)
-
-
 def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)  # the polling server never sees half a file
-
-
-def batching_text(batching: Any) -> str:
-    return (
-        f"max_batch_size {{ value: {batching.max_batch_size} }}\n"
-        f"batch_timeout_micros {{ value: {batching.batch_timeout_micros} }}\n"
-        f"max_enqueued_batches {{ value: {batching.max_enqueued_batches} }}\n"
-        f"num_batch_threads {{ value: {batching.num_batch_threads} }}\n"
-    )
 
 
 def client_host(bind_address: str) -> str:
@@ -206,10 +149,23 @@ def run_command(args: argparse.Namespace) -> int:
     endpoint = args.endpoint or (
         service.spec.storage.endpoint if store_uri.startswith("s3://") else None
     )
+    from tfmaas.cli.local_status import (
+        STATUS_FILE,
+        read_status,
+        record_published,
+        record_result,
+        write_status,
+    )
+    from tfmaas.cli.local_status import plan as plan_versions
+    from tfmaas.serving_policy import CANARY, MODEL_CONFIG_FILE, STABLE, model_config_text
     from tfmaas.storage import open_store
 
     store = open_store(store_uri, endpoint=endpoint)
     say(f"model service {name}: store {store_uri}")
+    gate = service.spec.training.quality_gate
+    serving_dir = workdir / "serving" / name
+    status_file = serving_dir / STATUS_FILE
+    status = read_status(status_file, store=store_uri)
 
     if not args.no_train:
         from tfmaas.trainer import train_and_publish
@@ -229,31 +185,47 @@ def run_command(args: argparse.Namespace) -> int:
                 f"{k} {float(metrics[k]):.4f}" for k in ("accuracy", "precision", "recall", "f1")
             )
         )
-        failures = gate_failures(service, metrics)
-        if failures:
-            say(
-                f"version {result.version} fails the quality gate ({'; '.join(failures)}): "
-                "it is kept in the store but not served"
-            )
+        # Judged now, against the gate the spec has now, and recorded: the operator's way.
+        status = record_result(status, version=result.version, metrics=metrics, gate=gate)
+        write_status(status_file, status)
+        verdict = next(r for r in status.versions if r.version == result.version)
+        if not verdict.promoted:
+            say(f"{verdict.message}: it is kept in the store but not served")
     if args.no_serve:
         return 0
 
-    if not store.list_versions():
+    published = store.list_versions()
+    if not published:
         raise UserError(f"the store {store_uri} holds no versions yet; run without --no-train")
-    stable, canary = choose_versions(service, store)
+    status = record_published(
+        status,
+        published=published,
+        read_metrics=lambda version: store.read_json(version, "metrics.json"),
+        gate=gate,
+    )
+    plan = plan_versions(status, service.spec.serving)
+    for problem in plan.problems:
+        say(f"{problem.reason}: {problem.message}")
+    stable, canary = plan.stable, plan.canary
     if stable is None:
+        if plan.problems:  # a pin that cannot be honoured, and nothing served before it
+            raise UserError(f"nothing to serve: {plan.problems[0].message}")
         raise UserError(
             f"no version in {store_uri} passes the quality gate "
-            f"{service.spec.training.quality_gate.thresholds()}; train again (more --epochs or "
+            f"{gate.thresholds()}; train again (more --epochs or "
             "data), lower spec.training.qualityGate, or pin spec.serving.version"
         )
-    serving_dir = workdir / "serving" / name
     for version in {stable, *([canary] if canary else [])}:
         store.pull(version, serving_dir / "versions")
     card = store.read_json(stable, "model_card.json")
     classes = card.get("classes") if isinstance(card.get("classes"), list) else None
-    config_path = serving_dir / "models.config"
-    write_atomically(config_path, model_config_text(name, serving_dir / "versions", stable, canary))
+    config_path = serving_dir / MODEL_CONFIG_FILE
+    labels = {STABLE: stable, **({CANARY: canary} if canary else {})}
+    model_config = model_config_text(
+        name=name, base_path=str(serving_dir / "versions"), labels=labels
+    )
+    write_atomically(config_path, model_config)
+    write_status(status_file, replace(status, serving_version=stable))
     samples = args.sample or list(DEFAULT_SAMPLES)
     host = client_host(args.host)
     grpc_target = f"{host}:{args.port}"
@@ -291,13 +263,21 @@ def run_command(args: argparse.Namespace) -> int:
 def start_server(args: argparse.Namespace, service: Any, serving_dir: Path, config: Path) -> Any:
     from tfmaas.serving.flags import ServerFlags
     from tfmaas.serving.server import ModelServer
+    from tfmaas.serving_policy import (
+        BATCHING_CONFIG_FILE,
+        MONITORING_CONFIG_FILE,
+        batching_config_text,
+        monitoring_config_text,
+    )
 
-    monitoring = serving_dir / "monitoring.config"
-    write_atomically(monitoring, "prometheus_config { enable: true }\n")
+    monitoring = serving_dir / MONITORING_CONFIG_FILE
+    write_atomically(monitoring, monitoring_config_text())
     batching = service.spec.serving.batching
-    batching_file = serving_dir / "batching.config"
+    batching_file = serving_dir / BATCHING_CONFIG_FILE
     if batching.enabled:
-        write_atomically(batching_file, batching_text(batching))
+        # 0 threads: the embedded server counts this machine's CPUs, which is what we want.
+        text = batching_config_text(batching, num_batch_threads=batching.num_batch_threads)
+        write_atomically(batching_file, text)
     flags = ServerFlags(
         port=args.port,
         rest_api_port=args.rest_port,

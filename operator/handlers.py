@@ -23,7 +23,12 @@ from tfmaas.operator import metrics
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError, connect
-from tfmaas.operator.naming import FIELD_MANAGER, MANAGED_BY_LABEL, MODEL_SERVICE_LABEL
+from tfmaas.operator.naming import (
+    FIELD_MANAGER,
+    MANAGED_BY_LABEL,
+    MODEL_SERVICE_LABEL,
+    VERSION_LABEL,
+)
 from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile
 from tfmaas.redact import safe_message
 
@@ -253,7 +258,7 @@ def observed_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
         "Deployment",
         (body.get("metadata") or {}).get("generation"),
         (body.get("spec") or {}).get("replicas"),
-        (template.get("labels") or {}).get("tfmaas.io/version"),
+        (template.get("labels") or {}).get(VERSION_LABEL),
         *(
             status.get(field)
             for field in (

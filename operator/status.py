@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tfmaas.operator.naming import VERSION_LABEL
 from tfmaas.operator.versions import (
     FAILED,
     SUCCEEDED,
@@ -47,7 +48,7 @@ class DeploymentState:
     def from_object(cls, deployment: Mapping[str, Any]) -> DeploymentState:
         spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-        raw_version = template_labels.get("tfmaas.io/version")
+        raw_version = template_labels.get(VERSION_LABEL)
         return cls(
             version=int(raw_version) if raw_version else None,
             desired=int(spec.get("replicas", 1)),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from tfmaas.api import API_VERSION, KIND, ModelService, SpecError, validate_model_service
@@ -31,6 +30,7 @@ from tfmaas.operator.versions import (
     trim_history,
 )
 from tfmaas.serving_policy import plan_serving
+from tfmaas.timestamps import now_rfc3339
 
 
 class InvalidModelService(Exception):
@@ -42,10 +42,6 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event]
     started_training: int | None
-
-
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def parse(body: Mapping[str, Any]) -> ModelService:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ import numpy as np
 
 from tfmaas.api.loader import load_training_spec
 from tfmaas.api.spec import TrainingSpec
+from tfmaas.timestamps import now_rfc3339
 from tfmaas.trainer.datasets import load_raw_examples
 from tfmaas.trainer.examples import Split, Splits, clean_examples, sample_examples, split_examples
 
@@ -158,8 +158,7 @@ def train(
     else:
         history = _fit(model, strategy, train_batches, validation_batches, hp, epoch_log)
     training_seconds = time.perf_counter() - started
-    trained_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    trained_at = trained_at.replace("+00:00", "Z")
+    trained_at = now_rfc3339()
 
     # The spec requires testFraction > 0 and the split refuses to leave the test split empty,
     # so the quality gate always judges held-out test examples.

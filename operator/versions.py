@@ -83,7 +83,9 @@ class TrainingResult:
 
 
 def parse_termination_message(text: str | None) -> TrainingResult:
-    """Contract 5's termination message; ValueError saying what is wrong otherwise."""
+    """The trainer's termination message: JSON with metrics and trainedAt, as
+    TrainResult.termination_message (trainer/entrypoint.py) writes it. ValueError saying what
+    is wrong otherwise."""
     if not text or not text.strip():
         raise ValueError("the trainer exited 0 but wrote no termination message with its metrics")
     try:

@@ -16,7 +16,7 @@ from tfmaas.operator.naming import (
     CANARY,
     COMPONENT_LABEL,
     MODEL_SERVICE_LABEL,
-    SERVING,
+    SERVING_COMPONENT,
     STABLE,
     deployment_name,
 )
@@ -78,7 +78,7 @@ def converge_serving(
 def prune_config_maps(kube: Kube, service: ModelService, in_use: set[str]) -> None:
     """Old serving configurations go once no rollout can still need them."""
     namespace = service.namespace or "default"
-    selector = f"{MODEL_SERVICE_LABEL}={service.name},{COMPONENT_LABEL}={SERVING}"
+    selector = f"{MODEL_SERVICE_LABEL}={service.name},{COMPONENT_LABEL}={SERVING_COMPONENT}"
     for item in kube.list("v1", "ConfigMap", namespace, selector):
         name = item["metadata"]["name"]
         if name not in in_use and owned_by(item, service.uid):

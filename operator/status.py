@@ -20,7 +20,7 @@ from tfmaas.serving_policy import Problem, ServingPlan
 PENDING = "Pending"
 PHASE_TRAINING = "Training"
 ROLLING_OUT = "RollingOut"
-SERVING = "Serving"
+PHASE_SERVING = "Serving"
 DEGRADED = "Degraded"
 PHASE_FAILED = "Failed"
 
@@ -186,7 +186,7 @@ def phase_of(observed: Observed, ready_status: str) -> str:
     last = newest(observed.records)
     stable = observed.stable
     if ready_status == "True":
-        return SERVING
+        return PHASE_SERVING
     if stable is not None and stable.available > 0:
         return ROLLING_OUT
     if stable is not None and stable.version is not None and stable.total > 0:

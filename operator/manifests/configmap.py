@@ -18,7 +18,7 @@ from tfmaas.api import ModelService
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.manifests.common import namespace_of, owner_of, whole_cpus
 from tfmaas.operator.naming import (
-    SERVING,
+    SERVING_COMPONENT,
     TRACK_LABEL,
     VERSION_LABEL,
     config_map_name,
@@ -83,7 +83,7 @@ def build_config_map(
             owner_of(service),
             labels(
                 service.name,
-                SERVING,
+                SERVING_COMPONENT,
                 **{TRACK_LABEL: config.track, VERSION_LABEL: str(config.version)},
             ),
         ),

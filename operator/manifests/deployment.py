@@ -29,7 +29,7 @@ from tfmaas.operator.naming import (
     GRPC_PORT,
     MODEL_SERVICE_LABEL,
     REST_PORT,
-    SERVING,
+    SERVING_COMPONENT,
     SERVING_CONTAINER,
     TRACK_LABEL,
     VERSION_LABEL,
@@ -48,7 +48,11 @@ from tfmaas.serving_policy import (
 
 def selector(service_name: str, track: str) -> dict[str, str]:
     # Deployment selectors are immutable, so they name the track, never the version.
-    return {MODEL_SERVICE_LABEL: service_name, COMPONENT_LABEL: SERVING, TRACK_LABEL: track}
+    return {
+        MODEL_SERVICE_LABEL: service_name,
+        COMPONENT_LABEL: SERVING_COMPONENT,
+        TRACK_LABEL: track,
+    }
 
 
 def server_args(service: ModelService, operator_config: OperatorConfig) -> list[str]:
@@ -181,7 +185,9 @@ def build_deployment(
     """`replicas=None` leaves the count to the HorizontalPodAutoscaler."""
     track, version = config.track, config.version
     memory = service.spec.serving.resources.memory
-    pod_labels = labels(service.name, SERVING, **{TRACK_LABEL: track, VERSION_LABEL: str(version)})
+    pod_labels = labels(
+        service.name, SERVING_COMPONENT, **{TRACK_LABEL: track, VERSION_LABEL: str(version)}
+    )
     pod_annotations = {
         CONFIG_HASH_ANNOTATION: config.digest,
         "prometheus.io/scrape": "true",
@@ -226,7 +232,9 @@ def build_deployment(
             deployment_name(service.name, track),
             namespace_of(service),
             owner_of(service),
-            labels(service.name, SERVING, **{TRACK_LABEL: track, VERSION_LABEL: str(version)}),
+            labels(
+                service.name, SERVING_COMPONENT, **{TRACK_LABEL: track, VERSION_LABEL: str(version)}
+            ),
         ),
         "spec": spec,
     }

@@ -18,7 +18,7 @@ from tfmaas.operator.events import Event, transitions
 from tfmaas.operator.images import image_problem
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.service import endpoint
-from tfmaas.operator.serving import serve
+from tfmaas.operator.serving import apply_serving_objects
 from tfmaas.operator.status import Observed, build_status, invalid_spec_status
 from tfmaas.operator.training import delete_finished_jobs, observe_training, start_training
 from tfmaas.operator.versions import (
@@ -121,7 +121,7 @@ def reconcile(
             plan.stable,
             plan.canary,
         )
-        stable_state, canary_state = serve(
+        stable_state, canary_state = apply_serving_objects(
             kube, applier, service, plan, config, had_canary, versions_moved=moved
         )
 

@@ -85,7 +85,7 @@ def prune_config_maps(kube: Kube, service: ModelService, in_use: set[str]) -> No
             kube.delete("v1", "ConfigMap", namespace, name)
 
 
-def serve(
+def apply_serving_objects(
     kube: Kube,
     applier: Applier,
     service: ModelService,

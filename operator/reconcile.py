@@ -22,7 +22,7 @@ from tfmaas.operator.serving import apply_serving_objects
 from tfmaas.operator.status import Observed, build_status, invalid_spec_status
 from tfmaas.operator.training import delete_finished_jobs, observe_training, start_training
 from tfmaas.operator.versions import (
-    VersionRecord,
+    VersionStatus,
     finished_jobs,
     merge_records,
     needs_training,
@@ -97,7 +97,7 @@ def reconcile(
         kube.patch_status(API_VERSION, KIND, namespace, name, status)
         raise InvalidModelService(invalid)
 
-    known = [VersionRecord.from_status(entry) for entry in previous.get("versions") or []]
+    known = [VersionStatus.from_status(entry) for entry in previous.get("versions") or []]
     observations = observe_training(kube, service, known)
     records = merge_records(known, observations, service.spec.training.quality_gate)
 

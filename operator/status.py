@@ -12,7 +12,7 @@ from tfmaas.operator.versions import (
     FAILED,
     SUCCEEDED,
     TRAINING,
-    VersionRecord,
+    VersionStatus,
     newest,
 )
 from tfmaas.serving_policy import Problem, ServingPlan
@@ -75,7 +75,7 @@ class DeploymentState:
 @dataclass(frozen=True)
 class Observed:
     generation: int
-    records: Sequence[VersionRecord]
+    records: Sequence[VersionStatus]
     plan: ServingPlan
     stable: DeploymentState | None
     canary: DeploymentState | None
@@ -106,11 +106,11 @@ def condition(
     }
 
 
-def _metrics_text(record: VersionRecord) -> str:
+def _metrics_text(record: VersionStatus) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in record.metrics.items())
 
 
-def _trained(records: Sequence[VersionRecord]) -> tuple[str, str, str]:
+def _trained(records: Sequence[VersionStatus]) -> tuple[str, str, str]:
     last = newest(records)
     if last is None:
         return "Unknown", "NotStarted", "no training has started yet"
@@ -126,7 +126,7 @@ def _trained(records: Sequence[VersionRecord]) -> tuple[str, str, str]:
     return "True", "Succeeded", f"version {last.version} trained: {_metrics_text(last)}"
 
 
-def _gate(records: Sequence[VersionRecord]) -> tuple[str, str, str]:
+def _gate(records: Sequence[VersionStatus]) -> tuple[str, str, str]:
     finished = [record for record in records if record.state == SUCCEEDED]
     last = newest(finished)
     if last is None:

@@ -21,8 +21,8 @@ MESSAGE_LIMIT = 1024
 
 
 @dataclass(frozen=True)
-class VersionRecord:
-    """One version as `status.versions` keeps it."""
+class VersionStatus:
+    """One entry of a ModelService's `status.versions`: a version and its recorded result."""
 
     version: int
     state: str
@@ -51,7 +51,7 @@ class VersionRecord:
         return entry
 
     @classmethod
-    def from_status(cls, entry: Mapping[str, Any]) -> VersionRecord:
+    def from_status(cls, entry: Mapping[str, Any]) -> VersionStatus:
         return cls(
             version=int(entry["version"]),
             state=str(entry.get("state", SUCCEEDED)),
@@ -118,8 +118,8 @@ def version_taken(failure: str) -> bool:
     return "already published" in failure or "already exists in" in failure
 
 
-def record_from_observation(observation: JobObservation, gate: QualityGate) -> VersionRecord:
-    base = VersionRecord(
+def record_from_observation(observation: JobObservation, gate: QualityGate) -> VersionStatus:
+    base = VersionStatus(
         version=observation.version,
         state=TRAINING,
         training_hash=observation.training_hash,
@@ -158,8 +158,8 @@ def record_from_observation(observation: JobObservation, gate: QualityGate) -> V
 
 
 def merge_records(
-    known: Iterable[VersionRecord], observed: Iterable[JobObservation], gate: QualityGate
-) -> list[VersionRecord]:
+    known: Iterable[VersionStatus], observed: Iterable[JobObservation], gate: QualityGate
+) -> list[VersionStatus]:
     """Status history plus what the Jobs say now. A finished version is final: its Job may
     be deleted later, and a gate change re-judges nothing. A version still training whose Job
     has vanished failed: nothing will ever finish it."""
@@ -181,20 +181,20 @@ def merge_records(
     return [by_version[version] for version in sorted(by_version)]
 
 
-def next_version(records: Sequence[VersionRecord], latest_version: int | None) -> int:
+def next_version(records: Sequence[VersionStatus], latest_version: int | None) -> int:
     """Monotonic: never reuse a number, even one whose training failed."""
     highest = max([record.version for record in records] + [latest_version or 0])
     return highest + 1
 
 
-def needs_training(records: Sequence[VersionRecord], fingerprint: str) -> bool:
+def needs_training(records: Sequence[VersionStatus], fingerprint: str) -> bool:
     """Train when no version, finished or not, came from this spec.training. A failed
     version counts too: retraining the same spec would fail the same way, so the user
     changes spec.training to try again."""
     return not any(record.training_hash == fingerprint for record in records)
 
 
-def supersede(records: Sequence[VersionRecord], version: int) -> list[VersionRecord]:
+def supersede(records: Sequence[VersionStatus], version: int) -> list[VersionStatus]:
     """Older versions still training when `version` starts are stopped: their spec is no
     longer wanted and they would only hold (GPU) nodes."""
     return [
@@ -209,18 +209,18 @@ def supersede(records: Sequence[VersionRecord], version: int) -> list[VersionRec
     ]
 
 
-def newest(records: Sequence[VersionRecord]) -> VersionRecord | None:
+def newest(records: Sequence[VersionStatus]) -> VersionStatus | None:
     return max(records, key=lambda record: record.version) if records else None
 
 
 def trim_history(
-    records: Sequence[VersionRecord],
+    records: Sequence[VersionStatus],
     *,
     plan: ServingPlan,
     serving: ServingSpec,
     previous: Mapping[str, Any],
     keep: int,
-) -> list[VersionRecord]:
+) -> list[VersionStatus]:
     """status.versions without the old versions nothing depends on (the store keeps them).
 
     Kept whatever their age: every version still training, the versions served now and
@@ -249,7 +249,7 @@ def trim_history(
     return [record for record in records if record.version in needed]
 
 
-def finished_jobs(known: Sequence[VersionRecord], records: Sequence[VersionRecord]) -> list[str]:
+def finished_jobs(known: Sequence[VersionStatus], records: Sequence[VersionStatus]) -> list[str]:
     """The Jobs whose results `records` (just written to status) record and that are no
     longer needed: every finished Job but the newest version's, whose logs the Trained
     condition points at. Only Jobs that reached that point with this write are named, so

@@ -11,6 +11,7 @@ The serving version keeps a model up when a pin or a canary names a version the 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,7 +95,8 @@ def write_status(path: Path, status: LocalStatus) -> None:
         "servingVersion": status.serving_version,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    # Per process: a run serving and a run training the next version may both write.
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
     partial.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     partial.replace(path)
 

@@ -37,9 +37,20 @@ import time
 from concurrent import futures
 from pathlib import Path
 
+from tfmaas.api import BatchingSpec
+from tfmaas.serving_policy import batching_config_text
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SENTENCE = "这个东西质量很好，用起来非常满意"
+# As a ModelService's spec.serving.batching says it, rendered by the operator's own code.
+BENCH_BATCHING = BatchingSpec(
+    enabled=True,
+    max_batch_size=64,
+    batch_timeout_micros=2000,
+    max_enqueued_batches=100,
+    num_batch_threads=2,
+)
 
 
 def free_port() -> int:
@@ -220,10 +231,7 @@ def start_tfmaas(
     ]
     if batching:
         params = workdir / "batching.config"
-        params.write_text(
-            "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000 }\n"
-            "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n"
-        )
+        params.write_text(batching_config_text(BENCH_BATCHING, num_batch_threads=2))
         command += ["--enable_batching", f"--batching_parameters_file={params}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, f"127.0.0.1:{port}"

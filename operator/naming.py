@@ -20,8 +20,8 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 STABLE = "stable"
 CANARY = "canary"
-TRAINING = "training"
-SERVING = "serving"
+TRAINING_COMPONENT = "training"
+SERVING_COMPONENT = "serving"
 TRAINER_CONTAINER = "trainer"
 SERVING_CONTAINER = "tfserving"
 GRPC_PORT = 8500

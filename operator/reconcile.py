@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from tfmaas.api import API_VERSION, KIND, ModelService, SpecError, validate_model_service
@@ -19,18 +18,19 @@ from tfmaas.operator.events import Event, transitions
 from tfmaas.operator.images import image_problem
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.service import endpoint
-from tfmaas.operator.serving import serve
+from tfmaas.operator.serving import apply_serving_objects
 from tfmaas.operator.status import Observed, build_status, invalid_spec_status
 from tfmaas.operator.training import delete_finished_jobs, observe_training, start_training
 from tfmaas.operator.versions import (
-    VersionRecord,
+    VersionStatus,
     finished_jobs,
     merge_records,
     needs_training,
     next_version,
-    plan_serving,
     trim_history,
 )
+from tfmaas.serving_policy import plan_serving
+from tfmaas.timestamps import now_rfc3339
 
 
 class InvalidModelService(Exception):
@@ -42,10 +42,6 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event]
     started_training: int | None
-
-
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def parse(body: Mapping[str, Any]) -> ModelService:
@@ -101,7 +97,7 @@ def reconcile(
         kube.patch_status(API_VERSION, KIND, namespace, name, status)
         raise InvalidModelService(invalid)
 
-    known = [VersionRecord.from_status(entry) for entry in previous.get("versions") or []]
+    known = [VersionStatus.from_status(entry) for entry in previous.get("versions") or []]
     observations = observe_training(kube, service, known)
     records = merge_records(known, observations, service.spec.training.quality_gate)
 
@@ -125,7 +121,7 @@ def reconcile(
             plan.stable,
             plan.canary,
         )
-        stable_state, canary_state = serve(
+        stable_state, canary_state = apply_serving_objects(
             kube, applier, service, plan, config, had_canary, versions_moved=moved
         )
 

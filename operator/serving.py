@@ -16,13 +16,13 @@ from tfmaas.operator.naming import (
     CANARY,
     COMPONENT_LABEL,
     MODEL_SERVICE_LABEL,
-    SERVING,
+    SERVING_COMPONENT,
     STABLE,
     deployment_name,
 )
 from tfmaas.operator.status import DeploymentState
 from tfmaas.operator.training import owned_by
-from tfmaas.operator.versions import ServingPlan
+from tfmaas.serving_policy import ServingPlan
 
 HPA = "HorizontalPodAutoscaler"
 
@@ -78,14 +78,14 @@ def converge_serving(
 def prune_config_maps(kube: Kube, service: ModelService, in_use: set[str]) -> None:
     """Old serving configurations go once no rollout can still need them."""
     namespace = service.namespace or "default"
-    selector = f"{MODEL_SERVICE_LABEL}={service.name},{COMPONENT_LABEL}={SERVING}"
+    selector = f"{MODEL_SERVICE_LABEL}={service.name},{COMPONENT_LABEL}={SERVING_COMPONENT}"
     for item in kube.list("v1", "ConfigMap", namespace, selector):
         name = item["metadata"]["name"]
         if name not in in_use and owned_by(item, service.uid):
             kube.delete("v1", "ConfigMap", namespace, name)
 
 
-def serve(
+def apply_serving_objects(
     kube: Kube,
     applier: Applier,
     service: ModelService,

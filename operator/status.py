@@ -7,20 +7,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tfmaas.operator.naming import VERSION_LABEL
 from tfmaas.operator.versions import (
     FAILED,
     SUCCEEDED,
     TRAINING,
-    Problem,
-    ServingPlan,
-    VersionRecord,
+    VersionStatus,
     newest,
 )
+from tfmaas.serving_policy import Problem, ServingPlan
 
 PENDING = "Pending"
 PHASE_TRAINING = "Training"
 ROLLING_OUT = "RollingOut"
-SERVING = "Serving"
+PHASE_SERVING = "Serving"
 DEGRADED = "Degraded"
 PHASE_FAILED = "Failed"
 
@@ -48,7 +48,7 @@ class DeploymentState:
     def from_object(cls, deployment: Mapping[str, Any]) -> DeploymentState:
         spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-        raw_version = template_labels.get("tfmaas.io/version")
+        raw_version = template_labels.get(VERSION_LABEL)
         return cls(
             version=int(raw_version) if raw_version else None,
             desired=int(spec.get("replicas", 1)),
@@ -75,7 +75,7 @@ class DeploymentState:
 @dataclass(frozen=True)
 class Observed:
     generation: int
-    records: Sequence[VersionRecord]
+    records: Sequence[VersionStatus]
     plan: ServingPlan
     stable: DeploymentState | None
     canary: DeploymentState | None
@@ -106,11 +106,11 @@ def condition(
     }
 
 
-def _metrics_text(record: VersionRecord) -> str:
+def _metrics_text(record: VersionStatus) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in record.metrics.items())
 
 
-def _trained(records: Sequence[VersionRecord]) -> tuple[str, str, str]:
+def _trained(records: Sequence[VersionStatus]) -> tuple[str, str, str]:
     last = newest(records)
     if last is None:
         return "Unknown", "NotStarted", "no training has started yet"
@@ -126,7 +126,7 @@ def _trained(records: Sequence[VersionRecord]) -> tuple[str, str, str]:
     return "True", "Succeeded", f"version {last.version} trained: {_metrics_text(last)}"
 
 
-def _gate(records: Sequence[VersionRecord]) -> tuple[str, str, str]:
+def _gate(records: Sequence[VersionStatus]) -> tuple[str, str, str]:
     finished = [record for record in records if record.state == SUCCEEDED]
     last = newest(finished)
     if last is None:
@@ -186,7 +186,7 @@ def phase_of(observed: Observed, ready_status: str) -> str:
     last = newest(observed.records)
     stable = observed.stable
     if ready_status == "True":
-        return SERVING
+        return PHASE_SERVING
     if stable is not None and stable.available > 0:
         return ROLLING_OUT
     if stable is not None and stable.version is not None and stable.total > 0:

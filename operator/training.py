@@ -27,7 +27,7 @@ from tfmaas.operator.versions import (
     SUCCEEDED,
     TRAINING,
     JobObservation,
-    VersionRecord,
+    VersionStatus,
     needs_training,
     supersede,
     truncate,
@@ -122,7 +122,7 @@ def owned_by(item: Mapping[str, Any], uid: str | None) -> bool:
 
 
 def observe_training(
-    kube: Kube, service: ModelService, known: Sequence[VersionRecord]
+    kube: Kube, service: ModelService, known: Sequence[VersionStatus]
 ) -> list[JobObservation]:
     """Observations of this ModelService's Jobs whose versions are not recorded as final.
 
@@ -165,9 +165,9 @@ def start_training(
     kube: Kube,
     service: ModelService,
     version: int,
-    records: Sequence[VersionRecord],
+    records: Sequence[VersionStatus],
     config: OperatorConfig,
-) -> list[VersionRecord]:
+) -> list[VersionStatus]:
     """Create version `version`'s Job, stop older trainings it supersedes; the new records."""
     namespace = service.namespace or "default"
     worker_service = build_worker_service(service, version)
@@ -181,7 +181,7 @@ def start_training(
     log.info("%s/%s: training version %d", namespace, service.name, version)
     return [
         *stopped,
-        VersionRecord(
+        VersionStatus(
             version=version,
             state=TRAINING,
             training_hash=service.spec.training.fingerprint(),

@@ -1,5 +1,6 @@
 """Decisions about versions, as pure functions: what the training Jobs say happened, whether
-a new version must be trained, which version each track serves."""
+a new version must be trained, which versions status keeps. Which version each track serves
+is tfmaas.serving_policy's, shared with `tfmaas local run`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from tfmaas.api import QualityGate, ServingSpec
 from tfmaas.api.spec import METRIC_NAMES
+from tfmaas.serving_policy import ServingPlan, judge_gate
 
 TRAINING = "Training"
 SUCCEEDED = "Succeeded"
@@ -19,8 +21,8 @@ MESSAGE_LIMIT = 1024
 
 
 @dataclass(frozen=True)
-class VersionRecord:
-    """One version as `status.versions` keeps it."""
+class VersionStatus:
+    """One entry of a ModelService's `status.versions`: a version and its recorded result."""
 
     version: int
     state: str
@@ -49,7 +51,7 @@ class VersionRecord:
         return entry
 
     @classmethod
-    def from_status(cls, entry: Mapping[str, Any]) -> VersionRecord:
+    def from_status(cls, entry: Mapping[str, Any]) -> VersionStatus:
         return cls(
             version=int(entry["version"]),
             state=str(entry.get("state", SUCCEEDED)),
@@ -81,7 +83,9 @@ class TrainingResult:
 
 
 def parse_termination_message(text: str | None) -> TrainingResult:
-    """Contract 5's termination message; ValueError saying what is wrong otherwise."""
+    """The trainer's termination message: JSON with metrics and trainedAt, as
+    TrainResult.termination_message (trainer/entrypoint.py) writes it. ValueError saying what
+    is wrong otherwise."""
     if not text or not text.strip():
         raise ValueError("the trainer exited 0 but wrote no termination message with its metrics")
     try:
@@ -109,20 +113,13 @@ def truncate(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
-def judge(version: int, result: TrainingResult, gate: QualityGate) -> tuple[bool, str | None]:
-    problems = gate.failures(result.metrics)
-    if not problems:
-        return True, None
-    return False, f"version {version} is below the quality gate: {'; '.join(problems)}"
-
-
 def version_taken(failure: str) -> bool:
     """Whether the trainer refused to publish because the version number exists."""
     return "already published" in failure or "already exists in" in failure
 
 
-def record_from_observation(observation: JobObservation, gate: QualityGate) -> VersionRecord:
-    base = VersionRecord(
+def record_from_observation(observation: JobObservation, gate: QualityGate) -> VersionStatus:
+    base = VersionStatus(
         version=observation.version,
         state=TRAINING,
         training_hash=observation.training_hash,
@@ -149,7 +146,7 @@ def record_from_observation(observation: JobObservation, gate: QualityGate) -> V
         result = parse_termination_message(observation.termination_message)
     except ValueError as exc:
         return replace(base, state=FAILED, message=f"training Job {observation.job}: {exc}")
-    promoted, message = judge(observation.version, result, gate)
+    promoted, message = judge_gate(observation.version, result.metrics, gate)
     return replace(
         base,
         state=SUCCEEDED,
@@ -161,8 +158,8 @@ def record_from_observation(observation: JobObservation, gate: QualityGate) -> V
 
 
 def merge_records(
-    known: Iterable[VersionRecord], observed: Iterable[JobObservation], gate: QualityGate
-) -> list[VersionRecord]:
+    known: Iterable[VersionStatus], observed: Iterable[JobObservation], gate: QualityGate
+) -> list[VersionStatus]:
     """Status history plus what the Jobs say now. A finished version is final: its Job may
     be deleted later, and a gate change re-judges nothing. A version still training whose Job
     has vanished failed: nothing will ever finish it."""
@@ -184,20 +181,20 @@ def merge_records(
     return [by_version[version] for version in sorted(by_version)]
 
 
-def next_version(records: Sequence[VersionRecord], latest_version: int | None) -> int:
+def next_version(records: Sequence[VersionStatus], latest_version: int | None) -> int:
     """Monotonic: never reuse a number, even one whose training failed."""
     highest = max([record.version for record in records] + [latest_version or 0])
     return highest + 1
 
 
-def needs_training(records: Sequence[VersionRecord], fingerprint: str) -> bool:
+def needs_training(records: Sequence[VersionStatus], fingerprint: str) -> bool:
     """Train when no version, finished or not, came from this spec.training. A failed
     version counts too: retraining the same spec would fail the same way, so the user
     changes spec.training to try again."""
     return not any(record.training_hash == fingerprint for record in records)
 
 
-def supersede(records: Sequence[VersionRecord], version: int) -> list[VersionRecord]:
+def supersede(records: Sequence[VersionStatus], version: int) -> list[VersionStatus]:
     """Older versions still training when `version` starts are stopped: their spec is no
     longer wanted and they would only hold (GPU) nodes."""
     return [
@@ -212,89 +209,18 @@ def supersede(records: Sequence[VersionRecord], version: int) -> list[VersionRec
     ]
 
 
-def newest(records: Sequence[VersionRecord]) -> VersionRecord | None:
+def newest(records: Sequence[VersionStatus]) -> VersionStatus | None:
     return max(records, key=lambda record: record.version) if records else None
 
 
-@dataclass(frozen=True)
-class Problem:
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class ServingPlan:
-    stable: int | None
-    canary: int | None
-    problems: tuple[Problem, ...] = ()
-
-
-def plan_serving(
-    records: Sequence[VersionRecord], serving: ServingSpec, current_stable: int | None
-) -> ServingPlan:
-    """Which version the stable and canary tracks serve.
-
-    A pinned version wins over promotion (and may be one the gate refused). `latest` serves
-    the newest promoted version. When neither can be honoured the current version keeps
-    serving: a failed training or a refused version never takes a model down.
-    """
-    servable = sorted(record.version for record in records if record.servable)
-    promoted = [record.version for record in records if record.servable and record.promoted]
-    fallback = current_stable if current_stable in servable else None
-    problems: list[Problem] = []
-    pinned = serving.pinned_version
-    stable: int | None
-    if pinned is not None:
-        if pinned in servable:
-            stable = pinned
-        else:
-            stable = fallback
-            problems.append(
-                Problem(
-                    "PinnedVersionUnavailable",
-                    f"spec.serving.version pins version {pinned}, which has not been trained "
-                    f"successfully (servable: {_listing(servable)}); pin one of those or set "
-                    "it to latest",
-                )
-            )
-    else:
-        stable = max(promoted) if promoted else fallback
-    canary: int | None = None
-    if serving.canary is not None:
-        wanted = serving.canary.version
-        if wanted == stable:
-            problems.append(
-                Problem(
-                    "CanaryIsStable",
-                    f"spec.serving.canary.version {wanted} is already the stable version; "
-                    "remove the canary or pick another version",
-                )
-            )
-        elif wanted in servable:
-            canary = wanted
-        else:
-            problems.append(
-                Problem(
-                    "CanaryVersionUnavailable",
-                    f"spec.serving.canary.version {wanted} has not been trained successfully "
-                    f"(servable: {_listing(servable)}); pick one of those or remove the canary",
-                )
-            )
-    return ServingPlan(stable=stable, canary=canary, problems=tuple(problems))
-
-
-def _listing(versions: Sequence[int]) -> str:
-    return ", ".join(map(str, versions)) if versions else "none yet"
-
-
 def trim_history(
-    records: Sequence[VersionRecord],
+    records: Sequence[VersionStatus],
     *,
     plan: ServingPlan,
     serving: ServingSpec,
     previous: Mapping[str, Any],
     keep: int,
-) -> list[VersionRecord]:
+) -> list[VersionStatus]:
     """status.versions without the old versions nothing depends on (the store keeps them).
 
     Kept whatever their age: every version still training, the versions served now and
@@ -323,7 +249,7 @@ def trim_history(
     return [record for record in records if record.version in needed]
 
 
-def finished_jobs(known: Sequence[VersionRecord], records: Sequence[VersionRecord]) -> list[str]:
+def finished_jobs(known: Sequence[VersionStatus], records: Sequence[VersionStatus]) -> list[str]:
     """The Jobs whose results `records` (just written to status) record and that are no
     longer needed: every finished Job but the newest version's, whose logs the Trained
     condition points at. Only Jobs that reached that point with this write are named, so

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ import numpy as np
 
 from tfmaas.api.loader import load_training_spec
 from tfmaas.api.spec import TrainingSpec
+from tfmaas.timestamps import now_rfc3339
 from tfmaas.trainer.datasets import load_raw_examples
 from tfmaas.trainer.examples import Split, Splits, clean_examples, sample_examples, split_examples
 
@@ -87,27 +87,67 @@ def train(
 
     placement = choose_placement(log)
     import keras
-    import tensorflow as tf
 
-    from tfmaas.trainer.architectures import make_architecture
-    from tfmaas.trainer.evaluate import classification_metrics
     from tfmaas.trainer.progress import EpochLog
     from tfmaas.trainer.signature import ServingModule
-    from tfmaas.trainer.vectorize import adapt
 
     hp = config.hyperparameters
     keras.utils.set_random_seed(hp.seed)
     splits = data.splits
-    num_classes = len(splits.classes)
-    strategy = placement.strategy
-    global_batch = hp.batch_size * strategy.num_replicas_in_sync
+    pipeline = _build(config, splits, placement, log)
+    epoch_log = EpochLog(log, hp.epochs, len(splits.train))
+    started = time.perf_counter()
+    history = _fit_model(pipeline, splits, placement, epoch_log)
+    training_seconds = time.perf_counter() - started
+    trained_at = now_rfc3339()
+    metrics = _evaluate(pipeline, splits, placement)
+    metrics.update(
+        {
+            "examples": splits.counts(),
+            "training_seconds": round(training_seconds, 3),
+            "architecture": pipeline.architecture.name,
+            "evaluated_on": "test",
+        }
+    )
+    log(
+        f"test ({len(splits.test)} examples): "
+        f"accuracy={metrics['accuracy']:.4f} "
+        f"precision={metrics['precision']:.4f} recall={metrics['recall']:.4f} "
+        f"f1={metrics['f1']:.4f}; trained in {training_seconds:.1f}s, "
+        f"{epoch_log.examples_per_second:.0f} examples/s"
+    )
+    return TrainedModel(
+        config=config,
+        classes=splits.classes,
+        module=ServingModule(pipeline.vectorizer, pipeline.model, splits.classes),
+        metrics=metrics,
+        examples=splits.counts(),
+        training_seconds=training_seconds,
+        examples_per_second=epoch_log.examples_per_second,
+        trained_at=trained_at,
+        dataset_fingerprint=data.fingerprint,
+        epochs_run=len(history.get("loss", [])),
+        is_chief=placement.role.is_chief,
+        placement=placement.describe(),
+        history={key: [float(v) for v in values] for key, values in history.items()},
+    )
 
-    architecture = make_architecture(config.model, num_classes)
-    vectorizer = adapt(architecture.vectorizer, splits.train.texts, global_batch)
-    vocabulary_size = int(vectorizer.vocabulary_size())
-    log(f"architecture {architecture.name}: vocabulary of {vocabulary_size} character n-grams")
 
-    def batches(split: Split, *, shuffle: bool) -> tf.data.Dataset:
+@dataclass(frozen=True)
+class _Pipeline:
+    """The adapted vectorizer, the (unfitted) model, and how splits become batches."""
+
+    config: TrainingSpec
+    architecture: Any
+    vectorizer: Any
+    model: Any
+    strategy: Any
+    global_batch: int
+
+    def batches(self, split: Split, *, shuffle: bool) -> Any:
+        import tensorflow as tf
+
+        vectorizer, architecture = self.vectorizer, self.architecture
         dataset = tf.data.Dataset.from_tensor_slices(
             (tf.constant(split.texts, dtype=tf.string), split.label_ids)
         )
@@ -123,8 +163,9 @@ def train(
                 .cache()
             )
         if shuffle:
-            dataset = dataset.shuffle(len(split), seed=hp.seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(global_batch)
+            seed = self.config.hyperparameters.seed
+            dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(self.global_batch)
         if not architecture.cache_vectors:
             dataset = dataset.map(vectorize, num_parallel_calls=tf.data.AUTOTUNE)
         options = tf.data.Options()
@@ -133,73 +174,62 @@ def train(
         )
         return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
+
+def _build(config: TrainingSpec, splits: Splits, placement: Any, log: Log) -> _Pipeline:
+    from tfmaas.trainer.architectures import make_architecture
+    from tfmaas.trainer.vectorize import adapt
+
+    strategy = placement.strategy
+    global_batch = config.hyperparameters.batch_size * strategy.num_replicas_in_sync
+    architecture = make_architecture(config.model, len(splits.classes))
+    vectorizer = adapt(architecture.vectorizer, splits.train.texts, global_batch)
+    vocabulary_size = int(vectorizer.vocabulary_size())
+    log(f"architecture {architecture.name}: vocabulary of {vocabulary_size} character n-grams")
     with strategy.scope():
         model = architecture.build_model(vocabulary_size)
-    has_validation = len(splits.validation) > 0
-    train_batches = batches(splits.train, shuffle=True)
-    validation_batches = batches(splits.validation, shuffle=False) if has_validation else None
-    epoch_log = EpochLog(log, hp.epochs, len(splits.train))
-    started = time.perf_counter()
+    return _Pipeline(config, architecture, vectorizer, model, strategy, global_batch)
+
+
+def _fit_model(
+    pipeline: _Pipeline, splits: Splits, placement: Any, epoch_log: Any
+) -> dict[str, list[float]]:
+    hp = pipeline.config.hyperparameters
+    train_batches = pipeline.batches(splits.train, shuffle=True)
+    validation_batches = (
+        pipeline.batches(splits.validation, shuffle=False) if len(splits.validation) else None
+    )
     if placement.role.distributed:
         from tfmaas.trainer.multiworker import fit_multi_worker
 
-        history = fit_multi_worker(
-            model,
-            strategy,
+        return fit_multi_worker(
+            pipeline.model,
+            pipeline.strategy,
             train_batches,
             validation_batches,
             epochs=hp.epochs,
             patience=hp.early_stopping_patience,
             learning_rate=hp.learning_rate,
-            global_batch=global_batch,
+            global_batch=pipeline.global_batch,
             mixed_precision=placement.mixed_precision,
             epoch_log=epoch_log,
         )
-    else:
-        history = _fit(model, strategy, train_batches, validation_batches, hp, epoch_log)
-    training_seconds = time.perf_counter() - started
-    trained_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    trained_at = trained_at.replace("+00:00", "Z")
+    return _fit(pipeline.model, pipeline.strategy, train_batches, validation_batches, hp, epoch_log)
 
-    # The spec requires testFraction > 0 and the split refuses to leave the test split empty,
-    # so the quality gate always judges held-out test examples.
-    evaluated_on, held_out = "test", splits.test
+
+def _evaluate(pipeline: _Pipeline, splits: Splits, placement: Any) -> dict[str, Any]:
+    """Metrics on the held-out test split. The spec requires testFraction > 0 and the split
+    refuses to leave it empty, so the quality gate always judges held-out test examples."""
+    from tfmaas.trainer.evaluate import classification_metrics
+
+    held_out = splits.test
+    batches = pipeline.batches(held_out, shuffle=False)
     if placement.role.distributed:
         from tfmaas.trainer.multiworker import predict_locally
 
-        scores = predict_locally(model, batches(held_out, shuffle=False))
+        scores = predict_locally(pipeline.model, batches)
     else:
-        scores = model.predict(batches(held_out, shuffle=False), verbose=0)
-    metrics = classification_metrics(held_out.label_ids, np.argmax(scores, axis=-1), splits.classes)
-    metrics.update(
-        {
-            "examples": splits.counts(),
-            "training_seconds": round(training_seconds, 3),
-            "architecture": architecture.name,
-            "evaluated_on": evaluated_on,
-        }
-    )
-    log(
-        f"{evaluated_on} ({len(held_out)} examples): accuracy={metrics['accuracy']:.4f} "
-        f"precision={metrics['precision']:.4f} recall={metrics['recall']:.4f} "
-        f"f1={metrics['f1']:.4f}; trained in {training_seconds:.1f}s, "
-        f"{epoch_log.examples_per_second:.0f} examples/s"
-    )
-    return TrainedModel(
-        config=config,
-        classes=splits.classes,
-        module=ServingModule(vectorizer, model, splits.classes),
-        metrics=metrics,
-        examples=splits.counts(),
-        training_seconds=training_seconds,
-        examples_per_second=epoch_log.examples_per_second,
-        trained_at=trained_at,
-        dataset_fingerprint=data.fingerprint,
-        epochs_run=len(history.get("loss", [])),
-        is_chief=placement.role.is_chief,
-        placement=placement.describe(),
-        history={key: [float(v) for v in values] for key, values in history.items()},
-    )
+        scores = pipeline.model.predict(batches, verbose=0)
+    return classification_metrics(held_out.label_ids, np.argmax(scores, axis=-1), splits.classes)
 
 
 def _fit(

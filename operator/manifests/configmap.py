@@ -18,53 +18,28 @@ from tfmaas.api import ModelService
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.manifests.common import namespace_of, owner_of, whole_cpus
 from tfmaas.operator.naming import (
-    SERVING,
+    SERVING_COMPONENT,
     TRACK_LABEL,
     VERSION_LABEL,
     config_map_name,
     labels,
     metadata,
 )
+from tfmaas.serving_policy import (
+    BATCHING_CONFIG_FILE,
+    MODEL_CONFIG_FILE,
+    MONITORING_CONFIG_FILE,
+    batching_config_text,
+    model_config_text,
+    monitoring_config_text,
+)
 
 CONFIG_DIR = "/etc/tfmaas"
 MODELS_DIR = "/models"
-MODEL_CONFIG_FILE = "models.config"
-MONITORING_CONFIG_FILE = "monitoring.config"
-BATCHING_CONFIG_FILE = "batching.config"
-METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 def model_base_path(service_name: str) -> str:
     return f"{MODELS_DIR}/{service_name}"
-
-
-def model_config_text(service_name: str, version: int, track: str) -> str:
-    return (
-        "model_config_list {\n"
-        "  config {\n"
-        f'    name: "{service_name}"\n'
-        f'    base_path: "{model_base_path(service_name)}"\n'
-        '    model_platform: "tensorflow"\n'
-        f"    model_version_policy {{ specific {{ versions: {version} }} }}\n"
-        f'    version_labels {{ key: "{track}" value: {version} }}\n'
-        "  }\n"
-        "}\n"
-    )
-
-
-def monitoring_config_text() -> str:
-    return f'prometheus_config {{\n  enable: true\n  path: "{METRICS_PATH}"\n}}\n'
-
-
-def batching_config_text(service: ModelService) -> str:
-    batching = service.spec.serving.batching
-    threads = batching.num_batch_threads or whole_cpus(service.spec.serving.resources.cpu)
-    return (
-        f"max_batch_size {{ value: {batching.max_batch_size} }}\n"
-        f"batch_timeout_micros {{ value: {batching.batch_timeout_micros} }}\n"
-        f"max_enqueued_batches {{ value: {batching.max_enqueued_batches} }}\n"
-        f"num_batch_threads {{ value: {threads} }}\n"
-    )
 
 
 @dataclass(frozen=True)
@@ -83,11 +58,15 @@ class ServingConfig:
 
 def serving_config(service: ModelService, track: str, version: int) -> ServingConfig:
     files = {
-        MODEL_CONFIG_FILE: model_config_text(service.name, version, track),
+        MODEL_CONFIG_FILE: model_config_text(
+            name=service.name, base_path=model_base_path(service.name), labels={track: version}
+        ),
         MONITORING_CONFIG_FILE: monitoring_config_text(),
     }
-    if service.spec.serving.batching.enabled:
-        files[BATCHING_CONFIG_FILE] = batching_config_text(service)
+    batching = service.spec.serving.batching
+    if batching.enabled:
+        threads = batching.num_batch_threads or whole_cpus(service.spec.serving.resources.cpu)
+        files[BATCHING_CONFIG_FILE] = batching_config_text(batching, num_batch_threads=threads)
     return ServingConfig(track=track, version=version, files=files)
 
 
@@ -104,7 +83,7 @@ def build_config_map(
             owner_of(service),
             labels(
                 service.name,
-                SERVING,
+                SERVING_COMPONENT,
                 **{TRACK_LABEL: config.track, VERSION_LABEL: str(config.version)},
             ),
         ),

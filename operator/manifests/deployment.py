@@ -18,12 +18,8 @@ from tfmaas.operator.manifests.common import (
     whole_cpus,
 )
 from tfmaas.operator.manifests.configmap import (
-    BATCHING_CONFIG_FILE,
     CONFIG_DIR,
-    METRICS_PATH,
-    MODEL_CONFIG_FILE,
     MODELS_DIR,
-    MONITORING_CONFIG_FILE,
     ServingConfig,
     model_base_path,
 )
@@ -33,7 +29,7 @@ from tfmaas.operator.naming import (
     GRPC_PORT,
     MODEL_SERVICE_LABEL,
     REST_PORT,
-    SERVING,
+    SERVING_COMPONENT,
     SERVING_CONTAINER,
     TRACK_LABEL,
     VERSION_LABEL,
@@ -42,11 +38,21 @@ from tfmaas.operator.naming import (
     labels,
     metadata,
 )
+from tfmaas.serving_policy import (
+    BATCHING_CONFIG_FILE,
+    METRICS_PATH,
+    MODEL_CONFIG_FILE,
+    MONITORING_CONFIG_FILE,
+)
 
 
 def selector(service_name: str, track: str) -> dict[str, str]:
     # Deployment selectors are immutable, so they name the track, never the version.
-    return {MODEL_SERVICE_LABEL: service_name, COMPONENT_LABEL: SERVING, TRACK_LABEL: track}
+    return {
+        MODEL_SERVICE_LABEL: service_name,
+        COMPONENT_LABEL: SERVING_COMPONENT,
+        TRACK_LABEL: track,
+    }
 
 
 def server_args(service: ModelService, operator_config: OperatorConfig) -> list[str]:
@@ -179,7 +185,9 @@ def build_deployment(
     """`replicas=None` leaves the count to the HorizontalPodAutoscaler."""
     track, version = config.track, config.version
     memory = service.spec.serving.resources.memory
-    pod_labels = labels(service.name, SERVING, **{TRACK_LABEL: track, VERSION_LABEL: str(version)})
+    pod_labels = labels(
+        service.name, SERVING_COMPONENT, **{TRACK_LABEL: track, VERSION_LABEL: str(version)}
+    )
     pod_annotations = {
         CONFIG_HASH_ANNOTATION: config.digest,
         "prometheus.io/scrape": "true",
@@ -224,7 +232,9 @@ def build_deployment(
             deployment_name(service.name, track),
             namespace_of(service),
             owner_of(service),
-            labels(service.name, SERVING, **{TRACK_LABEL: track, VERSION_LABEL: str(version)}),
+            labels(
+                service.name, SERVING_COMPONENT, **{TRACK_LABEL: track, VERSION_LABEL: str(version)}
+            ),
         ),
         "spec": spec,
     }

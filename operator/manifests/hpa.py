@@ -11,7 +11,7 @@ from tfmaas.operator.manifests.common import (
     owner_of,
     requests_per_second_quantity,
 )
-from tfmaas.operator.naming import SERVING, STABLE, deployment_name, labels, metadata
+from tfmaas.operator.naming import SERVING_COMPONENT, STABLE, deployment_name, labels, metadata
 
 REQUEST_RATE_METRIC = "tfserving_requests_per_second"
 
@@ -23,7 +23,10 @@ def build_hpa(service: ModelService, metric: str = REQUEST_RATE_METRIC) -> dict[
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": metadata(
-            target, namespace_of(service), owner_of(service), labels(service.name, SERVING)
+            target,
+            namespace_of(service),
+            owner_of(service),
+            labels(service.name, SERVING_COMPONENT),
         ),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},

@@ -20,7 +20,7 @@ from tfmaas.operator.naming import (
     COMPLETION_INDEX_ANNOTATION,
     JOB_NAME_LABEL,
     TRAINER_CONTAINER,
-    TRAINING,
+    TRAINING_COMPONENT,
     TRAINING_HASH_ANNOTATION,
     VERSION_LABEL,
     WORKER_PORT,
@@ -74,7 +74,7 @@ def build_training_job(
 ) -> dict[str, Any]:
     training = service.spec.training
     name = job_name(service.name, version)
-    version_labels = labels(service.name, TRAINING, **{VERSION_LABEL: str(version)})
+    version_labels = labels(service.name, TRAINING_COMPONENT, **{VERSION_LABEL: str(version)})
     image = training.image or config.trainer_image
     env = [*storage_env(service, config, image=image), *scratch_env()]
     if training.workers > 1:
@@ -157,7 +157,7 @@ def build_worker_service(service: ModelService, version: int) -> dict[str, Any] 
             name,
             namespace_of(service),
             owner_of(service),
-            labels(service.name, TRAINING, **{VERSION_LABEL: str(version)}),
+            labels(service.name, TRAINING_COMPONENT, **{VERSION_LABEL: str(version)}),
         ),
         "spec": {
             "clusterIP": "None",

@@ -9,7 +9,7 @@ from typing import Any
 from tfmaas.api import ModelService
 from tfmaas.operator.manifests.common import namespace_of, owner_of
 from tfmaas.operator.manifests.deployment import selector
-from tfmaas.operator.naming import SERVING, STABLE, deployment_name, labels, metadata
+from tfmaas.operator.naming import SERVING_COMPONENT, STABLE, deployment_name, labels, metadata
 
 
 def build_pdb(service: ModelService) -> dict[str, Any]:
@@ -20,7 +20,7 @@ def build_pdb(service: ModelService) -> dict[str, Any]:
             deployment_name(service.name, STABLE),
             namespace_of(service),
             owner_of(service),
-            labels(service.name, SERVING),
+            labels(service.name, SERVING_COMPONENT),
         ),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(service.name, STABLE)}},
     }

@@ -12,7 +12,7 @@ from tfmaas.operator.naming import (
     GRPC_PORT,
     MODEL_SERVICE_LABEL,
     REST_PORT,
-    SERVING,
+    SERVING_COMPONENT,
     headless_service_name,
     labels,
     metadata,
@@ -26,7 +26,7 @@ PORTS = [
 
 def serving_selector(service_name: str) -> dict[str, str]:
     # Both tracks: the canary takes its share of requests by its share of replicas.
-    return {MODEL_SERVICE_LABEL: service_name, COMPONENT_LABEL: SERVING}
+    return {MODEL_SERVICE_LABEL: service_name, COMPONENT_LABEL: SERVING_COMPONENT}
 
 
 def build_service(service: ModelService) -> dict[str, Any]:
@@ -34,7 +34,10 @@ def build_service(service: ModelService) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": metadata(
-            service.name, namespace_of(service), owner_of(service), labels(service.name, SERVING)
+            service.name,
+            namespace_of(service),
+            owner_of(service),
+            labels(service.name, SERVING_COMPONENT),
         ),
         "spec": {
             "type": "ClusterIP",
@@ -52,7 +55,7 @@ def build_headless_service(service: ModelService) -> dict[str, Any]:
             headless_service_name(service.name),
             namespace_of(service),
             owner_of(service),
-            labels(service.name, SERVING),
+            labels(service.name, SERVING_COMPONENT),
         ),
         "spec": {
             "clusterIP": "None",

@@ -213,6 +213,40 @@ def test_a_gate_nothing_passes_is_explained(tmp_path: Path) -> None:
     assert "passes the quality gate" in gated.stderr
 
 
+def test_a_missing_pin_keeps_the_current_version_serving(tmp_path: Path) -> None:
+    """As in the cluster: PinnedVersionUnavailable, and the version served before goes on."""
+    publish_demo_version(tmp_path / "models" / "sentiment", 1, accuracy=0.9)
+    quick = ("--workdir", str(tmp_path), "--no-train", "--port=0", "--rest-port=0")
+    first = run_quick(str(SAMPLE), *quick, "--exit-after-predict", "--sample", "好")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(SAMPLE.read_text().replace("version: latest", "version: 7"))
+    answer = run_quick(str(pinned), *quick, "--exit-after-predict", "--sample", "好")
+    assert answer.returncode == 0, answer.stdout[-2000:] + answer.stderr[-2000:]
+    assert "PinnedVersionUnavailable: spec.serving.version pins version 7" in answer.stdout
+    assert "label stable = version 1" in answer.stdout
+    # With nothing served before, there is nothing to keep: the pin's problem is the error.
+    store = (tmp_path / "models" / "sentiment").as_uri()
+    fresh = run_quick(
+        str(pinned), "--workdir", str(tmp_path / "fresh"), "--store", store, "--no-train"
+    )
+    assert fresh.returncode == 2
+    assert "nothing to serve: spec.serving.version pins version 7" in fresh.stderr
+
+
+def test_the_gate_verdict_recorded_at_first_sight_stands(tmp_path: Path) -> None:
+    """As the operator judges a version once: a stricter gate later refuses nothing served."""
+    publish_demo_version(tmp_path / "models" / "sentiment", 1, accuracy=0.9)
+    quick = ("--workdir", str(tmp_path), "--no-train", "--port=0", "--rest-port=0")
+    first = run_quick(str(SAMPLE), *quick, "--exit-after-predict", "--sample", "好")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(SAMPLE.read_text().replace("minAccuracy: 0.8", "minAccuracy: 0.999"))
+    again = run_quick(str(strict), *quick, "--exit-after-predict", "--sample", "好")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "label stable = version 1" in again.stdout
+
+
 def test_an_invalid_spec_is_rejected_before_training(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(SAMPLE.read_text().replace("architecture: bag-of-ngrams", "architecture: rnn"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tfmaas.operator.handlers import observed_state
+from tfmaas.operator.reconcile_runner import observed_state
 
 
 def job(active: int, *conditions: str) -> dict:  # type: ignore[type-arg]

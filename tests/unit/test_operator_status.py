@@ -13,10 +13,9 @@ from tfmaas.operator.versions import (
     FAILED,
     SUCCEEDED,
     TRAINING,
-    Problem,
-    ServingPlan,
-    VersionRecord,
+    VersionStatus,
 )
+from tfmaas.serving_policy import Problem, ServingPlan
 
 ENDPOINT = {"grpc": "m.ns.svc:8500", "rest": "http://m.ns.svc:8501"}
 
@@ -34,8 +33,8 @@ def deployment(version: int, ready: int = 1, updated: int = 1, total: int = 1) -
     )
 
 
-def ok(version: int, promoted: bool = True, accuracy: float = 0.9) -> VersionRecord:
-    return VersionRecord(
+def ok(version: int, promoted: bool = True, accuracy: float = 0.9) -> VersionStatus:
+    return VersionStatus(
         version,
         SUCCEEDED,
         f"h{version}",
@@ -57,7 +56,7 @@ def conditions(status):  # type: ignore[no-untyped-def]
 
 
 def test_training_first_version() -> None:
-    status = status_of([VersionRecord(1, TRAINING, "h", "m-train-1")], ServingPlan(None, None))
+    status = status_of([VersionStatus(1, TRAINING, "h", "m-train-1")], ServingPlan(None, None))
     assert status["phase"] == "Training" and status["latestVersion"] == 1
     assert status["servingVersion"] is None and status["endpoint"] is None
     found = conditions(status)
@@ -88,7 +87,7 @@ def test_failed_training_and_refused_versions_explain_the_fix() -> None:
     records = [
         ok(1),
         ok(2, promoted=False),
-        VersionRecord(3, FAILED, "h3", "m-train-3", message="OOM"),
+        VersionStatus(3, FAILED, "h3", "m-train-3", message="OOM"),
     ]
     status = status_of(records, ServingPlan(1, None), deployment(1), {"servingVersion": 1})
     found = conditions(status)
@@ -101,7 +100,7 @@ def test_failed_training_and_refused_versions_explain_the_fix() -> None:
 
 def test_nothing_servable_after_failure_is_failed() -> None:
     status = status_of(
-        [VersionRecord(1, FAILED, "h", "m-train-1", message="boom")], ServingPlan(None, None)
+        [VersionStatus(1, FAILED, "h", "m-train-1", message="boom")], ServingPlan(None, None)
     )
     assert status["phase"] == "Failed"
 
@@ -125,7 +124,7 @@ def test_transition_time_moves_only_with_status() -> None:
 
 
 def test_events_on_first_status() -> None:
-    status = status_of([VersionRecord(1, TRAINING, "h", "m-train-1")], ServingPlan(None, None))
+    status = status_of([VersionStatus(1, TRAINING, "h", "m-train-1")], ServingPlan(None, None))
     reasons = [event.reason for event in transitions({}, status)]
     assert "Training" in reasons and "PhaseTraining" in reasons
     assert "NotStarted" not in reasons

@@ -12,16 +12,16 @@ from tfmaas.operator.versions import (
     SUCCEEDED,
     TRAINING,
     JobObservation,
-    VersionRecord,
+    VersionStatus,
     finished_jobs,
     merge_records,
     needs_training,
     next_version,
     parse_termination_message,
-    plan_serving,
     supersede,
     trim_history,
 )
+from tfmaas.serving_policy import plan_serving
 
 GATE = QualityGate(min_accuracy=0.8)
 
@@ -38,8 +38,8 @@ def message(accuracy: float, f1: float = 0.5) -> str:
     )
 
 
-def ok(version: int, promoted: bool = True, training_hash: str = "h") -> VersionRecord:
-    return VersionRecord(
+def ok(version: int, promoted: bool = True, training_hash: str = "h") -> VersionStatus:
+    return VersionStatus(
         version,
         SUCCEEDED,
         training_hash,
@@ -65,7 +65,7 @@ def serving(**overrides: object):  # type: ignore[no-untyped-def]
 
 def test_version_numbers_are_monotonic_and_never_reused() -> None:
     assert next_version([], None) == 1
-    assert next_version([ok(1), VersionRecord(2, FAILED)], 2) == 3
+    assert next_version([ok(1), VersionStatus(2, FAILED)], 2) == 3
     # status.latestVersion remembers numbers whose records are gone
     assert next_version([ok(1)], 5) == 6
 
@@ -75,7 +75,7 @@ def test_training_is_needed_once_per_training_spec() -> None:
     assert not needs_training([ok(1, training_hash="a")], "a")
     assert needs_training([ok(1, training_hash="a")], "b")
     # a failed attempt of the same spec is not retried on its own
-    assert not needs_training([VersionRecord(2, FAILED, "b")], "b")
+    assert not needs_training([VersionStatus(2, FAILED, "b")], "b")
 
 
 def test_termination_message_parsing() -> None:
@@ -109,7 +109,7 @@ def test_merge_judges_finished_jobs_against_the_gate() -> None:
 
 
 def test_finished_records_are_final_and_vanished_training_fails() -> None:
-    known = [ok(1), VersionRecord(2, TRAINING, "b", "x-train-2")]
+    known = [ok(1), VersionStatus(2, TRAINING, "b", "x-train-2")]
     # version 1's Job was deleted: its record stays; version 2's Job vanished mid-training
     records = {r.version: r for r in merge_records(known, [], GATE)}
     assert records[1] == ok(1)
@@ -120,13 +120,13 @@ def test_finished_records_are_final_and_vanished_training_fails() -> None:
 
 
 def test_latest_serves_the_newest_promoted_version() -> None:
-    records = [ok(1), ok(2), ok(3, promoted=False), VersionRecord(4, TRAINING)]
+    records = [ok(1), ok(2), ok(3, promoted=False), VersionStatus(4, TRAINING)]
     plan = plan_serving(records, serving(), current_stable=1)
     assert (plan.stable, plan.canary, plan.problems) == (2, None, ())
 
 
 def test_nothing_promoted_keeps_the_current_version() -> None:
-    records = [ok(1, promoted=False), VersionRecord(2, FAILED)]
+    records = [ok(1, promoted=False), VersionStatus(2, FAILED)]
     assert plan_serving(records, serving(), current_stable=1).stable == 1
     assert plan_serving(records, serving(), current_stable=None).stable is None
 
@@ -138,7 +138,7 @@ def test_a_pin_wins_over_promotion_even_below_the_gate() -> None:
 
 
 def test_an_unavailable_pin_keeps_serving_and_says_why() -> None:
-    records = [ok(1), VersionRecord(2, FAILED)]
+    records = [ok(1), VersionStatus(2, FAILED)]
     plan = plan_serving(records, serving(version=2), current_stable=1)
     assert plan.stable == 1
     (problem,) = plan.problems
@@ -146,7 +146,7 @@ def test_an_unavailable_pin_keeps_serving_and_says_why() -> None:
 
 
 def test_canary_serves_a_second_version_or_explains() -> None:
-    records = [ok(1), ok(2), VersionRecord(3, FAILED)]
+    records = [ok(1), ok(2), VersionStatus(3, FAILED)]
     plan = plan_serving(records, serving(version=1, canary={"version": 2}), current_stable=1)
     assert (plan.stable, plan.canary) == (1, 2)
     plan = plan_serving(records, serving(canary={"version": 3}), current_stable=2)
@@ -164,21 +164,21 @@ def test_a_version_number_taken_in_the_store_is_trained_again_under_the_next() -
 
 
 def test_a_new_training_supersedes_older_ones_still_running() -> None:
-    records = [ok(1), VersionRecord(2, TRAINING, "b", "x-train-2")]
+    records = [ok(1), VersionStatus(2, TRAINING, "b", "x-train-2")]
     stopped = supersede(records, 3)
     assert stopped[0] == ok(1)
     assert stopped[1].state == FAILED and "superseded by version 3" in (stopped[1].message or "")
 
 
-def failed(version: int) -> VersionRecord:
-    return VersionRecord(version, FAILED, f"h{version}", f"x-train-{version}", message="no")
+def failed(version: int) -> VersionStatus:
+    return VersionStatus(version, FAILED, f"h{version}", f"x-train-{version}", message="no")
 
 
 def test_status_keeps_what_serving_depends_on_and_the_newest_few() -> None:
     # 1 served (pinned), 3 the newest promoted, 5 below the gate, 2 the canary, then a run of
     # failures, and a version still training.
     records = [ok(1), ok(2), ok(3), failed(4), ok(5, promoted=False)]
-    records += [failed(v) for v in range(6, 30)] + [VersionRecord(30, TRAINING, "h30", "j")]
+    records += [failed(v) for v in range(6, 30)] + [VersionStatus(30, TRAINING, "h30", "j")]
     spec = serving(version=1, canary={"version": 2, "replicas": 1})
     plan = plan_serving(records, spec, current_stable=1)
     previous = {"servingVersion": 1, "canaryVersion": 2, "latestVersion": 30}
@@ -203,7 +203,7 @@ def test_a_finished_job_goes_once_its_result_is_recorded_except_the_newest() -> 
     # at) until version 2 starts.
     one = [ok(1)]
     assert finished_jobs([], one) == []
-    started = [ok(1), VersionRecord(2, TRAINING, "h2", "x-train-2")]
+    started = [ok(1), VersionStatus(2, TRAINING, "h2", "x-train-2")]
     assert finished_jobs(one, started) == ["x-train-1"]
     assert finished_jobs(started, started) == []
     # Version 2 finishes: it is the newest, its Job stays; nothing is deleted twice.
@@ -211,6 +211,6 @@ def test_a_finished_job_goes_once_its_result_is_recorded_except_the_newest() -> 
     assert finished_jobs(started, done) == []
     assert finished_jobs(done, done) == []
     # Finished, recorded and never the newest (a superseded run): goes with this write.
-    assert finished_jobs([], [failed(4), VersionRecord(5, TRAINING, "h5", "x-train-5")]) == [
+    assert finished_jobs([], [failed(4), VersionStatus(5, TRAINING, "h5", "x-train-5")]) == [
         "x-train-4"
     ]

@@ -34,3 +34,14 @@ def test_protoset_holds_the_prediction_service_after_all_its_imports() -> None:
         for service in file.service
     }
     assert "Predict" in services["tensorflow.serving.PredictionService"]
+
+
+def test_batching_file_is_the_spec_rendered_by_the_serving_policy() -> None:
+    from tfmaas.serving.config import parse_batching_parameters
+    from tfmaas.serving_policy import batching_config_text
+
+    benchmark = load_benchmark()
+    text = batching_config_text(benchmark.BENCH_BATCHING, num_batch_threads=2)
+    options = parse_batching_parameters(text)
+    assert (options.max_batch_size, options.batch_timeout_micros) == (64, 2000)
+    assert (options.max_enqueued_batches, options.num_batch_threads) == (100, 2)

@@ -14,6 +14,7 @@ import argparse
 import copy
 import os
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,69 +94,11 @@ def training_document(service: Any, epochs: int | None, max_examples: int | None
     return training
 
 
-def gate_failures(service: Any, metrics: dict[str, Any]) -> list[str]:
-    return list(service.spec.training.quality_gate.failures(metrics))
-
-
-def choose_versions(service: Any, store: Any) -> tuple[int | None, int | None]:
-    """(stable, canary): the pinned version, else the newest that passes the gate."""
-    published = store.list_versions()
-    serving = service.spec.serving
-    pinned = serving.pinned_version
-    if pinned is not None:
-        if pinned not in published:
-            raise UserError(
-                f"spec.serving.version pins version {pinned}, but the store {store.uri} holds "
-                f"{published or 'no versions'}; pin a published version or use 'latest'"
-            )
-        stable: int | None = pinned
-    else:
-        stable = None
-        for version in reversed(published):
-            if not gate_failures(service, store.read_json(version, "metrics.json")):
-                stable = version
-                break
-    canary = None
-    if serving.canary is not None and serving.canary.version in published:
-        canary = serving.canary.version
-    elif serving.canary is not None:
-        say(f"canary version {serving.canary.version} is not in the store; no canary served")
-    return stable, canary
-
-
-def model_config_text(name: str, base_path: Path, stable: int, canary: int | None) -> str:
-    versions = sorted({stable, *([canary] if canary else [])})
-    lines = [
-        "model_config_list {",
-        "  config {",
-        f'    name: "{name}"',
-        f'    base_path: "{base_path}"',
-        '    model_platform: "tensorflow"',
-        "    model_version_policy { specific { "
-        + " ".join(f"versions: {v}" for v in versions)
-        + " } }",
-        f'    version_labels {{ key: "stable" value: {stable} }}',
-    ]
-    if canary:
-        lines.append(f'    version_labels {{ key: "canary" value: {canary} }}')
-    lines += ["  }", "}", ""]
-    return "\n".join(lines)
-
-
 def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)  # the polling server never sees half a file
-
-
-def batching_text(batching: Any) -> str:
-    return (
-        f"max_batch_size {{ value: {batching.max_batch_size} }}\n"
-        f"batch_timeout_micros {{ value: {batching.batch_timeout_micros} }}\n"
-        f"max_enqueued_batches {{ value: {batching.max_enqueued_batches} }}\n"
-        f"num_batch_threads {{ value: {batching.num_batch_threads} }}\n"
-    )
 
 
 def client_host(bind_address: str) -> str:
@@ -199,61 +142,146 @@ def sample_prediction(
 
 
 def run_command(args: argparse.Namespace) -> int:
+    run = open_run(args)
+    if not args.no_train:
+        train_version(run, args)
+    if args.no_serve:
+        return 0
+    stable, canary = decide_versions(run)
+    classes = model_classes(run, stable)
+    config_path = stage_versions(run, stable, canary)
+    return serve_versions(
+        run, args, stable=stable, canary=canary, classes=classes, config=config_path
+    )
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """One `tfmaas local run`: the spec, its store, and where it keeps its serving state."""
+
+    service: Any
+    store: Any
+    store_uri: str
+    endpoint: str | None
+    serving_dir: Path
+
+    @property
+    def status_file(self) -> Path:
+        from tfmaas.cli.local_status import STATUS_FILE
+
+        return self.serving_dir / STATUS_FILE
+
+
+def open_run(args: argparse.Namespace) -> LocalRun:
+    from tfmaas.storage import open_store
+
     service = load_spec(args.spec)
-    name = service.name
     workdir = Path(args.workdir).resolve()
-    store_uri = args.store or (workdir / "models" / name).as_uri()
+    store_uri = args.store or (workdir / "models" / service.name).as_uri()
     endpoint = args.endpoint or (
         service.spec.storage.endpoint if store_uri.startswith("s3://") else None
     )
-    from tfmaas.storage import open_store
-
     store = open_store(store_uri, endpoint=endpoint)
-    say(f"model service {name}: store {store_uri}")
+    say(f"model service {service.name}: store {store_uri}")
+    serving_dir = workdir / "serving" / service.name
+    return LocalRun(service, store, store_uri, endpoint, serving_dir)
 
-    if not args.no_train:
-        from tfmaas.trainer import train_and_publish
 
-        started = time.monotonic()
-        result = train_and_publish(
-            training_document(service, args.epochs, args.max_examples),
-            name=name,
-            store_uri=store_uri,
-            endpoint=endpoint,
-            log=say,
+def train_version(run: LocalRun, args: argparse.Namespace) -> None:
+    """Train and publish the next version, and record its gate verdict, judged now against
+    the gate the spec has now: the operator's way."""
+    from tfmaas.cli.local_status import read_status, record_result, write_status
+    from tfmaas.trainer import train_and_publish
+
+    started = time.monotonic()
+    result = train_and_publish(
+        training_document(run.service, args.epochs, args.max_examples),
+        name=run.service.name,
+        store_uri=run.store_uri,
+        endpoint=run.endpoint,
+        log=say,
+    )
+    metrics = result.metrics
+    say(
+        f"version {result.version} trained in {time.monotonic() - started:.0f}s: "
+        + ", ".join(
+            f"{k} {float(metrics[k]):.4f}" for k in ("accuracy", "precision", "recall", "f1")
         )
-        metrics = result.metrics
-        say(
-            f"version {result.version} trained in {time.monotonic() - started:.0f}s: "
-            + ", ".join(
-                f"{k} {float(metrics[k]):.4f}" for k in ("accuracy", "precision", "recall", "f1")
-            )
-        )
-        failures = gate_failures(service, metrics)
-        if failures:
-            say(
-                f"version {result.version} fails the quality gate ({'; '.join(failures)}): "
-                "it is kept in the store but not served"
-            )
-    if args.no_serve:
-        return 0
+    )
+    status = record_result(
+        read_status(run.status_file, store=run.store_uri),
+        version=result.version,
+        metrics=metrics,
+        gate=run.service.spec.training.quality_gate,
+    )
+    write_status(run.status_file, status)
+    verdict = next(r for r in status.versions if r.version == result.version)
+    if not verdict.promoted:
+        say(f"{verdict.message}: it is kept in the store but not served")
 
-    if not store.list_versions():
-        raise UserError(f"the store {store_uri} holds no versions yet; run without --no-train")
-    stable, canary = choose_versions(service, store)
-    if stable is None:
+
+def decide_versions(run: LocalRun) -> tuple[int, int | None]:
+    """(stable, canary) as the operator would decide them; UserError when nothing can serve."""
+    from tfmaas.cli.local_status import plan, read_status, record_published
+
+    published = run.store.list_versions()
+    if not published:
+        raise UserError(f"the store {run.store_uri} holds no versions yet; run without --no-train")
+    gate = run.service.spec.training.quality_gate
+    status = record_published(
+        read_status(run.status_file, store=run.store_uri),
+        published=published,
+        read_metrics=lambda version: run.store.read_json(version, "metrics.json"),
+        gate=gate,
+    )
+    decided = plan(status, run.service.spec.serving)
+    for problem in decided.problems:
+        say(f"{problem.reason}: {problem.message}")
+    if decided.stable is None:
+        if decided.problems:  # a pin that cannot be honoured, and nothing served before it
+            raise UserError(f"nothing to serve: {decided.problems[0].message}")
         raise UserError(
-            f"no version in {store_uri} passes the quality gate "
-            f"{service.spec.training.quality_gate.thresholds()}; train again (more --epochs or "
+            f"no version in {run.store_uri} passes the quality gate "
+            f"{gate.thresholds()}; train again (more --epochs or "
             "data), lower spec.training.qualityGate, or pin spec.serving.version"
         )
-    serving_dir = workdir / "serving" / name
+    return decided.stable, decided.canary
+
+
+def stage_versions(run: LocalRun, stable: int, canary: int | None) -> Path:
+    """Pull the versions and write the model config naming them; record what serves."""
+    from tfmaas.cli.local_status import read_status, write_status
+    from tfmaas.serving_policy import CANARY, MODEL_CONFIG_FILE, STABLE, model_config_text
+
+    versions_dir = run.serving_dir / "versions"
     for version in {stable, *([canary] if canary else [])}:
-        store.pull(version, serving_dir / "versions")
-    card = store.read_json(stable, "model_card.json")
-    classes = card.get("classes") if isinstance(card.get("classes"), list) else None
-    config_path = serving_dir / "models.config"
-    write_atomically(config_path, model_config_text(name, serving_dir / "versions", stable, canary))
+        run.store.pull(version, versions_dir)
+    config_path = run.serving_dir / MODEL_CONFIG_FILE
+    labels = {STABLE: stable, **({CANARY: canary} if canary else {})}
+    text = model_config_text(name=run.service.name, base_path=str(versions_dir), labels=labels)
+    write_atomically(config_path, text)
+    status = read_status(run.status_file, store=run.store_uri)
+    write_status(run.status_file, replace(status, serving_version=stable))
+    return config_path
+
+
+def model_classes(run: LocalRun, version: int) -> list[str] | None:
+    """The class names the model card lists, for the sample prediction."""
+    card = run.store.read_json(version, "model_card.json")
+    return card.get("classes") if isinstance(card.get("classes"), list) else None
+
+
+def serve_versions(
+    run: LocalRun,
+    args: argparse.Namespace,
+    *,
+    stable: int,
+    canary: int | None,
+    classes: list[str] | None,
+    config: Path,
+) -> int:
+    """Hand the config to a server already running here, or serve until interrupted."""
+    name = run.service.name
     samples = args.sample or list(DEFAULT_SAMPLES)
     host = client_host(args.host)
     grpc_target = f"{host}:{args.port}"
@@ -262,12 +290,12 @@ def run_command(args: argparse.Namespace) -> int:
     if running is not None:
         say(
             f"a server on {grpc_target} already serves {name} (versions {running}); "
-            f"it picks up version {stable} from {config_path}"
+            f"it picks up version {stable} from {config}"
         )
         sample_prediction(grpc_target, name, stable, samples, classes)
         return 0
 
-    server = start_server(args, service, serving_dir, config_path)
+    server = start_server(args, run.service, run.serving_dir, config)
     server.stop_on_signals()
     grpc_target = f"{host}:{server.grpc_port}"  # --port 0 picks one
     try:
@@ -291,13 +319,21 @@ def run_command(args: argparse.Namespace) -> int:
 def start_server(args: argparse.Namespace, service: Any, serving_dir: Path, config: Path) -> Any:
     from tfmaas.serving.flags import ServerFlags
     from tfmaas.serving.server import ModelServer
+    from tfmaas.serving_policy import (
+        BATCHING_CONFIG_FILE,
+        MONITORING_CONFIG_FILE,
+        batching_config_text,
+        monitoring_config_text,
+    )
 
-    monitoring = serving_dir / "monitoring.config"
-    write_atomically(monitoring, "prometheus_config { enable: true }\n")
+    monitoring = serving_dir / MONITORING_CONFIG_FILE
+    write_atomically(monitoring, monitoring_config_text())
     batching = service.spec.serving.batching
-    batching_file = serving_dir / "batching.config"
+    batching_file = serving_dir / BATCHING_CONFIG_FILE
     if batching.enabled:
-        write_atomically(batching_file, batching_text(batching))
+        # 0 threads: the embedded server counts this machine's CPUs, which is what we want.
+        text = batching_config_text(batching, num_batch_threads=batching.num_batch_threads)
+        write_atomically(batching_file, text)
     flags = ServerFlags(
         port=args.port,
         rest_api_port=args.rest_port,

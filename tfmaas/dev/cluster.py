@@ -26,6 +26,7 @@ import yaml
 
 from tfmaas.dev import pki as pki_module
 from tfmaas.dev import processes, tools
+from tfmaas.timestamps import now_rfc3339
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -491,7 +492,7 @@ class LocalCluster:
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(node))
-        now = _rfc3339_now()
+        now = now_rfc3339()
         capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
         status = {
             "status": {
@@ -523,7 +524,7 @@ class LocalCluster:
     ) -> None:
         """Report the pod's containers as terminated (exit 0 or 1), as its kubelet would."""
         pod = self.kubectl_json("get", "pod", name, "-n", namespace)
-        now = _rfc3339_now()
+        now = now_rfc3339()
         terminated = {
             "terminated": {
                 "exitCode": 0 if succeeded else 1,
@@ -547,7 +548,7 @@ class LocalCluster:
         """Report the pod's init containers done and its containers running and ready, as its
         kubelet would."""
         pod = self.kubectl_json("get", "pod", name, "-n", namespace)
-        now = _rfc3339_now()
+        now = now_rfc3339()
         completed = {
             "terminated": {
                 "exitCode": 0,
@@ -587,10 +588,6 @@ class LocalCluster:
             "-p",
             json.dumps({"status": status}),
         )
-
-
-def _rfc3339_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _container_status(

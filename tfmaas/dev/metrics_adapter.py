@@ -9,7 +9,6 @@ through an APIService like any aggregated API; it serves read-only metrics and n
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import ssl
@@ -19,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+from tfmaas.timestamps import now_rfc3339
 
 GROUP = "custom.metrics.k8s.io"
 VERSION = "v1beta2"
@@ -70,7 +71,7 @@ def resource_list(metric: str) -> dict[str, Any]:
 def metric_values(
     *, namespace: str, pods: list[str], rates: dict[str, float], metric: str, window_seconds: int
 ) -> dict[str, Any]:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now_rfc3339()
     return {
         "kind": "MetricValueList",
         "apiVersion": f"{GROUP}/{VERSION}",

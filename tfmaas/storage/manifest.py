@@ -10,12 +10,12 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from tfmaas.errors import UserError
 from tfmaas.storage.base import MANIFEST_NAME, CorruptVersionError, StoreError
+from tfmaas.timestamps import now_rfc3339
 
 FORMAT = "tfmaas.io/manifest/v1"
 _CHUNK = 1 << 20
@@ -76,10 +76,6 @@ class Manifest:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"the manifest {where} is unreadable: {exc}") from exc
-
-
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def sha256_of(stream: BinaryIO) -> tuple[int, str]:

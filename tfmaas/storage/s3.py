@@ -54,10 +54,10 @@ from tfmaas.storage.manifest import (
     Manifest,
     build_manifest,
     manifest_dict,
-    now_rfc3339,
 )
 from tfmaas.storage.transfer import pull_version, read_file
 from tfmaas.storage.uri import S3Location
+from tfmaas.timestamps import now_rfc3339
 
 CLAIM_NAME = ".tfmaas-claim.json"
 # Longer than the server-side copies of step 3 ever take; uploads happen before the claim.

@@ -1,0 +1,181 @@
+"""Running reconciles: one at a time per ModelService and many ModelServices in parallel,
+a burst of triggers folded into one run, and transient API faults retried with backoff.
+
+kopf's handlers (handlers.py) only register triggers and call in here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from tfmaas.api import API_VERSION, KIND
+from tfmaas.operator import metrics
+from tfmaas.operator.apply import Applier
+from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.kube import Kube, KubeError
+from tfmaas.operator.naming import VERSION_LABEL
+from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile
+from tfmaas.redact import safe_message
+
+log = logging.getLogger(__name__)
+
+EVENT_MESSAGE_LIMIT = 1000
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+COALESCE_SECONDS = 0.3
+
+Key = tuple[str, str]
+
+
+class Reconciler:
+    """Runs reconciles one at a time per ModelService, many ModelServices in parallel, and
+    folds a burst of requests for one ModelService into a single extra run."""
+
+    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+        self.kube = kube
+        self.config = config
+        self.applier = Applier(kube, max_age=config.resync_seconds)
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._queued: set[Key] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # What each owned object last looked like to a reconcile, by (kind, namespace, name).
+        self.seen: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+
+    def _lock(self, key: Key) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def run(self, namespace: str, name: str, trigger: str = "spec") -> Outcome | None:
+        """Reconcile now; raises what reconcile raises."""
+        async with self._lock((namespace, name)):
+            self._queued.discard((namespace, name))
+            metrics.TRIGGERS.labels(trigger).inc()
+            return await self._run_locked(namespace, name)
+
+    async def _run_locked(self, namespace: str, name: str) -> Outcome | None:
+        # Always the stored object: a handler's body may predate the last status write.
+        body = await asyncio.to_thread(self.kube.get, API_VERSION, KIND, namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            self.forget(namespace, name)
+            return None
+        started = time.monotonic()
+        result = "error"
+        try:
+            outcome = await asyncio.to_thread(reconcile, self.kube, body, self.config, self.applier)
+            result = "ok"
+        except InvalidModelService as exc:
+            result = "invalid"
+            if not already_invalid(body, str(exc)):
+                post(body, "Warning", "InvalidSpec", str(exc))
+            raise
+        except KubeError as exc:
+            result = "transient" if exc.transient else "error"
+            raise
+        finally:
+            metrics.RECONCILES.labels(result).inc()
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        if outcome.started_training is not None:
+            metrics.TRAINING_JOBS.inc()
+        for event in outcome.events:
+            post(body, event.type, event.reason, event.message)
+        return outcome
+
+    def request(self, namespace: str, name: str) -> None:
+        """Ask for a reconcile soon; requests while one is queued add nothing."""
+        key = (namespace, name)
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        task = asyncio.create_task(self._requested(namespace, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _requested(self, namespace: str, name: str) -> None:
+        # Owned objects change in bursts (a Job's pod starts, finishes, the Job completes):
+        # a short wait folds a burst into one reconcile.
+        await asyncio.sleep(COALESCE_SECONDS)
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                await self.run(namespace, name, trigger="owned")
+                return
+            except InvalidModelService:
+                return
+            except KubeError as exc:
+                if not exc.transient or delay is None:
+                    log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
+                    return
+                await asyncio.sleep(delay)
+            except Exception:
+                log.exception("reconcile of %s/%s failed", namespace, name)
+                return
+
+    def owned_object_changed(
+        self, body: Mapping[str, Any], *, namespace: str, name: str, service: str, deleted: bool
+    ) -> None:
+        """A Job or Deployment of ModelService `service` changed: reconcile it if what a
+        reconcile reads from the object changed."""
+        key = (str(body.get("kind")), namespace, name)
+        if deleted:
+            self.applier.forget(namespace, service)
+            self.seen.pop(key, None)
+        else:
+            # Most updates (a Job's active count, a Deployment's conditions' heartbeats)
+            # change nothing a reconcile reads; only the fields it does read trigger one.
+            state = observed_state(body)
+            if self.seen.get(key) == state:
+                return
+            self.seen[key] = state
+        self.request(namespace, service)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.applier.forget(namespace, name)
+        lock = self._locks.get((namespace, name))
+        if lock is not None and not lock.locked():
+            self._locks.pop((namespace, name), None)
+
+
+def already_invalid(body: Mapping[str, Any], message: str) -> bool:
+    """Whether the status already reports this very spec error (one Event per mistake)."""
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == "SpecValid" and c.get("status") == "False" and c.get("message") == message
+        for c in conditions
+    )
+
+
+def post(body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+    text = safe_message(message, limit=EVENT_MESSAGE_LIMIT)
+    kopf.event(cast(kopf.Body, dict(body)), type=event_type, reason=reason, message=text)
+
+
+def observed_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a reconcile reads from an owned Job or Deployment."""
+    status = body.get("status") or {}
+    if body.get("kind") == "Job":
+        finished = sorted(
+            (c.get("type"), c.get("status"))
+            for c in status.get("conditions") or []
+            if c.get("type") in ("Complete", "SuccessCriteriaMet", "Failed")
+        )
+        return ("Job", tuple(finished))
+    template = ((body.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return (
+        "Deployment",
+        (body.get("metadata") or {}).get("generation"),
+        (body.get("spec") or {}).get("replicas"),
+        (template.get("labels") or {}).get(VERSION_LABEL),
+        *(
+            status.get(field)
+            for field in (
+                "observedGeneration",
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            )
+        ),
+    )

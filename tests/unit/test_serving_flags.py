@@ -83,7 +83,7 @@ def test_grpc_threads_cover_a_concurrency_of_32() -> None:
 
 def test_request_caps_and_reload_have_safe_defaults() -> None:
     flags = parse(["--model_base_path=/m"])
-    assert flags.request_limits == RequestLimits(DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_BYTES)
+    assert RequestLimits.of(flags) == RequestLimits(DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_BYTES)
     assert flags.allow_grpc_config_reload is False
     flags = parse(
         [
@@ -94,7 +94,7 @@ def test_request_caps_and_reload_have_safe_defaults() -> None:
             "--ssl_config_file=/ssl.config",
         ]
     )
-    assert flags.request_limits == RequestLimits(max_elements=10, max_bytes=20)
+    assert RequestLimits.of(flags) == RequestLimits(max_elements=10, max_bytes=20)
     assert flags.allow_grpc_config_reload is True
     assert flags.ssl_config_file == "/ssl.config"  # read, not ignored
     with pytest.raises(UserError, match="--max_request_elements must be at least 1"):

@@ -14,7 +14,13 @@ import os
 from dataclasses import dataclass, fields
 
 from tfmaas.errors import UserError
-from tfmaas.serving.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, RequestLimits
+
+# The request caps' defaults. Sized for the default 2Gi serving pod: 1 Mi one-byte strings through
+# the demo text model (decode, model and answer) peak at about 270 MiB. An image model may need
+# more: raise them. They live here, not in limits.py, so that parsing flags (which every `tfmaas`
+# command does) needs neither gRPC nor TensorFlow: the operator image has neither.
+DEFAULT_MAX_ELEMENTS = 1 << 20
+DEFAULT_MAX_BYTES = 64 << 20
 
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
@@ -136,12 +142,6 @@ class ServerFlags:
             )
         if self.file_system_poll_wait_seconds < 0 or self.model_config_file_poll_wait_seconds < 0:
             raise UserError("poll intervals must be >= 0 seconds (0 turns polling off)")
-
-    @property
-    def request_limits(self) -> RequestLimits:
-        return RequestLimits(
-            max_elements=self.max_request_elements, max_bytes=self.max_request_tensor_bytes
-        )
 
     @property
     def grpc_threads(self) -> int:

@@ -20,11 +20,8 @@ from dataclasses import dataclass
 import grpc
 
 from tfmaas.serving.errors import ServingError, invalid_argument
+from tfmaas.serving.flags import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, ServerFlags
 
-# Sized for the default 2Gi serving pod: 1 Mi one-byte strings through the demo text model
-# (decode, model and answer) peak at about 270 MiB. An image model may need more: raise them.
-DEFAULT_MAX_ELEMENTS = 1 << 20
-DEFAULT_MAX_BYTES = 64 << 20
 # The largest request either port reads: a REST body, a gRPC message. Four times the default
 # tensor-byte cap, since a request's encoding may be larger than what it decodes into (JSON text,
 # varints of small integers); TF Serving takes gRPC messages up to 2 GiB, which the cap on decoded
@@ -41,6 +38,12 @@ BYTES_FLAG = "--max_request_tensor_bytes"
 class RequestLimits:
     max_elements: int = DEFAULT_MAX_ELEMENTS
     max_bytes: int = DEFAULT_MAX_BYTES
+
+    @classmethod
+    def of(cls, flags: ServerFlags) -> RequestLimits:
+        return cls(
+            max_elements=flags.max_request_elements, max_bytes=flags.max_request_tensor_bytes
+        )
 
     def budget(self) -> RequestBudget:
         return RequestBudget(self)

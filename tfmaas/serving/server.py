@@ -39,7 +39,7 @@ from tfmaas.serving.errors import ServingError
 from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
 from tfmaas.serving.grpc_service import ModelService, PredictionService
 from tfmaas.serving.http_server import RestServer
-from tfmaas.serving.limits import MAX_REQUEST_BYTES, InFlightLimit
+from tfmaas.serving.limits import MAX_REQUEST_BYTES, InFlightLimit, RequestLimits
 from tfmaas.serving.loading import load_with_retries
 from tfmaas.serving.loop_thread import LoopThread
 from tfmaas.serving.metrics import ServingMetrics
@@ -118,7 +118,7 @@ class ModelServer:
         self.core = ServingCore(
             self.registry,
             self.metrics,
-            flags.request_limits,
+            RequestLimits.of(flags),
             method_name_check=flags.enable_signature_method_name_check,
         )
         self._unbatched = InFlightLimit(

@@ -83,7 +83,7 @@ def predict_response(name: str, result: PredictResult) -> predict_pb2.PredictRes
     return response
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: ServingCore, model_executor: Executor) -> None:
         self._core = core
         self._model_executor = model_executor
@@ -178,7 +178,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return None
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, core: ServingCore, *, allow_reload: bool = False) -> None:
         self._core = core
         self._allow_reload = allow_reload

@@ -37,13 +37,14 @@ from tfmaas.serving.config import TlsSettings
 from tfmaas.serving.core import ServingCore
 from tfmaas.serving.errors import ServingError
 from tfmaas.serving.flags import ServerFlags, parse_channel_arguments
-from tfmaas.serving.grpc_service import ModelService, PredictionService
+from tfmaas.serving.frontend_process import find_binary
+from tfmaas.serving.grpc_service import ModelServicer, PredictionServicer
 from tfmaas.serving.http_server import RestServer
 from tfmaas.serving.limits import MAX_REQUEST_BYTES, InFlightLimit, RequestLimits
 from tfmaas.serving.loading import load_with_retries
 from tfmaas.serving.loop_thread import LoopThread
 from tfmaas.serving.metrics import ServingMetrics
-from tfmaas.serving.native_frontend import NativeFrontend, UnaryMethod, find_binary
+from tfmaas.serving.native_frontend import NativeFrontend, UnaryMethod
 from tfmaas.serving.registry import Registry
 from tfmaas.serving.rest import RestApi
 from tfmaas.serving.runner import ServedVersion
@@ -291,8 +292,8 @@ class ModelServer:
     def _unary_methods(self) -> dict[str, UnaryMethod]:
         """Every unary method but Predict (the relay's own fast path), as the relay calls them."""
         assert self._model_executor is not None
-        prediction = PredictionService(self.core, self._model_executor)
-        models = ModelService(self.core, allow_reload=self.flags.allow_grpc_config_reload)
+        prediction = PredictionServicer(self.core, self._model_executor)
+        models = ModelServicer(self.core, allow_reload=self.flags.allow_grpc_config_reload)
         predictions = "/tensorflow.serving.PredictionService/"
         return {
             predictions + "GetModelMetadata": (
@@ -333,10 +334,10 @@ class ModelServer:
     ) -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(migration_thread_pool=handler_executor, options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.core, model_executor), server
+            PredictionServicer(self.core, model_executor), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self.core, allow_reload=self.flags.allow_grpc_config_reload), server
+            ModelServicer(self.core, allow_reload=self.flags.allow_grpc_config_reload), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.flags.bind_address}:{self.flags.port}"

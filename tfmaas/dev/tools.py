@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tfmaas.errors import TfmaasError, UserError
+from tfmaas.serving import frontend_process
 
 KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.5"
@@ -59,6 +61,9 @@ class Tool:
     package: str
     ldflags: tuple[str, ...] = ()
     own_source: bool = False  # tfmaas's own program: its .go files are part of the cache key
+    # The name a build is linked under in this Python environment's scripts folder, where the
+    # program that runs it looks (tfmaas serve finds tfmaas-grpc-frontend there).
+    command: str = ""
 
     def ldflags_for(self, build_date: str) -> str:
         return " ".join(
@@ -155,6 +160,7 @@ TOOLS: Mapping[str, Tool] = {
             module="grpc-frontend",
             package="tfmaas.dev/tools/grpc-frontend",
             own_source=True,
+            command=frontend_process.BINARY_NAME,
         ),
         Tool(
             name="helm",
@@ -299,18 +305,36 @@ def _build_lock(directory: Path) -> Iterator[None]:
 
 @dataclasses.dataclass(frozen=True)
 class BuildResult:
-    name: str
+    tool: Tool
     path: Path
     built: bool
     seconds: float
 
 
 def build(name: str, *, log: bool = True) -> BuildResult:
-    """Return the cached binary for `name`, building it first if this pin was never built."""
-    tool = lookup(name)
+    """Return the cached binary for `name`, building it first if this pin was never built, and
+    link it under its command name where the programs that run it look."""
+    result = _build(lookup(name), log=log)
+    if result.tool.command:
+        _link_command(result.path, result.tool.command)
+    return result
+
+
+def _link_command(binary: Path, command: str) -> None:
+    link = Path(sysconfig.get_path("scripts")) / command
+    if link.is_symlink() and link.resolve() == binary.resolve():
+        return
+    staged = link.with_name(f".{command}.{os.getpid()}")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(binary)
+    os.replace(staged, link)  # atomic: a server starting now finds the old build or the new
+
+
+def _build(tool: Tool, *, log: bool) -> BuildResult:
+    name = tool.name
     target = binary_path(name)
     if target.is_file():
-        return BuildResult(name, target, built=False, seconds=0.0)
+        return BuildResult(tool, target, built=False, seconds=0.0)
     go = find_go()
     jobs = int(os.environ.get("TFMAAS_BUILD_JOBS", DEFAULT_BUILD_JOBS))
     module_dir = tools_modules_root() / tool.module
@@ -319,7 +343,7 @@ def build(name: str, *, log: bool = True) -> BuildResult:
     with _build_lock(target.parent):
         # Another process may have built it while this one waited for the lock.
         if target.is_file():
-            return BuildResult(name, target, built=False, seconds=0.0)
+            return BuildResult(tool, target, built=False, seconds=0.0)
         target.parent.mkdir(parents=True, exist_ok=True)
         build_date = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         log_path = target.parent / "build.log"
@@ -365,7 +389,7 @@ def build(name: str, *, log: bool = True) -> BuildResult:
         )
     if log:
         print(f"built {name} in {seconds:.0f}s: {target}", flush=True)
-    return BuildResult(name, target, built=True, seconds=seconds)
+    return BuildResult(tool, target, built=True, seconds=seconds)
 
 
 def ensure(name: str) -> Path:

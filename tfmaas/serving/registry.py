@@ -46,7 +46,7 @@ class VersionState(enum.IntEnum):
 
 
 @dataclass
-class VersionRecord:
+class VersionEntry:
     version: int
     state: VersionState
     error: str = ""
@@ -56,7 +56,7 @@ class VersionRecord:
 @dataclass
 class ModelRecord:
     config: model_server_config_pb2.ModelConfig
-    versions: dict[int, VersionRecord] = field(default_factory=dict)
+    versions: dict[int, VersionEntry] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -215,7 +215,7 @@ class Registry:
                 self._unload(record, known)
 
     def _load_version(self, record: ModelRecord, version: int, path: Path) -> None:
-        entry = VersionRecord(version=version, state=VersionState.LOADING)
+        entry = VersionEntry(version=version, state=VersionState.LOADING)
         with self._state_lock:
             record.versions[version] = entry
         log.info("Loading servable: {name: %s version: %d} from %s", record.name, version, path)
@@ -234,7 +234,7 @@ class Registry:
             "Successfully loaded servable version {name: %s version: %d}", record.name, version
         )
 
-    def _unload(self, record: ModelRecord, entry: VersionRecord) -> None:
+    def _unload(self, record: ModelRecord, entry: VersionEntry) -> None:
         with self._state_lock:
             entry.state = VersionState.UNLOADING
             served, entry.served = entry.served, None
@@ -283,7 +283,7 @@ class Registry:
                 raise not_found(f"Servable not found for request: Specific({name}, {version})")
             return entry.served
 
-    def status(self, name: str, version: int | None = None, label: str = "") -> list[VersionRecord]:
+    def status(self, name: str, version: int | None = None, label: str = "") -> list[VersionEntry]:
         with self._state_lock:
             record = self._models.get(name)
             if label:
@@ -294,9 +294,9 @@ class Registry:
                 entry = record.versions.get(version)
                 if entry is None:
                     raise not_found(f"Could not find version {version} of model {name}")
-                return [VersionRecord(entry.version, entry.state, entry.error)]
+                return [VersionEntry(entry.version, entry.state, entry.error)]
             return [
-                VersionRecord(e.version, e.state, e.error)
+                VersionEntry(e.version, e.state, e.error)
                 for e in sorted(record.versions.values(), key=lambda e: -e.version)
             ]
 
@@ -330,4 +330,4 @@ class Registry:
             return dict(record.labels) if record else {}
 
 
-__all__ = ["ModelRecord", "Registry", "ServingError", "VersionRecord", "VersionState"]
+__all__ = ["ModelRecord", "Registry", "ServingError", "VersionEntry", "VersionState"]

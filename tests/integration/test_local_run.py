@@ -169,8 +169,8 @@ def test_serving_stops_on_a_signal_even_with_sigint_ignored(
         output, _ = serving.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         serving.kill()
-        serving.communicate()
-        pytest.fail(f"{signum.name} did not stop `tfmaas local run`")
+        output, _ = serving.communicate()
+        pytest.fail(f"{signum.name} did not stop `tfmaas local run`:\n{output[-3000:]}")
     finally:
         if serving.poll() is None:
             serving.kill()

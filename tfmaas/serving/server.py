@@ -64,6 +64,8 @@ _MAX_SEND_BYTES = 2**31 - 1
 # default is unbounded. --grpc_channel_arguments=grpc.max_concurrent_streams=N changes it.
 _MAX_CONCURRENT_STREAMS = 100
 _tensorflow_configured = False
+# How soon `wait` notices a signal; the handler itself may take no lock to wake it sooner.
+_SIGNAL_POLL_SECONDS = 0.2
 
 
 def configure_tensorflow(intra_op: int, inter_op: int, gpu_memory_fraction: float = 0.0) -> None:
@@ -136,6 +138,7 @@ class ModelServer:
         self._rest: RestServer | None = None
         self._rest_api: RestApi | None = None
         self._stop = threading.Event()
+        self._signal_received: int | None = None  # written by the signal handler alone
         self._pollers: list[threading.Thread] = []
         self.grpc_port = 0
         self.rest_port = 0
@@ -425,12 +428,16 @@ class ModelServer:
         self._stop.set()
 
     def request_stop(self) -> None:
-        """Make `wait` return; safe from a signal handler."""
+        """Make `wait` return. Not from a signal handler: see `stop_on_signals`."""
         self._stop.set()
 
     def wait(self) -> None:
-        """Until `request_stop`, or until the server can no longer serve (see `failure`)."""
-        self._stop.wait()
+        """Until `request_stop`, a signal (`stop_on_signals`), or until the server can no longer
+        serve (see `failure`)."""
+        while not self._stop.wait(timeout=_SIGNAL_POLL_SECONDS):
+            if self._signal_received is not None:
+                log.info("Got %s; shutting down", signal.Signals(self._signal_received).name)
+                self._stop.set()
 
     def stop(self, grace: float | None = None) -> None:
         """Shut down gracefully: health turns NOT_SERVING (gRPC health, REST model status),
@@ -474,8 +481,10 @@ class ModelServer:
         KeyboardInterrupt handler. A second signal ends the process at once. Main thread only."""
 
         def stop(signum: int, _frame: object) -> None:
-            log.info("Got %s; shutting down", signal.Signals(signum).name)
-            self.request_stop()
+            # Only a plain assignment: the handler runs in the main thread between two of its
+            # bytecodes, maybe while it holds the lock of the Event `wait` waits on (Event.set
+            # here deadlocked a stopping `tfmaas local run`) or writes to the log's stream.
+            self._signal_received = signum
             signal.signal(signum, signal.SIG_DFL)
 
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -12,6 +12,8 @@ import logging
 import math
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -229,6 +231,24 @@ def outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool) -> dict[st
     }
 
 
+def request_body(data: bytes) -> dict[str, Any]:
+    """A REST request's JSON object, with `signature_name` (if any) a string: what :predict,
+    :classify and :regress all take."""
+    try:
+        body = json.loads(data or b"null")
+    except ValueError as exc:
+        raise invalid_argument(f"JSON Parse error: {exc}") from exc
+    except RecursionError as exc:
+        raise invalid_argument(
+            f"JSON Parse error: nested deeper than this server parses ({exc})"
+        ) from exc
+    if not isinstance(body, dict):
+        raise invalid_argument("the request body must be a JSON object")
+    if not isinstance(body.get("signature_name", ""), str):
+        raise invalid_argument("'signature_name' key must be a string value.")
+    return body
+
+
 class RestApi:
     def __init__(self, core: ServingCore, metrics_path: str | None) -> None:
         self.core = core
@@ -295,11 +315,13 @@ class RestApi:
         spec.version.value = served.version
         return tfs_json.model_metadata_json(spec, served.servable.signature_def_map())
 
-    def infer(self, api: str, ref: inference.ModelRef, body: bytes) -> dict[str, Any]:
+    @contextmanager
+    def _observed(self, name: str, api: str) -> Iterator[None]:
+        """Counts the request under its outcome's code, as the gRPC side does."""
         started = time.perf_counter()
         code = "OK"
         try:
-            return _INFERENCE[api](self.core, ref, body)
+            yield
         except ServingError as exc:
             code = exc.code_name
             raise
@@ -307,27 +329,17 @@ class RestApi:
             code = "INTERNAL"
             raise
         finally:
-            self.core.observe(ref.name, api, "REST", code, started)
+            self.core.observe(name, api, "REST", code, started)
+
+    def infer(self, api: str, ref: inference.ModelRef, body: bytes) -> dict[str, Any]:
+        with self._observed(ref.name, api):
+            return _INFERENCE[api](self.core, ref, request_body(body))
 
     def predict(self, name: str, version: int | None, label: str, body: bytes) -> dict[str, Any]:
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            try:
-                request = json.loads(body or b"null")
-            except ValueError as exc:
-                raise invalid_argument(f"JSON Parse error: {exc}") from exc
-            except RecursionError as exc:
-                raise invalid_argument(
-                    f"JSON Parse error: nested deeper than this server parses ({exc})"
-                ) from exc
-            if not isinstance(request, dict):
-                raise invalid_argument("the request body must be a JSON object")
-            signature_name = request.get("signature_name", "")
-            if not isinstance(signature_name, str):
-                raise invalid_argument("'signature_name' key must be a string value.")
+        with self._observed(name, "predict"):
+            request = request_body(body)
             served = self.core.registry.resolve(name, version, label)
-            key = signature_name or DEFAULT_SIGNATURE
+            key = request.get("signature_name", "") or DEFAULT_SIGNATURE
             if key not in served.servable.signatures:
                 # REST looks the signature up to decode the JSON, and words its miss apart
                 # from gRPC's (http_rest_api_handler.cc, GetInfoMap).
@@ -339,14 +351,6 @@ class RestApi:
             plan = checked_plan(served, signature, inputs)
             result = plan.result(served.run(plan.signature, plan.inputs))
             return outputs_to_json(result.outputs, row_format="instances" in request)
-        except ServingError as exc:
-            code = exc.code_name
-            raise
-        except Exception:
-            code = "INTERNAL"
-            raise
-        finally:
-            self.core.observe(name, "predict", "REST", code, started)
 
 
 __all__ = ["RestApi"]

@@ -7,36 +7,16 @@ example), regress `{"results": [value, ...]}`, as http_rest_api_handler.cc write
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from tfmaas.serving import inference
 from tfmaas.serving.core import ServingCore
-from tfmaas.serving.errors import invalid_argument
 from tfmaas.serving.examples import input_from_json
 
 
-def _body(data: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(data or b"null")
-    except ValueError as exc:
-        raise invalid_argument(f"JSON Parse error: {exc}") from exc
-    except RecursionError as exc:
-        raise invalid_argument(
-            f"JSON Parse error: nested deeper than this server parses ({exc})"
-        ) from exc
-    if not isinstance(body, dict):
-        raise invalid_argument("the request body must be a JSON object")
-    signature_name = body.get("signature_name", "")
-    if not isinstance(signature_name, str):
-        raise invalid_argument("'signature_name' key must be a string value.")
-    return body
-
-
-def classify(core: ServingCore, ref: inference.ModelRef, data: bytes) -> dict[str, Any]:
-    body = _body(data)
+def classify(core: ServingCore, ref: inference.ModelRef, body: dict[str, Any]) -> dict[str, Any]:
     request = classification_pb2.ClassificationRequest()
     request.model_spec.signature_name = body.get("signature_name", "")
     request.input.CopyFrom(input_from_json(body, budget=core.limits.budget()))
@@ -49,8 +29,7 @@ def classify(core: ServingCore, ref: inference.ModelRef, data: bytes) -> dict[st
     }
 
 
-def regress(core: ServingCore, ref: inference.ModelRef, data: bytes) -> dict[str, Any]:
-    body = _body(data)
+def regress(core: ServingCore, ref: inference.ModelRef, body: dict[str, Any]) -> dict[str, Any]:
     request = regression_pb2.RegressionRequest()
     request.model_spec.signature_name = body.get("signature_name", "")
     request.input.CopyFrom(input_from_json(body, budget=core.limits.budget()))

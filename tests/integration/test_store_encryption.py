@@ -242,3 +242,22 @@ def test_a_missing_ca_bundle_file_is_refused_before_any_request(
     monkeypatch.setenv("AWS_CA_BUNDLE", missing)
     with pytest.raises(UserError, match="AWS_CA_BUNDLE names .*spec.storage.caBundle"):
         open_store("s3://models/x")
+
+
+def test_encrypted_objects_stay_readable_after_a_restart_on_the_same_data(
+    tmp_path: Path, minio: MinioServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The local stack keeps its MinIO data between runs, so the KMS key must persist with it.
+    data_dir = tmp_path / "minio"
+    model = make_model_dir(tmp_path / "m", 0.7)
+    for attempt in ("publish", "pull"):
+        with MinioServer(data_dir=data_dir, secret_key="fixed-secret-for-restart") as server:
+            for name, value in server.env.items():
+                monkeypatch.setenv(name, value)
+            uri = f"s3://{server.bucket(BUCKET)}/restart"
+            store = open_store(uri, encryption=encryption_for(server, "sse-kms"))
+            if attempt == "publish":
+                store.publish(1, model)
+            else:
+                pulled = store.pull(1, tmp_path / "dest")
+                assert (pulled / "saved_model.pb").read_bytes() == b"graph-0.7"

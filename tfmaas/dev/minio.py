@@ -103,9 +103,7 @@ class MinioServer:
             "MINIO_REGION": self.region,
             "MINIO_BROWSER": "off",
             "MINIO_UPDATE": "off",
-            # A fresh key per server: its data dies with it.
-            "MINIO_KMS_SECRET_KEY": f"{self.kms_key_name}:"
-            + base64.b64encode(secrets.token_bytes(32)).decode(),
+            "MINIO_KMS_SECRET_KEY": f"{self.kms_key_name}:{self._kms_key()}",
         }
         last_error: Exception | None = None
         for _ in range(_START_ATTEMPTS):
@@ -143,6 +141,15 @@ class MinioServer:
             return self
         self.port = 0
         raise RuntimeError(f"MinIO did not start after {_START_ATTEMPTS} attempts: {last_error}")
+
+    def _kms_key(self) -> str:
+        """The KMS key (base64 of 32 bytes), kept beside the data: a data dir that outlives the
+        server (the local stack's) stays readable after a restart."""
+        path = self.base_dir / "kms.key"
+        if not path.is_file():
+            path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     def _write_certificate(self) -> None:
         """public.crt/private.key, which MinIO serves from --certs-dir, signed by a new CA."""

@@ -237,10 +237,10 @@ def test_a_missing_ca_bundle_file_is_refused_before_any_request(
     tls_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     missing = str(tmp_path / "nope.crt")
-    with pytest.raises(UserError, match="--ca-bundle names .*not a readable file"):
+    with pytest.raises(UserError, match=r"--ca-bundle names .*not a readable file"):
         open_store("s3://models/x", ca_bundle=missing)
     monkeypatch.setenv("AWS_CA_BUNDLE", missing)
-    with pytest.raises(UserError, match="AWS_CA_BUNDLE names .*spec.storage.caBundle"):
+    with pytest.raises(UserError, match=r"AWS_CA_BUNDLE names .*spec\.storage\.caBundle"):
         open_store("s3://models/x")
 
 

@@ -157,7 +157,7 @@ def test_the_pull_check_accepts_stronger_and_refuses_weaker_encryption() -> None
     uri = "s3://models/x/1/saved_model.pb"
     StoreEncryption("sse-s3").check({"ServerSideEncryption": "aws:kms"}, uri=uri)
     StoreEncryption("sse-kms").check({"ServerSideEncryption": "aws:kms"}, uri=uri)
-    with pytest.raises(UnencryptedObjectError, match="stored unencrypted, but .* requires sse-s3"):
+    with pytest.raises(UnencryptedObjectError, match=r"stored unencrypted, but .* requires sse-s3"):
         StoreEncryption("sse-s3").check({}, uri=uri)
     with pytest.raises(UnencryptedObjectError, match=f"{uri}: it is stored with 'AES256'"):
         StoreEncryption("sse-kms").check({"ServerSideEncryption": "AES256"}, uri=uri)

@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from boto3.s3.transfer import TransferConfig
@@ -16,7 +17,7 @@ from tests.unit.test_storage_local import make_model_dir
 from tfmaas.cli.main import main
 from tfmaas.dev.minio import MinioServer
 from tfmaas.errors import UserError
-from tfmaas.storage import MANIFEST_NAME, StoreAccessError, open_store
+from tfmaas.storage import MANIFEST_NAME, StoreAccessError, VersionExistsError, open_store
 from tfmaas.storage import s3 as s3_module
 from tfmaas.storage.encryption import ENCRYPTION_ENV, StoreEncryption, UnencryptedObjectError
 from tfmaas.storage.s3 import CLAIM_NAME, S3Store
@@ -261,3 +262,23 @@ def test_encrypted_objects_stay_readable_after_a_restart_on_the_same_data(
             else:
                 pulled = store.pull(1, tmp_path / "dest")
                 assert (pulled / "saved_model.pb").read_bytes() == b"graph-0.7"
+
+
+def test_a_claim_taken_over_by_a_publisher_without_encryption_is_a_lost_race(
+    minio: MinioServer, minio_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Claims hold no model data: another publisher's plain claim means "taken", not "tampered".
+    uri = new_uri(minio)
+    store = open_store(uri, encryption=encryption_for(minio, "sse-s3"))
+    assert isinstance(store, S3Store)
+    copy_into_place = store._copy_into_place
+
+    def copy_then_lose_the_claim(version: int, *args: Any) -> None:
+        copy_into_place(version, *args)
+        minio.client().put_object(
+            Bucket=BUCKET, Key=key_of(uri, str(version), CLAIM_NAME), Body=b'{"publishId":"other"}'
+        )
+
+    monkeypatch.setattr(store, "_copy_into_place", copy_then_lose_the_claim)
+    with pytest.raises(VersionExistsError, match="took the number over"):
+        store.publish(1, make_model_dir(tmp_path / "m"))

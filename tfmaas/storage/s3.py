@@ -302,14 +302,17 @@ class S3Store(ModelStore):
             raise
         return True
 
-    def _get(self, key: str) -> bytes | None:
+    def _get(self, key: str, *, model_data: bool = True) -> bytes | None:
+        """The object's bytes, None if absent. Model data (manifests and files) must carry the
+        required encryption; a claim holds none and may be another publisher's."""
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except bce.ClientError as exc:
             if error_code(exc) in _NOT_FOUND:
                 return None
             raise
-        self._check_encrypted(response, key)
+        if model_data:
+            self._check_encrypted(response, key)
         data: bytes = response["Body"].read()
         return data
 
@@ -472,7 +475,7 @@ class S3Store(ModelStore):
             )
 
     def _check_claim_is_ours(self, version: int, publish_id: str) -> None:
-        data = self._get(self._version_key(version, CLAIM_NAME))
+        data = self._get(self._version_key(version, CLAIM_NAME), model_data=False)
         owner = json.loads(data).get("publishId") if data else None
         if owner != publish_id:
             raise self._exists_error(
@@ -488,7 +491,7 @@ class S3Store(ModelStore):
         try:
             if self._is_published(version):
                 return
-            data = self._get(self._version_key(version, CLAIM_NAME))
+            data = self._get(self._version_key(version, CLAIM_NAME), model_data=False)
             if not data or json.loads(data).get("publishId") != publish_id:
                 return
             self._clear_unpublished(version)

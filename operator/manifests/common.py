@@ -10,6 +10,11 @@ from tfmaas.api import ModelService
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.images import is_own_image
 from tfmaas.operator.naming import owner_reference
+from tfmaas.storage.encryption import ENCRYPTION_ENV, KMS_KEY_ID_ENV
+
+STORE_CA_VOLUME = "store-ca"
+STORE_CA_DIR = "/etc/tfmaas/store-ca"
+STORE_CA_FILE = "ca.crt"
 
 
 def owner_of(service: ModelService) -> dict[str, Any]:
@@ -61,7 +66,31 @@ def storage_env(
     region = storage.region or config.default_store_region
     if region:
         env.append({"name": "AWS_REGION", "value": region})
+    if storage.encryption:
+        env.append({"name": ENCRYPTION_ENV, "value": storage.encryption})
+    if storage.kms_key_id:
+        env.append({"name": KMS_KEY_ID_ENV, "value": storage.kms_key_id})
+    if storage.ca_bundle:
+        # boto3 reads it itself, so any S3 client in the image trusts the same CA.
+        env.append({"name": "AWS_CA_BUNDLE", "value": f"{STORE_CA_DIR}/{STORE_CA_FILE}"})
     return env
+
+
+def store_ca_volumes(service: ModelService) -> list[dict[str, Any]]:
+    """The volume of spec.storage.caBundle (none without one), its key renamed to ca.crt."""
+    ref = service.spec.storage.ca_bundle
+    if ref is None:
+        return []
+    items = [{"key": ref.key, "path": STORE_CA_FILE}]
+    if ref.kind == "configMap":
+        return [{"name": STORE_CA_VOLUME, "configMap": {"name": ref.name, "items": items}}]
+    return [{"name": STORE_CA_VOLUME, "secret": {"secretName": ref.name, "items": items}}]
+
+
+def store_ca_mounts(service: ModelService) -> list[dict[str, Any]]:
+    if service.spec.storage.ca_bundle is None:
+        return []
+    return [{"name": STORE_CA_VOLUME, "mountPath": STORE_CA_DIR, "readOnly": True}]
 
 
 def scratch_env() -> list[dict[str, Any]]:

@@ -15,6 +15,8 @@ from tfmaas.operator.manifests.common import (
     pod_security_context,
     scratch_env,
     storage_env,
+    store_ca_mounts,
+    store_ca_volumes,
     whole_cpus,
 )
 from tfmaas.operator.manifests.configmap import (
@@ -124,6 +126,7 @@ def _storage_initializer(
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR},
             {"name": "scratch", "mountPath": "/tmp"},
+            *store_ca_mounts(service),
         ],
     }
 
@@ -219,6 +222,7 @@ def build_deployment(
                         "name": "config",
                         "configMap": {"name": config_map_name(service.name, track, config.digest)},
                     },
+                    *store_ca_volumes(service),
                 ],
             },
         },

@@ -15,6 +15,8 @@ from tfmaas.operator.manifests.common import (
     pod_security_context,
     scratch_env,
     storage_env,
+    store_ca_mounts,
+    store_ca_volumes,
 )
 from tfmaas.operator.naming import (
     COMPLETION_INDEX_ANNOTATION,
@@ -101,7 +103,7 @@ def build_training_job(
         # The trainer writes its metrics as the termination message, so the operator needs
         # no storage credentials; a crash leaves the log's tail there instead.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}, *store_ca_mounts(service)],
     }
     if training.workers > 1:
         container["ports"] = [{"name": "worker", "containerPort": WORKER_PORT}]
@@ -112,7 +114,10 @@ def build_training_job(
         "containers": [container],
         # The export and the trainer's caches go to scratch; a model larger than the
         # trainer's memory could not have been trained, so that bounds the disk too.
-        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": training.resources.memory}}],
+        "volumes": [
+            {"name": "scratch", "emptyDir": {"sizeLimit": training.resources.memory}},
+            *store_ca_volumes(service),
+        ],
     }
     if training.resources.gpu:
         if config.gpu_node_selector:

@@ -14,20 +14,42 @@ LATEST = "latest"
 
 
 @dataclass(frozen=True)
+class CaBundleRef:
+    """One key of a ConfigMap or Secret holding a PEM CA bundle."""
+
+    kind: str  # "configMap" or "secret"
+    name: str
+    key: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CaBundleRef:
+        kind = "configMap" if "configMapRef" in data else "secret"
+        ref = data[f"{kind}Ref"]
+        return cls(kind=kind, name=str(ref["name"]), key=str(ref["key"]))
+
+
+@dataclass(frozen=True)
 class StorageSpec:
     uri: str
     endpoint: str | None = None
     region: str | None = None
     secret_name: str | None = None
+    encryption: str | None = None  # "sse-s3" or "sse-kms"
+    kms_key_id: str | None = None
+    ca_bundle: CaBundleRef | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StorageSpec:
         secret = data.get("secretRef") or {}
+        ca_bundle = data.get("caBundle")
         return cls(
             uri=str(data["uri"]),
             endpoint=data.get("endpoint"),
             region=data.get("region"),
             secret_name=secret.get("name"),
+            encryption=data.get("encryption"),
+            kms_key_id=data.get("kmsKeyId"),
+            ca_bundle=CaBundleRef.from_dict(ca_bundle) if ca_bundle else None,
         )
 
 

@@ -128,6 +128,19 @@ def _s3_has_bucket(storage: Mapping[str, Any]) -> bool:
     return not uri.startswith("s3://") or len(uri) > 5
 
 
+def _kms_key_needs_sse_kms(storage: Mapping[str, Any]) -> bool:
+    return "kmsKeyId" not in storage or storage.get("encryption") == "sse-kms"
+
+
+def _s3_only_settings(storage: Mapping[str, Any]) -> bool:
+    uses = "encryption" in storage or "caBundle" in storage
+    return not uses or str(storage["uri"]).startswith("s3://")
+
+
+def _one_ca_source(ca_bundle: Mapping[str, Any]) -> bool:
+    return ("configMapRef" in ca_bundle) != ("secretRef" in ca_bundle)
+
+
 def _dataset_scheme_ok(dataset: Mapping[str, Any]) -> bool:
     uri = str(dataset["uri"])
     return uri.startswith(("builtin:", "file://", "s3://"))
@@ -186,6 +199,21 @@ CROSS_FIELD_RULES: list[tuple[tuple[str, ...], Check, str]] = [
         ("spec", "storage"),
         _s3_has_bucket,
         "storage.uri s3:// needs a bucket name, e.g. s3://models/sentiment",
+    ),
+    (
+        ("spec", "storage"),
+        _kms_key_needs_sse_kms,
+        "storage.kmsKeyId needs storage.encryption: sse-kms",
+    ),
+    (
+        ("spec", "storage"),
+        _s3_only_settings,
+        "storage.encryption and storage.caBundle apply to s3:// stores only",
+    ),
+    (
+        ("spec", "storage", "caBundle"),
+        _one_ca_source,
+        "storage.caBundle needs exactly one of configMapRef or secretRef",
     ),
     (
         ("spec", "training"),

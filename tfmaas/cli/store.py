@@ -57,6 +57,25 @@ def register(subparsers: Any) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("uri", metavar="URI", help=_URI_HELP)
     parser.add_argument("--endpoint", default=None, help=_ENDPOINT_HELP)
+    parser.add_argument(
+        "--encryption",
+        default=None,
+        metavar="{sse-s3,sse-kms}",
+        help="server-side encryption asked for on every write and required of every object "
+        "read (default: TFMAAS_STORE_ENCRYPTION; unset: none required)",
+    )
+    parser.add_argument(
+        "--kms-key-id",
+        default=None,
+        help="the KMS key of --encryption sse-kms (default: TFMAAS_STORE_KMS_KEY_ID, then the "
+        "store's default key)",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        default=None,
+        help="PEM file of the CA that signed an https:// endpoint's certificate "
+        "(default: AWS_CA_BUNDLE, then the system's CAs)",
+    )
 
 
 def _guard(handler: Any) -> Any:
@@ -81,7 +100,16 @@ def _open(args: argparse.Namespace) -> Any:
         # boto3 announces at INFO where it found credentials; init container logs need not.
         logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
 
-    return open_store(args.uri, endpoint=args.endpoint)
+    from tfmaas.storage.encryption import StoreEncryption
+
+    encryption = None
+    if args.encryption is not None or args.kms_key_id is not None:
+        encryption = StoreEncryption.parse(
+            args.encryption, args.kms_key_id, mode_name="--encryption", key_name="--kms-key-id"
+        )
+    return open_store(
+        args.uri, endpoint=args.endpoint, encryption=encryption, ca_bundle=args.ca_bundle
+    )
 
 
 def run_list(args: argparse.Namespace) -> int:

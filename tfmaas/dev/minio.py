@@ -1,15 +1,19 @@
 """A throwaway MinIO server on 127.0.0.1: the real S3 the store's tests talk to.
 
 The binary comes from `tfmaas.dev.tools.ensure("minio")` (built from its Go module);
-`TFMAAS_MINIO_BIN` points at another one.
+`TFMAAS_MINIO_BIN` points at another one. It always runs with MinIO's single-key KMS
+(`MINIO_KMS_SECRET_KEY`), so SSE-S3 and SSE-KMS requests are really encrypted; with
+`tls=True` it serves https:// with a certificate from a CA of its own (`ca_bundle`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
 import shutil
+import ssl
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +22,7 @@ from typing import Any
 from tfmaas.dev import processes
 
 READY_TIMEOUT_SECONDS = 60.0
+KMS_KEY_NAME = "tfmaas-store-key"
 _START_ATTEMPTS = 3  # a free port can be taken between choosing it and MinIO binding it
 
 
@@ -41,6 +46,7 @@ class MinioServer:
         access_key: str = "tfmaas-admin",
         secret_key: str | None = None,
         region: str = "us-east-1",
+        tls: bool = False,
     ) -> None:
         self._binary = binary
         self._own_dir = data_dir is None
@@ -48,6 +54,8 @@ class MinioServer:
         self.access_key = access_key
         self.secret_key = secret_key or secrets.token_hex(16)
         self.region = region
+        self.tls = tls
+        self.kms_key_name = KMS_KEY_NAME
         self.port = 0
         self._process: processes.ManagedProcess | None = None
 
@@ -55,7 +63,16 @@ class MinioServer:
     def endpoint(self) -> str:
         if not self.port:
             raise RuntimeError("MinioServer is not started")
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.base_dir / "certs"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """The CA that signed the https:// certificate (only with tls=True)."""
+        return self.certs_dir / "test-ca.crt"
 
     @property
     def env(self) -> dict[str, str]:
@@ -75,6 +92,9 @@ class MinioServer:
         binary = self._binary or minio_binary()
         data = self.base_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
+        self.certs_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self._write_certificate()
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.base_dir),
@@ -83,6 +103,7 @@ class MinioServer:
             "MINIO_REGION": self.region,
             "MINIO_BROWSER": "off",
             "MINIO_UPDATE": "off",
+            "MINIO_KMS_SECRET_KEY": f"{self.kms_key_name}:{self._kms_key()}",
         }
         last_error: Exception | None = None
         for _ in range(_START_ATTEMPTS):
@@ -98,7 +119,7 @@ class MinioServer:
                     "--console-address",
                     f"127.0.0.1:{console_port}",
                     "--certs-dir",
-                    str(self.base_dir / "certs"),
+                    str(self.certs_dir),
                     "--quiet",
                 ],
                 log_path=self.log_path,
@@ -121,8 +142,34 @@ class MinioServer:
         self.port = 0
         raise RuntimeError(f"MinIO did not start after {_START_ATTEMPTS} attempts: {last_error}")
 
+    def _kms_key(self) -> str:
+        """The KMS key (base64 of 32 bytes), kept beside the data: a data dir that outlives the
+        server (the local stack's) stays readable after a restart."""
+        path = self.base_dir / "kms.key"
+        if not path.is_file():
+            path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def _write_certificate(self) -> None:
+        """public.crt/private.key, which MinIO serves from --certs-dir, signed by a new CA."""
+        from tfmaas.dev import pki
+
+        authority = pki.CertificateAuthority.create("tfmaas-minio-test-ca")
+        certificate, key = authority.issue(
+            pki.CertRequest(
+                "minio", dns_names=("localhost",), ip_addresses=("127.0.0.1",), server=True
+            )
+        )
+        (self.certs_dir / "public.crt").write_bytes(pki.certificate_pem(certificate))
+        (self.certs_dir / "private.key").write_bytes(pki.private_key_pem(key))
+        self.certs_dir.joinpath("private.key").chmod(0o600)
+        # Outside CAs/: MinIO would trust it for its own outgoing calls, which it makes none of.
+        self.ca_bundle.write_bytes(pki.certificate_pem(authority.certificate))
+
     def _ready(self) -> bool:
-        return processes.http_ok(f"{self.endpoint}/minio/health/ready")
+        context = ssl.create_default_context(cafile=str(self.ca_bundle)) if self.tls else None
+        return processes.http_ok(f"{self.endpoint}/minio/health/ready", context)
 
     def stop(self) -> None:
         if self._process is not None:
@@ -136,7 +183,11 @@ class MinioServer:
         from tfmaas.storage.s3 import make_client
 
         return make_client(
-            self.endpoint, self.region, access_key=self.access_key, secret_key=self.secret_key
+            self.endpoint,
+            self.region,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            ca_bundle=str(self.ca_bundle) if self.tls else None,
         )
 
     def bucket(self, name: str) -> str:

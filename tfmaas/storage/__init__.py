@@ -20,6 +20,7 @@ from tfmaas.storage.base import (
     check_version,
     parse_version_list,
 )
+from tfmaas.storage.encryption import StoreEncryption
 from tfmaas.storage.uri import FileLocation, S3Location, parse_uri
 
 __all__ = [
@@ -37,16 +38,31 @@ __all__ = [
 ]
 
 
-def open_store(uri: str, *, endpoint: str | None = None, region: str | None = None) -> ModelStore:
-    """The store at `uri`; `endpoint` (else AWS_ENDPOINT_URL) applies to s3:// only."""
+def open_store(
+    uri: str,
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    encryption: StoreEncryption | None = None,
+    ca_bundle: str | None = None,
+) -> ModelStore:
+    """The store at `uri`; `endpoint` (else AWS_ENDPOINT_URL), `encryption` (else
+    TFMAAS_STORE_ENCRYPTION) and `ca_bundle` (else AWS_CA_BUNDLE) apply to s3:// only."""
     location = parse_uri(uri, what="storage URI")
     if isinstance(location, FileLocation):
         from tfmaas.storage.local import FileStore
 
+        if encryption is not None or ca_bundle is not None:
+            raise UserError(
+                f"{uri} is a file:// store; server-side encryption and a CA bundle apply to "
+                "s3:// stores only"
+            )
         return FileStore(Path(location.path))
     from tfmaas.storage.s3 import S3Store
 
-    return S3Store(location, endpoint=endpoint, region=region)
+    return S3Store(
+        location, endpoint=endpoint, region=region, encryption=encryption, ca_bundle=ca_bundle
+    )
 
 
 def read_uri(

@@ -49,6 +49,7 @@ from tfmaas.storage.base import (
     check_version,
     version_from_name,
 )
+from tfmaas.storage.encryption import StoreEncryption
 from tfmaas.storage.manifest import (
     FileEntry,
     Manifest,
@@ -100,10 +101,12 @@ def make_client(
     *,
     access_key: str | None = None,
     secret_key: str | None = None,
+    ca_bundle: str | None = None,
 ) -> Any:
     """A boto3 S3 client that fails fast when the endpoint is unreachable.
 
-    Credentials come from the standard AWS chain (env vars first) unless given.
+    Credentials come from the standard AWS chain (env vars first) unless given; an https://
+    endpoint is verified against `ca_bundle`, else AWS_CA_BUNDLE, else the system's CAs.
     """
     region = (
         region
@@ -120,7 +123,26 @@ def make_client(
         signature_version="s3v4",
     )
     session = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key)
-    return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+    return session.client(
+        "s3", endpoint_url=endpoint, region_name=region, config=config, verify=ca_bundle
+    )
+
+
+def check_ca_bundle(ca_bundle: str | None) -> str | None:
+    """`ca_bundle`, checked now: botocore reports a missing bundle only at the first request,
+    and in words that do not say where the path came from."""
+    source, path = (
+        ("--ca-bundle", ca_bundle)
+        if ca_bundle
+        else ("AWS_CA_BUNDLE", os.environ.get("AWS_CA_BUNDLE"))
+    )
+    if path and not Path(path).is_file():
+        raise UserError(
+            f"{source} names {path[:200]!r}, which is not a readable file; give the PEM file of "
+            "the CA that signed the store endpoint's certificate (in a cluster: "
+            "spec.storage.caBundle)"
+        )
+    return ca_bundle
 
 
 def describe_endpoint(endpoint: str | None) -> str:
@@ -133,6 +155,12 @@ def s3_errors(endpoint: str | None, uri: str, bucket: str) -> Iterator[None]:
     where = describe_endpoint(endpoint)
     try:
         yield
+    except bce.SSLError:
+        raise StoreAccessError(
+            f"the TLS certificate of the S3 endpoint {where} is not trusted (while accessing "
+            f"{uri}); give the CA that signed it with spec.storage.caBundle, --ca-bundle or "
+            "AWS_CA_BUNDLE"
+        ) from None
     except (
         bce.EndpointConnectionError,
         bce.ConnectTimeoutError,
@@ -208,13 +236,22 @@ def _server_now(response: dict[str, Any]) -> datetime:
 
 class S3Store(ModelStore):
     def __init__(
-        self, location: S3Location, *, endpoint: str | None = None, region: str | None = None
+        self,
+        location: S3Location,
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        encryption: StoreEncryption | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
+        """`encryption` (else TFMAAS_STORE_ENCRYPTION) is asked for on every write and
+        required of every object read."""
         self.location = location
         self.bucket = location.bucket
         self.uri = location.uri
         self.endpoint = resolve_endpoint(endpoint)
-        self.client = make_client(self.endpoint, region)
+        self.encryption = encryption or StoreEncryption.from_env()
+        self.client = make_client(self.endpoint, region, ca_bundle=check_ca_bundle(ca_bundle))
 
     # -- keys -------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -225,6 +262,13 @@ class S3Store(ModelStore):
 
     def _errors(self) -> Any:
         return s3_errors(self.endpoint, self.uri, self.bucket)
+
+    def _sse_args(self) -> dict[str, str]:
+        return self.encryption.put_args() if self.encryption else {}
+
+    def _check_encrypted(self, response: dict[str, Any], key: str) -> None:
+        if self.encryption:
+            self.encryption.check(response, uri=f"s3://{self.bucket}/{key}")
 
     # -- reading ----------------------------------------------------------------------
     def list_versions(self) -> list[int]:
@@ -258,13 +302,17 @@ class S3Store(ModelStore):
             raise
         return True
 
-    def _get(self, key: str) -> bytes | None:
+    def _get(self, key: str, *, model_data: bool = True) -> bytes | None:
+        """The object's bytes, None if absent. Model data (manifests and files) must carry the
+        required encryption; a claim holds none and may be another publisher's."""
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except bce.ClientError as exc:
             if error_code(exc) in _NOT_FOUND:
                 return None
             raise
+        if model_data:
+            self._check_encrypted(response, key)
         data: bytes = response["Body"].read()
         return data
 
@@ -298,10 +346,13 @@ class S3Store(ModelStore):
         manifest = self._manifest(version)
 
         def fetch(entry: FileEntry, path: Path) -> None:
+            key = self._version_key(version, entry.path)
             with self._errors():
-                self.client.download_file(
-                    self.bucket, self._version_key(version, entry.path), str(path), Config=_TRANSFER
-                )
+                if self.encryption:
+                    # download_file hides GetObject's answer; published objects never change,
+                    # so what HeadObject shows is what is downloaded.
+                    self._check_encrypted(self.client.head_object(Bucket=self.bucket, Key=key), key)
+                self.client.download_file(self.bucket, key, str(path), Config=_TRANSFER)
 
         return pull_version(manifest, dest_dir, fetch, source=self.version_uri(version))
 
@@ -348,7 +399,11 @@ class S3Store(ModelStore):
                 with open(source, "rb") as body:
                     try:
                         self.client.put_object(
-                            Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=checksum
+                            Bucket=self.bucket,
+                            Key=key,
+                            Body=body,
+                            ChecksumSHA256=checksum,
+                            **self._sse_args(),
                         )
                     except bce.ClientError as exc:
                         if error_code(exc) not in ("BadDigest", "XAmzContentChecksumMismatch"):
@@ -358,7 +413,9 @@ class S3Store(ModelStore):
                             "longer matches); publish again once the export has finished"
                         ) from None
             else:
-                self.client.upload_file(str(source), self.bucket, key, Config=_TRANSFER)
+                self.client.upload_file(
+                    str(source), self.bucket, key, ExtraArgs=self._sse_args(), Config=_TRANSFER
+                )
 
     def _put_if_absent(self, key: str, body: bytes) -> bool:
         """Create `key` unless it exists; False if another writer has it."""
@@ -369,6 +426,7 @@ class S3Store(ModelStore):
                 Body=body,
                 IfNoneMatch="*",
                 ContentType="application/json",
+                **self._sse_args(),
             )
         except bce.ClientError as exc:
             if error_code(exc) in _LOST_RACE:
@@ -411,11 +469,13 @@ class S3Store(ModelStore):
                 {"Bucket": self.bucket, "Key": f"{staging}/{entry.path}"},
                 self.bucket,
                 self._version_key(version, entry.path),
+                # A copy is a new object: it is encrypted only if asked again.
+                ExtraArgs=self._sse_args(),
                 Config=_TRANSFER,
             )
 
     def _check_claim_is_ours(self, version: int, publish_id: str) -> None:
-        data = self._get(self._version_key(version, CLAIM_NAME))
+        data = self._get(self._version_key(version, CLAIM_NAME), model_data=False)
         owner = json.loads(data).get("publishId") if data else None
         if owner != publish_id:
             raise self._exists_error(
@@ -431,7 +491,7 @@ class S3Store(ModelStore):
         try:
             if self._is_published(version):
                 return
-            data = self._get(self._version_key(version, CLAIM_NAME))
+            data = self._get(self._version_key(version, CLAIM_NAME), model_data=False)
             if not data or json.loads(data).get("publishId") != publish_id:
                 return
             self._clear_unpublished(version)

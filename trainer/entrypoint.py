@@ -11,11 +11,14 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfmaas.api.loader import load_training_spec
 from tfmaas.api.spec import TrainingSpec
 from tfmaas.errors import UserError
+
+if TYPE_CHECKING:
+    from tfmaas.storage.encryption import StoreEncryption
 from tfmaas.redact import safe_message
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -61,6 +64,7 @@ def train_and_publish(
     store_uri: str,
     version: int | None = None,
     endpoint: str | None = None,
+    encryption: StoreEncryption | None = None,
     log: Callable[[str], Any] = print,
 ) -> TrainResult:
     """Train `training` (the spec's `training` object) and publish it as `version` of the store.
@@ -73,7 +77,7 @@ def train_and_publish(
         raise UserError("the model name is empty; pass --name (the ModelService's name)")
     from tfmaas.storage import VersionExistsError, open_store
 
-    store = open_store(store_uri, endpoint=endpoint)
+    store = open_store(store_uri, endpoint=endpoint, encryption=encryption)
     published_versions = store.list_versions()
     if version is None:
         version = (published_versions[-1] if published_versions else 0) + 1

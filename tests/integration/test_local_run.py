@@ -260,3 +260,34 @@ def test_an_invalid_spec_is_rejected_before_training(tmp_path: Path) -> None:
     assert answer.returncode == 2
     assert "architecture" in answer.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_a_local_run_publishes_with_the_spec_s_store_encryption(
+    tmp_path: Path, minio: Any, minio_env: dict[str, str]
+) -> None:
+    """`spec.storage.encryption` holds on one machine as in the cluster: what the local run
+    trains lands in the S3 store encrypted, and a version written without it is refused."""
+    bucket = minio.bucket("local-run-sse")
+    uri = f"s3://{bucket}/sentiment"
+    spec = tmp_path / "encrypted.yaml"
+    spec.write_text(
+        SAMPLE.read_text().replace(
+            "    endpoint: http://minio.tfmaas-system:9000\n",
+            "    endpoint: http://minio.tfmaas-system:9000\n    encryption: sse-kms\n",
+        )
+    )
+    common = ("--workdir", str(tmp_path), "--store", uri, "--endpoint", minio.endpoint)
+    trained = run_quick(
+        str(spec), *common, "--epochs", "1", "--max-examples", "600", "--no-serve", env=minio_env
+    )
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    client = minio.client()
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    model_files = [key for key in keys if key.startswith("sentiment/1/")]
+    assert model_files
+    for key in model_files:
+        assert client.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "aws:kms"
+    publish_demo_version(tmp_path / "plain", 2, accuracy=0.9, uri=uri, endpoint=minio.endpoint)
+    refused = run_quick(str(spec), *common, "--no-train", "--exit-after-predict", env=minio_env)
+    assert refused.returncode != 0
+    assert "encrypt" in refused.stderr

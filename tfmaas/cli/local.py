@@ -164,6 +164,7 @@ class LocalRun:
     store_uri: str
     endpoint: str | None
     serving_dir: Path
+    encryption: Any = None  # the spec's StoreEncryption, for an s3:// store
 
     @property
     def status_file(self) -> Path:
@@ -181,10 +182,21 @@ def open_run(args: argparse.Namespace) -> LocalRun:
     endpoint = args.endpoint or (
         service.spec.storage.endpoint if store_uri.startswith("s3://") else None
     )
-    store = open_store(store_uri, endpoint=endpoint)
+    encryption = None
+    if store_uri.startswith("s3://"):  # server-side encryption is an S3 store's
+        from tfmaas.storage.encryption import StoreEncryption
+
+        storage = service.spec.storage
+        encryption = StoreEncryption.parse(
+            storage.encryption,
+            storage.kms_key_id,
+            mode_name="spec.storage.encryption",
+            key_name="spec.storage.kmsKeyId",
+        )
+    store = open_store(store_uri, endpoint=endpoint, encryption=encryption)
     say(f"model service {service.name}: store {store_uri}")
     serving_dir = workdir / "serving" / service.name
-    return LocalRun(service, store, store_uri, endpoint, serving_dir)
+    return LocalRun(service, store, store_uri, endpoint, serving_dir, encryption)
 
 
 def train_version(run: LocalRun, args: argparse.Namespace) -> None:
@@ -199,6 +211,7 @@ def train_version(run: LocalRun, args: argparse.Namespace) -> None:
         name=run.service.name,
         store_uri=run.store_uri,
         endpoint=run.endpoint,
+        encryption=run.encryption,
         log=say,
     )
     metrics = result.metrics

@@ -30,9 +30,12 @@ from tensorflow_serving.apis import (
 )
 
 from tests.integration.test_serving_server import Running, start
+from tfmaas.cli.main import main as cli_main
+from tfmaas.client import GrpcClient, PredictionError, RestClient
 from tfmaas.dev import tools
 from tfmaas.dev.cluster import LocalCluster
 from tfmaas.dev.pki import CertificateAuthority, CertRequest, certificate_pem, private_key_pem
+from tfmaas.serving.testing import DEMO_CLASSES
 
 pytestmark = pytest.mark.integration
 
@@ -371,6 +374,15 @@ def test_revoking_the_role_binding_takes_effect_within_the_cache_ttl(
         f"(allow-cache TTL {ALLOW_CACHE_TTL_S}s)"
     )
     cluster.kubectl("apply", "-f", "-", input=json.dumps(role_binding(gateway.namespace, "caller")))
+    # Granted again, the caller gets answers once the 1 s deny cache lapses.
+    while True:
+        try:
+            grpc_predict(gateway.grpc_target, bearer(token))
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert time.monotonic() < deadline + 60, "the restored binding never took effect"
+            time.sleep(0.2)
 
 
 def test_metrics_and_probes_pass_without_a_token(gateway: Gateway) -> None:
@@ -427,6 +439,65 @@ def test_tls_with_bearer_call_credentials(
         ):
             predict(channel, ["great"])
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_tfmaas_clients_send_the_token(gateway: Gateway) -> None:
+    token = gateway.tokens["caller"]
+    with GrpcClient(gateway.grpc_target, token=token, retries=0) as client:
+        assert client.predict("demo", ["great"])[0].label in DEMO_CLASSES
+    client = GrpcClient(gateway.grpc_target, retries=0)
+    with client, pytest.raises(PredictionError) as caught:
+        client.predict("demo", ["great"])
+    assert caught.value.code == "UNAUTHENTICATED"
+    rest = RestClient(gateway.rest(""), token=token, retries=0)
+    assert rest.predict("demo", ["great"])[0].label in DEMO_CLASSES
+    with pytest.raises(PredictionError) as caught:
+        RestClient(gateway.rest(""), token=gateway.tokens["stranger"], retries=0).predict(
+            "demo", ["great"]
+        )
+    assert caught.value.code == "PERMISSION_DENIED"
+
+
+def test_tfmaas_predict_with_token_file_and_ca_file(
+    tmp_path: Path,
+    access_gateway_binary: Path,
+    served: Running,
+    rbac: tuple[str, dict[str, str], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    namespace, tokens, kubeconfig = rbac
+    authority = CertificateAuthority.create("test-ca")
+    certificate, key = authority.issue(
+        CertRequest(common_name="sentiment", ip_addresses=("127.0.0.1",), server=True)
+    )
+    (tmp_path / "tls.crt").write_bytes(certificate_pem(certificate))
+    (tmp_path / "tls.key").write_bytes(private_key_pem(key))
+    (tmp_path / "ca.crt").write_bytes(certificate_pem(authority.certificate))
+    (tmp_path / "token").write_text(tokens["caller"] + "\n")
+    process, ports = start_gateway(
+        access_gateway_binary,
+        served,
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        extra=[
+            f"--tls-cert-file={tmp_path / 'tls.crt'}",
+            f"--tls-private-key-file={tmp_path / 'tls.key'}",
+        ],
+    )
+    common = ["--model", "demo", "--token-file", str(tmp_path / "token")]
+    common += ["--ca-file", str(tmp_path / "ca.crt"), "--retries", "0"]
+    try:
+        assert cli_main(["predict", "--target", f"127.0.0.1:{ports['grpc']}", *common, "ok"]) == 0
+        rest_url = f"https://127.0.0.1:{ports['rest']}"
+        assert cli_main(["predict", "--rest", rest_url, *common, "ok"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [json.loads(line)["label"] in DEMO_CLASSES for line in lines] == [True, True]
+        # Without the token file the same call is refused, and the token is never printed.
+        assert cli_main(["predict", "--rest", rest_url, *common[:2], *common[4:], "ok"]) == 1
+        assert tokens["caller"] not in capsys.readouterr().err
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -62,6 +62,13 @@ class OperatorConfig:
     # Namespaces whose pods may scrape serving metrics past the NetworkPolicy (Prometheus').
     metrics_namespaces: tuple[str, ...] = ("monitoring",)
 
+    def __post_init__(self) -> None:
+        # A mistyped mode must not quietly leave every model open.
+        if self.access_mode not in ("none", "kubernetes"):
+            raise UserError(
+                f"operator config: access_mode must be none or kubernetes, not {self.access_mode!r}"
+            )
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> OperatorConfig:
         known = {f.name: f for f in fields(cls)}

@@ -9,6 +9,7 @@ import pytest
 
 from tests.unit.test_operator_manifests import restricted_violations, service
 from tfmaas.api.validation import SpecError
+from tfmaas.errors import UserError
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.manifests.access import (
     access_mode,
@@ -165,6 +166,11 @@ def test_network_policy_admits_only_the_gateway_and_metrics_ports() -> None:
     }
     open_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
     assert not open_ports & {9000, 9001}
+
+
+def test_a_mistyped_access_mode_is_refused() -> None:
+    with pytest.raises(UserError, match="access_mode must be none or kubernetes"):
+        OperatorConfig.load({"TFMAAS_ACCESS_MODE": "kubernets"})
 
 
 def test_operator_config_reads_the_access_settings() -> None:

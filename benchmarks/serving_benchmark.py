@@ -129,7 +129,13 @@ class Ghz:
         self.payload = workdir / "predict_request.bin"
         self.payload.write_bytes(request_bytes())
 
-    def run(self, target: str, concurrency: int, requests: int) -> tuple[list[float], float]:
+    def run(
+        self,
+        target: str,
+        concurrency: int,
+        requests: int,
+        metadata: dict[str, str] | None = None,
+    ) -> tuple[list[float], float]:
         command = [
             str(self.binary),
             "--insecure",
@@ -141,6 +147,7 @@ class Ghz:
             "--cpus=1",  # of the two cores, leave the server at least one
             "--timeout=30s",
             "--format=json",
+            *([f"--metadata={json.dumps(metadata)}"] if metadata else []),
             target,
         ]
         try:

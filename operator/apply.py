@@ -34,7 +34,7 @@ class Applier:
     def apply(self, manifest: Mapping[str, Any]) -> bool:
         """Apply unless an identical manifest was applied within max_age; True if sent."""
         meta = manifest["metadata"]
-        key = (manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        key = (manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"])
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
         now = self.clock()
         with self._lock:

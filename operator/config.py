@@ -54,6 +54,20 @@ class OperatorConfig:
     # status.versions keeps the served, canary, pinned, newest promoted and training versions
     # and the newest this many others; the store keeps every version.
     status_versions_kept: int = 10
+    # Access control for ModelServices whose spec.serving.access.mode is unset: "none" or
+    # "kubernetes" (the access gateway checks each call's token and RBAC).
+    access_mode: str = "none"
+    access_gateway_image: str = f"tfmaas/access-gateway:{__version__}"
+    access_gateway_command: tuple[str, ...] = ("access-gateway",)
+    # Namespaces whose pods may scrape serving metrics past the NetworkPolicy (Prometheus').
+    metrics_namespaces: tuple[str, ...] = ("monitoring",)
+
+    def __post_init__(self) -> None:
+        # A mistyped mode must not quietly leave every model open.
+        if self.access_mode not in ("none", "kubernetes"):
+            raise UserError(
+                f"operator config: access_mode must be none or kubernetes, not {self.access_mode!r}"
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> OperatorConfig:

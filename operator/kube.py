@@ -21,6 +21,9 @@ PLURALS: dict[tuple[str, str], str] = {
     ("batch/v1", "Job"): "jobs",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "clusterrolebindings",
     ("tfmaas.io/v1alpha1", "ModelService"): "modelservices",
 }
 
@@ -50,6 +53,8 @@ def _message_of(body: str) -> str:
 def collection_path(api_version: str, kind: str, namespace: str) -> str:
     plural = PLURALS[(api_version, kind)]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    if not namespace:  # a cluster-scoped kind
+        return f"{prefix}/{plural}"
     return f"{prefix}/namespaces/{quote(namespace)}/{plural}"
 
 
@@ -102,7 +107,7 @@ class Kube:
         takes them back from anyone who edited them by hand."""
         meta = manifest["metadata"]
         path = object_path(
-            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+            manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
         )
         return dict(
             self._call(

@@ -26,6 +26,12 @@ TRAINER_CONTAINER = "trainer"
 SERVING_CONTAINER = "tfserving"
 GRPC_PORT = 8500
 REST_PORT = 8501
+# With access control on, the gateway takes the public ports and TF Serving moves to these;
+# it cannot bind loopback only, so the NetworkPolicy is what keeps callers off them.
+GATEWAY_CONTAINER = "access-gateway"
+GATEWAY_METRICS_PORT = 8502
+UPSTREAM_GRPC_PORT = 9000
+UPSTREAM_REST_PORT = 9001
 WORKER_PORT = 2222
 
 
@@ -39,6 +45,18 @@ def deployment_name(service: str, track: str) -> str:
 
 def config_map_name(service: str, track: str, config_hash: str) -> str:
     return f"{deployment_name(service, track)}-config-{config_hash[:10]}"
+
+
+def gateway_service_account_name(service: str) -> str:
+    return f"{service}-access-gateway"
+
+
+def gateway_cluster_role_binding_name(namespace: str, service: str) -> str:
+    return f"tfmaas-access-gateway:{namespace}:{service}"
+
+
+def network_policy_name(service: str) -> str:
+    return f"{service}-serving"
 
 
 def headless_service_name(service: str) -> str:

@@ -19,7 +19,7 @@ from tfmaas.operator import metrics
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError
-from tfmaas.operator.naming import VERSION_LABEL
+from tfmaas.operator.naming import VERSION_LABEL, gateway_cluster_role_binding_name
 from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile
 from tfmaas.redact import safe_message
 
@@ -133,6 +133,17 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.applier.forget(namespace, name)
+        # The access gateway's ClusterRoleBinding is cluster-scoped, so it has no owner to be
+        # garbage-collected with: it goes with the ModelService here.
+        try:
+            self.applier.kube.delete(
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRoleBinding",
+                "",
+                gateway_cluster_role_binding_name(namespace, name),
+            )
+        except KubeError as exc:
+            log.warning("could not delete the access gateway's ClusterRoleBinding: %s", exc)
         lock = self._locks.get((namespace, name))
         if lock is not None and not lock.locked():
             self._locks.pop((namespace, name), None)

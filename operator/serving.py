@@ -7,6 +7,12 @@ from tfmaas.api import ModelService
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube
+from tfmaas.operator.manifests.access import (
+    build_gateway_cluster_role_binding,
+    build_gateway_service_account,
+    build_network_policy,
+    guarded,
+)
 from tfmaas.operator.manifests.configmap import build_config_map, serving_config
 from tfmaas.operator.manifests.deployment import build_deployment
 from tfmaas.operator.manifests.hpa import build_hpa
@@ -72,6 +78,10 @@ def converge_serving(
     elif full_pass and kube.delete("autoscaling/v2", HPA, namespace, service.name):
         applier.forget_object("autoscaling/v2", HPA, namespace, service.name)
     applier.apply(build_pdb(service))
+    if guarded(service, config):
+        applier.apply(build_gateway_service_account(service))
+        applier.apply(build_gateway_cluster_role_binding(service))
+        applier.apply(build_network_policy(service, config))
     return in_use, full_pass
 
 

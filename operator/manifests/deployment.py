@@ -8,6 +8,7 @@ from typing import Any
 
 from tfmaas.api import ModelService
 from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.manifests.access import gateway_container, gateway_volumes, guarded
 from tfmaas.operator.manifests.common import (
     container_security_context,
     namespace_of,
@@ -28,15 +29,19 @@ from tfmaas.operator.manifests.configmap import (
 from tfmaas.operator.naming import (
     COMPONENT_LABEL,
     CONFIG_HASH_ANNOTATION,
+    GATEWAY_METRICS_PORT,
     GRPC_PORT,
     MODEL_SERVICE_LABEL,
     REST_PORT,
     SERVING_COMPONENT,
     SERVING_CONTAINER,
     TRACK_LABEL,
+    UPSTREAM_GRPC_PORT,
+    UPSTREAM_REST_PORT,
     VERSION_LABEL,
     config_map_name,
     deployment_name,
+    gateway_service_account_name,
     labels,
     metadata,
 )
@@ -57,12 +62,20 @@ def selector(service_name: str, track: str) -> dict[str, str]:
     }
 
 
+def server_ports(service: ModelService, operator_config: OperatorConfig) -> tuple[int, int]:
+    """TF Serving's gRPC and REST ports: the public ones, or behind the access gateway its own."""
+    if guarded(service, operator_config):
+        return UPSTREAM_GRPC_PORT, UPSTREAM_REST_PORT
+    return GRPC_PORT, REST_PORT
+
+
 def server_args(service: ModelService, operator_config: OperatorConfig) -> list[str]:
     serving = service.spec.serving
     threads = whole_cpus(serving.resources.cpu)
+    grpc_port, rest_port = server_ports(service, operator_config)
     args = [
-        f"--port={GRPC_PORT}",
-        f"--rest_api_port={REST_PORT}",
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
         f"--model_config_file={CONFIG_DIR}/{MODEL_CONFIG_FILE}",
         f"--model_config_file_poll_wait_seconds={operator_config.config_poll_seconds}",
         f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG_FILE}",
@@ -134,6 +147,17 @@ def _storage_initializer(
 def _server(service: ModelService, track: str, operator_config: OperatorConfig) -> dict[str, Any]:
     serving = service.spec.serving
     amounts = {"cpu": serving.resources.cpu, "memory": serving.resources.memory}
+    grpc_port, rest_port = server_ports(service, operator_config)
+    # Behind the gateway the names "grpc" and "http" are the gateway's (the Service targets
+    # them), so TF Serving's own ports are probed by number and not declared.
+    ports = (
+        []
+        if guarded(service, operator_config)
+        else [
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"},
+        ]
+    )
     return {
         "name": SERVING_CONTAINER,
         "image": serving.image or operator_config.serving_image,
@@ -141,21 +165,18 @@ def _server(service: ModelService, track: str, operator_config: OperatorConfig) 
         "command": list(operator_config.serving_command),
         "args": server_args(service, operator_config),
         "env": scratch_env(),
-        "ports": [
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-            {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"},
-        ],
+        "ports": ports,
         "resources": {"requests": amounts, "limits": dict(amounts)},
         "securityContext": container_security_context(),
         # The server opens its ports only once the configured models have loaded, however
         # long that takes; the startup probe gives it up to ten minutes.
         "startupProbe": {
-            "tcpSocket": {"port": "grpc"},
+            "tcpSocket": {"port": grpc_port},
             "periodSeconds": 5,
             "failureThreshold": 120,
         },
         "livenessProbe": {
-            "tcpSocket": {"port": "grpc"},
+            "tcpSocket": {"port": grpc_port},
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
@@ -165,7 +186,7 @@ def _server(service: ModelService, track: str, operator_config: OperatorConfig) 
         # asking for the status by this track's label is an exact readiness check that
         # needs no sidecar.
         "readinessProbe": {
-            "httpGet": {"path": f"/v1/models/{service.name}/labels/{track}", "port": "http"},
+            "httpGet": {"path": f"/v1/models/{service.name}/labels/{track}", "port": rest_port},
             "periodSeconds": 5,
             "failureThreshold": 2,
         },
@@ -197,6 +218,25 @@ def build_deployment(
         "prometheus.io/port": str(REST_PORT),
         "prometheus.io/path": METRICS_PATH,
     }
+    containers = [_server(service, track, operator_config)]
+    volumes: list[dict[str, Any]] = [
+        # A model that does not fit in the server's memory cannot be served, so
+        # neither volume needs more disk than that.
+        {"name": "models", "emptyDir": {"sizeLimit": memory}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": memory}},
+        {
+            "name": "config",
+            "configMap": {"name": config_map_name(service.name, track, config.digest)},
+        },
+        *store_ca_volumes(service),
+    ]
+    access: dict[str, Any] = {}
+    if guarded(service, operator_config):
+        # The gateway passes TF Serving's metrics through on its own metrics port.
+        pod_annotations["prometheus.io/port"] = str(GATEWAY_METRICS_PORT)
+        containers.append(gateway_container(service, track, operator_config))
+        volumes += gateway_volumes(service)
+        access["serviceAccountName"] = gateway_service_account_name(service.name)
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector(service.name, track)},
         "revisionHistoryLimit": 3,
@@ -211,19 +251,10 @@ def build_deployment(
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
                 "terminationGracePeriodSeconds": termination_grace_seconds(operator_config),
+                **access,
                 "initContainers": [_storage_initializer(service, version, operator_config)],
-                "containers": [_server(service, track, operator_config)],
-                "volumes": [
-                    # A model that does not fit in the server's memory cannot be served, so
-                    # neither volume needs more disk than that.
-                    {"name": "models", "emptyDir": {"sizeLimit": memory}},
-                    {"name": "scratch", "emptyDir": {"sizeLimit": memory}},
-                    {
-                        "name": "config",
-                        "configMap": {"name": config_map_name(service.name, track, config.digest)},
-                    },
-                    *store_ca_volumes(service),
-                ],
+                "containers": containers,
+                "volumes": volumes,
             },
         },
     }

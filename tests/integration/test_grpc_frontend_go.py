@@ -1,4 +1,5 @@
-"""The native gRPC front end's own Go tests, vet and formatting (tools/grpc-frontend)."""
+"""tfmaas's own Go programs' tests, vet and formatting: the native gRPC front end
+(tools/grpc-frontend) and the access gateway (tools/access-gateway)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from tfmaas.errors import UserError
 
 pytestmark = pytest.mark.integration
 
+OWN_MODULES = ("grpc-frontend", "access-gateway")
+
 
 @pytest.fixture(scope="module")
 def go() -> Path:
@@ -24,10 +27,10 @@ def go() -> Path:
         pytest.skip(str(exc))
 
 
-def run_go(go: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_go(go: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(go), *args],
-        cwd=tools.tools_modules_root() / "grpc-frontend",
+        cwd=tools.tools_modules_root() / module,
         env=tools.go_build_env(os.environ),
         capture_output=True,
         text=True,
@@ -35,17 +38,19 @@ def run_go(go: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_go_tests_pass(go: Path) -> None:
-    result = run_go(go, "test", "-count=1", "-mod=readonly", "./...")
+@pytest.mark.parametrize("module", OWN_MODULES)
+def test_go_tests_pass(go: Path, module: str) -> None:
+    result = run_go(go, module, "test", "-count=1", "-mod=readonly", "./...")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def test_go_vet_and_gofmt_are_clean(go: Path) -> None:
-    vet = run_go(go, "vet", "-mod=readonly", "./...")
+@pytest.mark.parametrize("module", OWN_MODULES)
+def test_go_vet_and_gofmt_are_clean(go: Path, module: str) -> None:
+    vet = run_go(go, module, "vet", "-mod=readonly", "./...")
     assert vet.returncode == 0, vet.stderr[-3000:]
     unformatted = subprocess.run(
         [str(go.parent / "gofmt"), "-l", "."],
-        cwd=tools.tools_modules_root() / "grpc-frontend",
+        cwd=tools.tools_modules_root() / module,
         capture_output=True,
         text=True,
         check=True,

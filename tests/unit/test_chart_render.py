@@ -98,6 +98,9 @@ def test_defaults_render_the_operator_cluster_wide(helm: Path) -> None:
         [
             "ServiceAccount",
             "ClusterRole",
+            "ClusterRole",  # tfmaas-access-gateway
+            "ClusterRole",  # tfmaas-model-caller
+            "ClusterRole",  # tfmaas-model-viewer
             "ClusterRoleBinding",
             "ConfigMap",  # operator defaults
             "ConfigMap",  # adapter rule
@@ -280,7 +283,7 @@ def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
     for kind, values in (("ClusterRole", {}), ("Role", {"rbac.scope": "namespace"})):
         deploy_roles = [o for o in deploy if o["kind"] == kind]
         assert len(deploy_roles) == 1, f"deploy/rbac/ should hold one {kind}"
-        chart_rules = one(render(helm, values), kind)["rules"]
+        chart_rules = one(render(helm, values), kind, "tfmaas")["rules"]
         assert normalized_rules(chart_rules) == normalized_rules(deploy_roles[0]["rules"]), kind
 
 
@@ -356,3 +359,44 @@ def test_chart_sets_every_default_the_kustomize_deploy_sets(helm: Path) -> None:
     assert set(deploy["data"]) <= set(chart)
     for key in ("TFMAAS_TRAINER_IMAGE", "TFMAAS_SERVING_IMAGE", "TFMAAS_STORAGE_INITIALIZER_IMAGE"):
         assert chart[key] == deploy["data"][key], key
+
+
+def test_access_control_roles_and_defaults(helm: Path) -> None:
+    objects = render(helm)
+    gateway = one(objects, "ClusterRole", "tfmaas-access-gateway")
+    assert normalized_rules(gateway["rules"]) == normalized_rules(
+        [
+            {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["tokenreviews"],
+                "verbs": ["create"],
+            },
+            {
+                "apiGroups": ["authorization.k8s.io"],
+                "resources": ["subjectaccessreviews"],
+                "verbs": ["create"],
+            },
+        ]
+    )
+    caller = one(objects, "ClusterRole", "tfmaas-model-caller")
+    assert caller["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert {
+        "apiGroups": ["tfmaas.io"],
+        "resources": ["modelservices/predict"],
+        "verbs": ["create"],
+    } in caller["rules"]
+    viewer = one(objects, "ClusterRole", "tfmaas-model-viewer")
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert viewer["rules"] == [
+        {"apiGroups": ["tfmaas.io"], "resources": ["modelservices"], "verbs": ["get"]}
+    ]
+    defaults = one(objects, "ConfigMap", "tfmaas-defaults")["data"]
+    assert defaults["TFMAAS_ACCESS_MODE"] == "none"
+    assert defaults["TFMAAS_ACCESS_GATEWAY_IMAGE"].startswith("tfmaas/access-gateway:")
+    assert defaults["TFMAAS_METRICS_NAMESPACES"] == '["monitoring"]'
+    guarded = render(helm, {"access.mode": "kubernetes", "access.aggregatedClusterRoles": False})
+    assert (
+        one(guarded, "ConfigMap", "tfmaas-defaults")["data"]["TFMAAS_ACCESS_MODE"] == "kubernetes"
+    )
+    assert not find(guarded, "ClusterRole", "tfmaas-model-caller")
+    assert one(guarded, "ClusterRole", "tfmaas-access-gateway")

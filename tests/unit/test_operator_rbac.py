@@ -22,7 +22,13 @@ def test_no_rule_grants_secrets_or_wildcards() -> None:
 
 
 def test_the_namespaced_role_is_the_cluster_role_without_cluster_scoped_rules() -> None:
-    cluster_scoped = {"namespaces", "customresourcedefinitions", "clusterkopfpeerings"}
+    cluster_scoped = {
+        "namespaces",
+        "customresourcedefinitions",
+        "clusterkopfpeerings",
+        "clusterrolebindings",
+        "clusterroles",
+    }
     namespaced = [
         rule for rule in rules("cluster_role.yaml") if not set(rule["resources"]) & cluster_scoped
     ]

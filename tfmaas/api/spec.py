@@ -228,6 +228,23 @@ class BatchingSpec:
     num_batch_threads: int
 
 
+ACCESS_NONE = "none"
+ACCESS_KUBERNETES = "kubernetes"
+
+
+@dataclass(frozen=True)
+class AccessSpec:
+    """Who may call the model: `mode` None leaves it to the operator's default."""
+
+    mode: str | None
+    tls_secret_name: str | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AccessSpec:
+        tls = data.get("tls") or {}
+        return cls(mode=data.get("mode"), tls_secret_name=tls.get("secretName"))
+
+
 @dataclass(frozen=True)
 class ServingSpec:
     version: int | str
@@ -237,6 +254,7 @@ class ServingSpec:
     batching: BatchingSpec
     resources: ComputeResources
     image: str | None
+    access: AccessSpec = AccessSpec(mode=None, tls_secret_name=None)
 
     @property
     def pinned_version(self) -> int | None:
@@ -266,6 +284,7 @@ class ServingSpec:
             ),
             resources=ComputeResources.from_dict(data["resources"]),
             image=data.get("image"),
+            access=AccessSpec.from_dict(data.get("access") or {}),
         )
 
 

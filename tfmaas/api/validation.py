@@ -169,6 +169,10 @@ def _replica_bounds(autoscaling: Mapping[str, Any]) -> bool:
     return int(autoscaling["minReplicas"]) <= int(autoscaling["maxReplicas"])
 
 
+def _tls_needs_gateway(access: Mapping[str, Any]) -> bool:
+    return "tls" not in access or access.get("mode", "kubernetes") == "kubernetes"
+
+
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
@@ -247,6 +251,12 @@ CROSS_FIELD_RULES: list[tuple[tuple[str, ...], Check, str]] = [
         ("spec", "serving", "autoscaling"),
         _replica_bounds,
         "serving.autoscaling.minReplicas must not exceed maxReplicas",
+    ),
+    (
+        ("spec", "serving", "access"),
+        _tls_needs_gateway,
+        "serving.access.tls needs access.mode kubernetes: the access gateway is what "
+        "terminates TLS",
     ),
 ]
 

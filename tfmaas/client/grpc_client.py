@@ -70,7 +70,11 @@ class GrpcClient:
         backoff: float = 0.2,
         round_robin: bool | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
+        root_certificates: bytes | None = None,
     ) -> None:
+        """`token` goes with every call as `authorization: Bearer` (what a ModelService with
+        access control wants); `root_certificates` (PEM) switches the channel to TLS."""
         if round_robin is None:
             round_robin = target.startswith(("dns:", "ipv4:", "ipv6:"))
         channel_options: list[tuple[str, Any]] = [
@@ -84,7 +88,14 @@ class GrpcClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._channel = grpc.insecure_channel(target, options=channel_options)
+        # Metadata rather than call credentials: gRPC sends those only over TLS, and a gateway
+        # without TLS (inside a trusted network) still wants the token.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        if root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=channel_options)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -100,7 +111,7 @@ class GrpcClient:
     def _call(self, method: Callable[..., T], request: Any) -> T:
         try:
             return with_backoff(
-                lambda: method(request, timeout=self.timeout),
+                lambda: method(request, timeout=self.timeout, metadata=self._metadata),
                 retries=self.retries,
                 backoff=self.backoff,
                 transient=_unavailable,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from tfmaas.client.retry import with_backoff
 
 _HTTP_CODES = {
     400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     409: "ALREADY_EXISTS",
     429: "RESOURCE_EXHAUSTED",
@@ -42,14 +45,27 @@ def _unavailable(error: Exception) -> bool:
 
 class RestClient:
     def __init__(
-        self, base_url: str, *, timeout: float = 10.0, retries: int = 3, backoff: float = 0.2
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        token: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
+        """`token` goes with every request as `Authorization: Bearer`; `ca_file` (PEM) is the
+        CA that an https:// server's certificate must chain to."""
         if "://" not in base_url:
-            base_url = f"http://{base_url}"
+            base_url = f"{'https' if ca_file else 'http'}://{base_url}"
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
 
     def request(self, method: str, path: str, payload: Any | None = None) -> Any:
         data = json.dumps(payload).encode("utf-8") if payload is not None else None
@@ -59,9 +75,11 @@ class RestClient:
                 self.base_url + path,
                 data=data,
                 method=method,
-                headers={"Content-Type": "application/json"},
+                headers=self._headers,
             )
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout, context=self._context
+            ) as response:
                 return json.loads(response.read())
 
         try:

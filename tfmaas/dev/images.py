@@ -42,6 +42,7 @@ BASE_PACKAGES = (
 BASE_RECIPE_VERSION = "2"
 WHEELHOUSE_MOUNT = "/wheelhouse"
 GRPC_FRONTEND_MOUNT = "/grpc-frontend"
+ACCESS_GATEWAY_MOUNT = "/access-gateway"
 # pip inside image builds installs from the mounted wheelhouse only; Debian marks its Python
 # externally managed, and an image is the one place where installing into it is right.
 PIP_CONF = f"""[global]
@@ -420,6 +421,11 @@ def project_image(name: str, *, base: BuiltImage | None = None) -> BuiltImage:
         frontend = tools.ensure("grpc-frontend")
         volumes[frontend.parent] = GRPC_FRONTEND_MOUNT
         extra_key.append(_file_digest(frontend))
+        # The access gateway rides in the same image (one binary, no extra image to build);
+        # the local stack points the chart's access.gateway.image at it.
+        gateway = tools.ensure("access-gateway")
+        volumes[gateway.parent] = ACCESS_GATEWAY_MOUNT
+        extra_key.append(_file_digest(gateway))
     return dockerfile_image(
         name,
         dockerfile,

@@ -136,6 +136,11 @@ def chart_values(built: Mapping[str, images.BuiltImage]) -> dict[str, str]:
             values[f"{prefix}.repository"] = repository
             values[f"{prefix}.tag"] = tag
             values[f"{prefix}.pullPolicy"] = "Never"
+    if "serving" in built:
+        # The local serving image carries the access gateway's binary too.
+        repository, tag = _repository_and_tag(built["serving"])
+        values["access.gateway.image.repository"] = repository
+        values["access.gateway.image.tag"] = tag
     return values
 
 

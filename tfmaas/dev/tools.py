@@ -34,6 +34,7 @@ HELM_VERSION = "v3.22.0"
 COREDNS_VERSION = "v1.14.7"
 GHZ_VERSION = "v0.93.0"
 GRPC_FRONTEND_VERSION = "v1"
+ACCESS_GATEWAY_VERSION = "v1"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 # MinIO publishes no semver tags to the Go proxy; its own release tags are the commit time.
 MINIO_RELEASE_TIME = "2026-02-12T20:18:48Z"
@@ -162,6 +163,16 @@ TOOLS: Mapping[str, Tool] = {
             own_source=True,
             command=frontend_process.BINARY_NAME,
         ),
+        # tfmaas's access gateway: authenticates and authorizes each call to a model against the
+        # API server (TokenReview, SubjectAccessReview) before TF Serving sees it.
+        Tool(
+            name="access-gateway",
+            component="access-gateway",
+            version=ACCESS_GATEWAY_VERSION,
+            module="access-gateway",
+            package="tfmaas.dev/tools/access-gateway",
+            own_source=True,
+        ),
         Tool(
             name="helm",
             component="helm",
@@ -198,6 +209,7 @@ ALL_TOOLS: tuple[str, ...] = (
     "kubectl",
     "helm",
     "grpc-frontend",
+    "access-gateway",
 )
 
 

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+)
+
+// protocol is which of TF Serving's two APIs a listener fronts; it decides how a refusal is said.
+type protocol int
+
+const (
+	grpcAPI protocol = iota
+	restAPI
+)
+
+// gRPC status codes the gateway answers with itself (google.golang.org/grpc/codes).
+const (
+	grpcPermissionDenied = 7
+	grpcUnavailable      = 14
+	grpcUnauthenticated  = 16
+)
+
+// refusal is one way the gateway turns a call away, in both APIs' terms.
+type refusal struct {
+	grpcCode   int
+	httpStatus int
+}
+
+var (
+	refuseUnauthenticated = refusal{grpcUnauthenticated, http.StatusUnauthorized}
+	refuseForbidden       = refusal{grpcPermissionDenied, http.StatusForbidden}
+	refuseUnavailable     = refusal{grpcUnavailable, http.StatusServiceUnavailable}
+)
+
+// counters are the gateway's own figures, served on the metrics listener.
+type counters struct {
+	allowed, unauthenticated, forbidden, reviewFailed atomic.Uint64
+	tokenReviews, accessReviews                       atomic.Uint64
+}
+
+// gateway authenticates and authorizes each call against the API server, then forwards it.
+type gateway struct {
+	authn    authenticator.Request
+	authz    authorizer.Authorizer
+	target   target
+	counters *counters
+}
+
+// guard wraps the proxy of one API: only calls the caller's RBAC rules allow reach next.
+func (g *gateway) guard(api protocol, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var needed permission
+		var offered bool
+		if api == grpcAPI {
+			needed, offered = grpcPermission(r.URL.Path)
+		} else {
+			needed, offered = restPermission(r.Method, r.URL.Path)
+		}
+		// Authentication comes first so that an anonymous caller learns nothing about which
+		// methods exist. On success the authenticator removes the token from the request, so
+		// it never reaches the model server.
+		answer, authenticated, err := g.authn.AuthenticateRequest(r)
+		if err != nil || !authenticated {
+			g.counters.unauthenticated.Add(1)
+			refuse(w, api, refuseUnauthenticated, unauthenticatedMessage)
+			return
+		}
+		if !offered {
+			g.counters.forbidden.Add(1)
+			refuse(w, api, refuseForbidden, unknownMessage)
+			return
+		}
+		decision, _, err := g.authz.Authorize(r.Context(), g.target.attributes(answer.User, needed))
+		if decision != authorizer.DecisionAllow {
+			if err != nil {
+				// The API server could not be asked: say so rather than blame the caller.
+				g.counters.reviewFailed.Add(1)
+				refuse(w, api, refuseUnavailable, "access check failed: the Kubernetes API server did not answer")
+				return
+			}
+			g.counters.forbidden.Add(1)
+			refuse(w, api, refuseForbidden, g.target.deniedMessage(needed))
+			return
+		}
+		g.counters.allowed.Add(1)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refuse answers a call the gateway will not forward, as each API's clients expect: gRPC as a
+// real status (HTTP 200 with grpc-status, a "trailers-only" response), REST as TF Serving's
+// JSON error body.
+func refuse(w http.ResponseWriter, api protocol, how refusal, message string) {
+	header := w.Header()
+	if api == grpcAPI {
+		header.Set("Content-Type", "application/grpc")
+		header.Set("Grpc-Status", strconv.Itoa(how.grpcCode))
+		header.Set("Grpc-Message", encodeGrpcMessage(message))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if how.httpStatus == http.StatusUnauthorized {
+		header.Set("WWW-Authenticate", `Bearer realm="tfmaas"`)
+	}
+	header.Set("Content-Type", "application/json")
+	w.WriteHeader(how.httpStatus)
+	body, _ := json.Marshal(map[string]string{"error": message})
+	_, _ = w.Write(body)
+}
+
+// encodeGrpcMessage percent-encodes a grpc-message value as the gRPC HTTP/2 spec requires.
+func encodeGrpcMessage(message string) string {
+	const hex = "0123456789ABCDEF"
+	encoded := make([]byte, 0, len(message))
+	for i := 0; i < len(message); i++ {
+		c := message[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			encoded = append(encoded, c)
+			continue
+		}
+		encoded = append(encoded, '%', hex[c>>4], hex[c&0xf])
+	}
+	return string(encoded)
+}
+
+// newProxy forwards to the model server at upstream over transport. The bearer token is dropped
+// here as well, whatever the authenticator did, so no credential reaches the model server.
+func newProxy(api protocol, upstream *url.URL, transport http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(upstream)
+			pr.Out.Header.Del("Authorization")
+		},
+		Transport: transport,
+		// gRPC streams and trailers must pass as they come, not buffered.
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, http.ErrAbortHandler) {
+				panic(err)
+			}
+			refuse(w, api, refuseUnavailable, "the model server is not reachable")
+		},
+	}
+}
+
+// h2cTransport speaks HTTP/2 without TLS to the gRPC port on loopback, as gRPC clients do.
+func h2cTransport() *http.Transport {
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Transport{Protocols: &protocols, ForceAttemptHTTP2: true}
+}
+
+// restTransport keeps enough idle HTTP/1.1 connections for a busy pod.
+func restTransport() *http.Transport {
+	return &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}
+}
+
+// countingTransport counts the reviews this gateway asks of the API server, which shows
+// whether the decision caches work.
+type countingTransport struct {
+	next     http.RoundTripper
+	counters *counters
+}
+
+func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/tokenreviews"):
+		t.counters.tokenReviews.Add(1)
+	case strings.HasSuffix(r.URL.Path, "/subjectaccessreviews"):
+		t.counters.accessReviews.Add(1)
+	}
+	return t.next.RoundTrip(r)
+}
+
+// writeMetrics serves the gateway's counters in Prometheus' text format.
+func (c *counters) writeMetrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	fmt.Fprintln(w, "# HELP tfmaas_gateway_calls_total Calls the access gateway decided, by decision.")
+	fmt.Fprintln(w, "# TYPE tfmaas_gateway_calls_total counter")
+	for _, row := range []struct {
+		decision string
+		value    *atomic.Uint64
+	}{
+		{"allowed", &c.allowed},
+		{"unauthenticated", &c.unauthenticated},
+		{"forbidden", &c.forbidden},
+		{"review_failed", &c.reviewFailed},
+	} {
+		fmt.Fprintf(w, "tfmaas_gateway_calls_total{decision=%q} %d\n", row.decision, row.value.Load())
+	}
+	fmt.Fprintln(w, "# HELP tfmaas_gateway_api_reviews_total Reviews sent to the Kubernetes API server (cache misses).")
+	fmt.Fprintln(w, "# TYPE tfmaas_gateway_api_reviews_total counter")
+	fmt.Fprintf(w, "tfmaas_gateway_api_reviews_total{kind=\"TokenReview\"} %d\n", c.tokenReviews.Load())
+	fmt.Fprintf(w, "tfmaas_gateway_api_reviews_total{kind=\"SubjectAccessReview\"} %d\n", c.accessReviews.Load())
+}

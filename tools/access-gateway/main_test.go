@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+)
+
+func TestRESTPermissions(t *testing.T) {
+	cases := []struct {
+		method, path string
+		want         permission
+		offered      bool
+	}{
+		{"POST", "/v1/models/sentiment:predict", callModel, true},
+		{"POST", "/v1/models/sentiment/versions/3:classify", callModel, true},
+		{"POST", "/v1/models/sentiment/labels/stable:regress", callModel, true},
+		{"GET", "/v1/models/sentiment", readModel, true},
+		{"GET", "/v1/models/sentiment/versions/2", readModel, true},
+		{"GET", "/v1/models/sentiment/metadata", readModel, true},
+		{"GET", "/v1/models/sentiment/labels/stable/metadata", readModel, true},
+		{"GET", "/v1/models/sentiment:predict", permission{}, false},
+		{"POST", "/v1/models/sentiment", permission{}, false},
+		{"POST", "/v1/models/sentiment:reload", permission{}, false},
+		{"GET", "/monitoring/prometheus/metrics", permission{}, false},
+		{"GET", "/v1/models/a/../../etc", permission{}, false},
+		{"DELETE", "/v1/models/sentiment", permission{}, false},
+	}
+	for _, c := range cases {
+		got, offered := restPermission(c.method, c.path)
+		if got != c.want || offered != c.offered {
+			t.Errorf("%s %s: got %v %v, want %v %v", c.method, c.path, got, offered, c.want, c.offered)
+		}
+	}
+}
+
+func TestGRPCPermissions(t *testing.T) {
+	for method, want := range map[string]permission{
+		"/tensorflow.serving.PredictionService/Predict":          callModel,
+		"/tensorflow.serving.PredictionService/MultiInference":   callModel,
+		"/tensorflow.serving.PredictionService/GetModelMetadata": readModel,
+		"/tensorflow.serving.ModelService/GetModelStatus":        readModel,
+	} {
+		if got, ok := grpcPermission(method); !ok || got != want {
+			t.Errorf("%s: got %v %v", method, got, ok)
+		}
+	}
+	for _, method := range []string{
+		"/tensorflow.serving.ModelService/HandleReloadConfigRequest",
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+		"/tensorflow.serving.PredictionService/predict",
+	} {
+		if _, ok := grpcPermission(method); ok {
+			t.Errorf("%s must be refused", method)
+		}
+	}
+}
+
+func TestDeniedMessageNamesTheMissingPermission(t *testing.T) {
+	message := target{namespace: "default", modelService: "sentiment"}.deniedMessage(callModel)
+	for _, part := range []string{`"create"`, `"modelservices/predict"`, `"sentiment"`, `"default"`, `"tfmaas.io"`} {
+		if !strings.Contains(message, part) {
+			t.Errorf("%q does not name %s", message, part)
+		}
+	}
+}
+
+func TestEncodeGrpcMessage(t *testing.T) {
+	if got := encodeGrpcMessage("a 100% \"x\"\n\u00e9"); got != `a 100%25 "x"%0A%C3%A9` {
+		t.Errorf("got %q", got)
+	}
+}
+
+// fakeAuthn accepts the token "good" as alice; any other token is an error, none is no answer.
+var fakeAuthn = authenticator.RequestFunc(func(r *http.Request) (*authenticator.Response, bool, error) {
+	header := r.Header.Get("Authorization")
+	switch header {
+	case "":
+		return nil, false, nil
+	case "Bearer good":
+		r.Header.Del("Authorization")
+		return &authenticator.Response{User: &user.DefaultInfo{Name: "alice"}}, true, nil
+	}
+	return nil, false, errors.New("invalid bearer token")
+})
+
+// fakeAuthz lets alice read but not call; a review for "broken" fails as an unreachable API would.
+type fakeAuthz struct{ seen []authorizer.Attributes }
+
+func (f *fakeAuthz) Authorize(_ context.Context, a authorizer.Attributes) (authorizer.Decision, string, error) {
+	f.seen = append(f.seen, a)
+	if a.GetName() == "broken" {
+		return authorizer.DecisionNoOpinion, "", errors.New("connection refused")
+	}
+	if a.GetVerb() == "get" && a.GetUser().GetName() == "alice" {
+		return authorizer.DecisionAllow, "", nil
+	}
+	return authorizer.DecisionNoOpinion, "no RBAC rule", nil
+}
+
+func newTestGateway(name string) (*gateway, *fakeAuthz) {
+	authz := &fakeAuthz{}
+	return &gateway{
+		authn:    fakeAuthn,
+		authz:    authz,
+		target:   target{namespace: "default", modelService: name},
+		counters: &counters{},
+	}, authz
+}
+
+func TestRESTRefusalsAndForwarding(t *testing.T) {
+	g, authz := newTestGateway("sentiment")
+	var forwarded []http.Header
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		forwarded = append(forwarded, r.Header.Clone())
+		_, _ = io.WriteString(w, `{"model_version_status": []}`)
+	}))
+	defer upstream.Close()
+	upstreamURL, _ := url.Parse(upstream.URL)
+	front := httptest.NewServer(g.guard(restAPI, newProxy(restAPI, upstreamURL, restTransport())))
+	defer front.Close()
+
+	call := func(method, path, token string) (int, string) {
+		request, _ := http.NewRequest(method, front.URL+path, strings.NewReader("{}"))
+		if token != "" {
+			request.Header.Set("Authorization", "Bearer "+token)
+		}
+		response, err := http.DefaultClient.Do(request)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer response.Body.Close()
+		body, _ := io.ReadAll(response.Body)
+		return response.StatusCode, string(body)
+	}
+	if status, _ := call("GET", "/v1/models/sentiment", ""); status != 401 {
+		t.Errorf("no token: %d", status)
+	}
+	if status, _ := call("GET", "/v1/models/sentiment", "bad"); status != 401 {
+		t.Errorf("bad token: %d", status)
+	}
+	status, body := call("POST", "/v1/models/sentiment:predict", "good")
+	if status != 403 || !strings.Contains(body, `\"modelservices/predict\"`) {
+		t.Errorf("predict without the rule: %d %s", status, body)
+	}
+	if status, body := call("GET", "/v1/models/sentiment/metadata", "good"); status != 200 {
+		t.Errorf("allowed read: %d %s", status, body)
+	}
+	if status, _ := call("POST", "/v1/models/sentiment:reload", "good"); status != 403 {
+		t.Errorf("unknown path: %d", status)
+	}
+	if len(forwarded) != 1 || forwarded[0].Get("Authorization") != "" {
+		t.Errorf("exactly the allowed call is forwarded, without its token: %v", forwarded)
+	}
+	last := authz.seen[len(authz.seen)-1]
+	if last.GetAPIGroup() != "tfmaas.io" || last.GetResource() != "modelservices" || last.GetNamespace() != "default" ||
+		last.GetName() != "sentiment" || !last.IsResourceRequest() {
+		t.Errorf("review attributes: %+v", last)
+	}
+	if g.counters.allowed.Load() != 1 || g.counters.unauthenticated.Load() != 2 || g.counters.forbidden.Load() != 2 {
+		t.Errorf("counters: %d %d %d", g.counters.allowed.Load(), g.counters.unauthenticated.Load(), g.counters.forbidden.Load())
+	}
+}
+
+func TestGRPCRefusalsAreRealStatuses(t *testing.T) {
+	for _, c := range []struct {
+		name, token, method, wantStatus string
+	}{
+		{"sentiment", "", "/tensorflow.serving.PredictionService/Predict", "16"},
+		{"sentiment", "good", "/tensorflow.serving.PredictionService/Predict", "7"},
+		{"sentiment", "good", "/tensorflow.serving.ModelService/HandleReloadConfigRequest", "7"},
+		{"broken", "good", "/tensorflow.serving.ModelService/GetModelStatus", "14"},
+	} {
+		g, _ := newTestGateway(c.name)
+		upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			t.Errorf("%s reached the model server", c.method)
+		})
+		recorder := httptest.NewRecorder()
+		request := httptest.NewRequest("POST", c.method, strings.NewReader(""))
+		request.Header.Set("Content-Type", "application/grpc")
+		if c.token != "" {
+			request.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		g.guard(grpcAPI, upstream).ServeHTTP(recorder, request)
+		got := recorder.Result()
+		if got.StatusCode != 200 || got.Header.Get("Grpc-Status") != c.wantStatus ||
+			got.Header.Get("Content-Type") != "application/grpc" || got.Header.Get("Grpc-Message") == "" {
+			t.Errorf("%s %s: %d %v", c.name, c.method, got.StatusCode, got.Header)
+		}
+	}
+}
+
+func TestFlags(t *testing.T) {
+	if _, err := parseFlags([]string{"--namespace=default"}); err == nil {
+		t.Error("--model-service is required")
+	}
+	if _, err := parseFlags([]string{"--namespace=d", "--model-service=m", "--tls-cert-file=a"}); err == nil {
+		t.Error("a certificate without its key is refused")
+	}
+	o, err := parseFlags([]string{"--namespace=d", "--model-service=m", "--authorization-allow-cache-ttl=2s"})
+	if err != nil || o.allowCacheTTL.Seconds() != 2 {
+		t.Errorf("%v %v", o, err)
+	}
+}

@@ -80,6 +80,8 @@ class TfLiteServable(Servable):
                 inputs=inputs,
                 outputs=outputs,
             )
+        # What metadata lists: a TFLite model's signatures are all it has.
+        self._signature_defs = {key: found.definition for key, found in self.signatures.items()}
 
     def _locked(self, runner: Any):
         def call(feeds: Mapping[str, Any]) -> Mapping[str, Any]:

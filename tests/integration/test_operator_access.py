@@ -109,11 +109,18 @@ def setup(cluster: LocalCluster) -> Iterator[Setup]:
     created = json.loads(
         cluster.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(document)).stdout
     )
+    # The gateway's role has a fixed name, which a chart installed on this shared control plane
+    # owns too: leave no copy of it behind for a later helm install to trip over.
+    role_existed = (
+        cluster.kubectl("get", "clusterrole", GATEWAY_CLUSTER_ROLE, check=False).returncode == 0
+    )
     try:
         yield Setup(operator_kube(cluster, namespace), namespace, load_model_service(created))
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         cluster.kubectl("delete", "clusterrolebinding", f"test-operator-{namespace}", check=False)
+        if not role_existed:
+            cluster.kubectl("delete", "clusterrole", GATEWAY_CLUSTER_ROLE, check=False)
 
 
 def test_the_operator_applies_the_guarded_objects(setup: Setup, cluster: LocalCluster) -> None:

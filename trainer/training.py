@@ -119,7 +119,12 @@ def train(
     return TrainedModel(
         config=config,
         classes=splits.classes,
-        module=ServingModule(pipeline.vectorizer, pipeline.model, splits.classes),
+        module=ServingModule(
+            pipeline.vectorizer,
+            pipeline.model,
+            splits.classes,
+            architecture=pipeline.architecture.name,
+        ),
         metrics=metrics,
         examples=splits.counts(),
         training_seconds=training_seconds,

@@ -4,6 +4,11 @@ ends and REST, with TF Serving's error codes for a signature name that does not 
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -111,3 +116,41 @@ def test_a_wrong_signature_name_keeps_tf_serving_codes(
     with pytest.raises(PredictionError) as client_error:
         RestClient(f"127.0.0.1:{server.rest_port}").predict_json(exported_model.name, body)
     assert client_error.value.code == "INVALID_ARGUMENT"
+
+
+def _tfmaas_explain(*args: str, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfmaas", "explain", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
+def test_the_explain_command_marks_colours_and_prints_json(
+    server: ModelServer, exported_model: Any
+) -> None:
+    target = ["--target", f"127.0.0.1:{server.grpc_port}", "--model", exported_model.name]
+    sentence = SENTENCES[1]
+
+    plain, _ = _tfmaas_explain(*target, sentence).communicate(timeout=120)
+    label, marked = plain.decode("utf-8").rstrip("\n").split("\t")
+    assert re.fullmatch(r"(negative|positive) \d\.\d{3}", label)
+    assert re.search(r"\[[+-][^\]]+\]", marked), marked
+    assert re.sub(r"\[[+-]([^\]]*)\]", r"\1", marked) == sentence
+
+    rest = ["--rest", f"127.0.0.1:{server.rest_port}", "--model", exported_model.name]
+    as_json, _ = _tfmaas_explain(*rest, "--json", sentence).communicate(timeout=120)
+    document = json.loads(as_json)
+    assert document["text"] == "".join(document["characters"]) == sentence
+    assert len(document["char_attributions"]) == len(sentence)
+    assert document["label"] == label.split()[0]
+
+    primary, replica = pty.openpty()
+    on_tty = _tfmaas_explain(*target, sentence, stdout=replica)
+    os.close(replica)
+    on_tty.wait(timeout=120)
+    coloured = os.read(primary, 65536).decode("utf-8")
+    os.close(primary)
+    assert "\x1b[" in coloured and "[-" not in coloured and "[+" not in coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured).strip().split("\t")[1] == sentence

@@ -40,6 +40,7 @@ def model_card(trained: TrainedModel, *, name: str, version: int | None) -> dict
                 "label": "string [None]",
             },
         },
+        "globalExplanation": trained.global_explanation,
         "explainSignature": {
             "name": "explain",
             "method": EXPLAINERS[trained.config.model.architecture].method,

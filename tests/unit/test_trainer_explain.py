@@ -95,6 +95,31 @@ def test_the_planted_keyword_gets_the_top_attribution(planted_export) -> None:
 
 
 @pytest.mark.slow
+def test_the_model_card_names_each_class_keyword_first(planted_export) -> None:
+    _, target = planted_export
+    card = json.loads((target / "model_card.json").read_text(encoding="utf-8"))
+    assert card["explainSignature"]["name"] == "explain"
+    top = card["globalExplanation"]["topUnitsPerClass"]
+    for name, keyword in (("positive", POSITIVE), ("negative", NEGATIVE)):
+        # For bag-of-ngrams the first may be a bigram around the keyword.
+        assert keyword in top[name][0]["unit"] and top[name][0]["meanAttribution"] > 0
+        assert keyword in [entry["unit"] for entry in top[name]]
+    assert card["globalExplanation"]["sentences"] == 100  # the whole test split
+
+
+def test_global_aggregation_ranks_units_by_mean_attribution_per_class() -> None:
+    from tfmaas.trainer.global_explanation import aggregate
+
+    rows = [("pos", [("好", 0.5), ("的", 0.01)]) for _ in range(3)]
+    rows += [("pos", [("棒", 0.9)]), ("neg", [("差", 0.4), ("好", -0.3)])] * 3
+    rows += [("pos", [("稀", 5.0)]), ("pos", [("坏", -0.2)])] * 2  # rare, or pushing away
+    top = aggregate(rows, ["neg", "pos"])
+    assert [entry["unit"] for entry in top["pos"]] == ["棒", "好", "的"]
+    assert top["pos"][1] == {"unit": "好", "meanAttribution": 0.5, "sentences": 3}
+    assert [entry["unit"] for entry in top["neg"]] == ["差"]
+
+
+@pytest.mark.slow
 def test_serving_default_is_unchanged_by_the_explain_signature(
     planted_export, tmp_path: Path
 ) -> None:

@@ -12,8 +12,6 @@ from typing import Any
 MAX_SENTENCES = 500
 BATCH = 64
 TOP_PER_CLASS = 10
-# A unit seen in fewer sentences than this says more about those sentences than the model.
-MIN_SENTENCES = 3
 
 
 def aggregate(
@@ -21,24 +19,27 @@ def aggregate(
 ) -> dict[str, list[dict[str, Any]]]:
     """`rows`: per sentence, its predicted label and its top (unit, attribution) pairs.
 
-    Per class, the units with the highest mean attribution over the sentences predicted as
-    that class where the unit is among the strongest, seen in at least MIN_SENTENCES.
+    Per class, the units with the highest mean attribution over all the sentences predicted as
+    that class (0 where the unit is not among a sentence's strongest): a unit that decides
+    many sentences ranks above one that decided a single odd sentence strongly.
     """
-    totals: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in classes}
+    totals: dict[str, dict[str, float]] = {name: defaultdict(float) for name in classes}
+    seen: dict[str, dict[str, int]] = {name: defaultdict(int) for name in classes}
+    sentences = dict.fromkeys(classes, 0)
     for label, units in rows:
+        sentences[label] += 1
         for unit, attribution in units:
-            totals[label][unit].append(attribution)
+            totals[label][unit] += attribution
+            seen[label][unit] += 1
     result = {}
     for name in classes:
-        means = [
-            (sum(values) / len(values), unit, len(values))
-            for unit, values in totals[name].items()
-            if len(values) >= MIN_SENTENCES
-        ]
-        means.sort(key=lambda item: (-item[0], item[1]))
+        means = sorted(
+            ((total / sentences[name], unit) for unit, total in totals[name].items()),
+            key=lambda item: (-item[0], item[1]),
+        )
         result[name] = [
-            {"unit": unit, "meanAttribution": round(mean, 6), "sentences": count}
-            for mean, unit, count in means[:TOP_PER_CLASS]
+            {"unit": unit, "meanAttribution": round(mean, 6), "sentences": seen[name][unit]}
+            for mean, unit in means[:TOP_PER_CLASS]
             if mean > 0
         ]
     return result
@@ -67,7 +68,8 @@ def global_explanation(module: Any, texts: Sequence[str], classes: Sequence[str]
         "topUnitsPerClass": aggregate(rows, classes),
         "how": (
             "per class, the units with the highest mean attribution over the test sentences "
-            f"predicted as that class where the unit is among its {TOP_UNITS} strongest "
-            f"(seen in at least {MIN_SENTENCES}); first {MAX_SENTENCES} test sentences"
+            f"predicted as that class (0 where a unit is not among a sentence's {TOP_UNITS} "
+            f"strongest); at most the first {MAX_SENTENCES} test sentences; `sentences`: where "
+            "the unit is among them"
         ),
     }

@@ -47,6 +47,7 @@ bench:
 	$(PY) benchmarks/train_benchmark.py
 	$(PY) benchmarks/serving_benchmark.py
 	$(PY) benchmarks/operator_benchmark.py
+	$(PY) benchmarks/explain_benchmark.py
 
 clean:
 	rm -rf .tfmaas build *.egg-info

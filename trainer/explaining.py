@@ -21,7 +21,8 @@ attribution is shared equally between its occurrences and, within one, between i
 characters (`a / (count · n)` each), so a sentence's character attributions add up to the
 sum of its n-gram attributions.
 
-Bounds: only the first `MAX_EXPLAINED_CHARS` characters of a sentence are explained and
+Bounds: integrated gradients run one sentence at a time, so memory is that of one sentence
+whatever the batch; only the first `MAX_EXPLAINED_CHARS` characters of a sentence are explained and
 the class and score `explain` reports are the model's on those (identical to
 `serving_default` for shorter sentences). Sequence models see `sequenceLength` tokens;
 characters past them get 0, as they do not reach the model.
@@ -178,15 +179,9 @@ class LeaveOneOutExplainer(tf.Module):
         occurrences = []
         for width in self.widths:
             grams = tf.strings.ngrams(tokens, width, separator=" ")
-            occurrences.append(
-                (
-                    width,
-                    self.ids.lookup(grams.to_tensor(default_value="")),
-                    tf.sequence_mask(
-                        grams.row_lengths(), tf.shape(grams.to_tensor(default_value=""))[1]
-                    ),
-                )
-            )
+            dense = grams.to_tensor(default_value="")
+            valid = tf.sequence_mask(grams.row_lengths(), tf.shape(dense)[1])
+            occurrences.append((width, self.ids.lookup(dense), valid))
         all_ids = tf.concat(
             [tf.where(valid, ids, vocabulary_size) for _, ids, valid in occurrences], axis=1
         )
@@ -233,20 +228,16 @@ class IntegratedGradientsExplainer(tf.Module):
         class_id = tf.argmax(scores, axis=-1, output_type=tf.int64)
         score = tf.gather(scores, class_id, batch_dims=1)
 
-        alphas = (tf.range(IG_STEPS, dtype=tf.float32) + 0.5) / IG_STEPS
-        difference = embedded - baseline
-        path = baseline[None] + alphas[:, None, None, None] * difference[None]
-        path = tf.reshape(path, tf.concat([[-1], tf.shape(embedded)[1:]], axis=0))
-        path_mask = None if mask is None else tf.tile(mask, [IG_STEPS, 1])
-        path_class = tf.tile(class_id, [IG_STEPS])
-        with tf.GradientTape() as tape:
-            tape.watch(path)
-            path_scores = tf.cast(self._head(path, path_mask), tf.float32)
-            target = tf.reduce_sum(tf.gather(path_scores, path_class, batch_dims=1))
-        gradients = tf.reshape(
-            tape.gradient(target, path), tf.concat([[IG_STEPS], tf.shape(embedded)], 0)
+        # One sentence at a time: the path holds IG_STEPS copies of its embeddings and the
+        # model's activations for each, so memory stays that of one sentence whatever the
+        # batch (TF Serving puts no bound on a request's rows).
+        has_mask = mask is not None
+        token_attributions = tf.map_fn(
+            lambda row: self._integrated_gradients(*row, has_mask=has_mask),
+            (embedded, baseline, tf.ones_like(ids, tf.bool) if mask is None else mask, class_id),
+            fn_output_signature=tf.float32,
+            parallel_iterations=1,
         )
-        token_attributions = tf.reduce_sum(tf.reduce_mean(gradients, axis=0) * difference, axis=-1)
         tokens = tf.strings.unicode_split(standardize(texts), "UTF-8")
         tokens = _fit_columns(tokens.to_tensor(default_value=""), tf.shape(ids)[1])
         units, unit_attributions = _top_units(
@@ -259,6 +250,28 @@ class IntegratedGradientsExplainer(tf.Module):
             "class_id": class_id,
             "score": score,
         }
+
+    def _integrated_gradients(
+        self,
+        embedded: tf.Tensor,
+        baseline: tf.Tensor,
+        mask: tf.Tensor,
+        class_id: tf.Tensor,
+        *,
+        has_mask: bool,
+    ) -> tf.Tensor:
+        """Per token of one sentence: mean gradient along the path × (input − baseline),
+        summed over the embedding; IG_STEPS midpoint steps batched as one tensor."""
+        alphas = (tf.range(IG_STEPS, dtype=tf.float32) + 0.5) / IG_STEPS
+        difference = embedded - baseline
+        path = baseline[None] + alphas[:, None, None] * difference[None]
+        path_mask = tf.tile(mask[None], [IG_STEPS, 1]) if has_mask else None
+        with tf.GradientTape() as tape:
+            tape.watch(path)
+            path_scores = tf.cast(self._head(path, path_mask), tf.float32)
+            target = tf.reduce_sum(path_scores[:, class_id])
+        gradients = tape.gradient(target, path)
+        return tf.reduce_sum(tf.reduce_mean(gradients, axis=0) * difference, axis=-1)
 
     def _head(self, embedded: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
         with warnings.catch_warnings():

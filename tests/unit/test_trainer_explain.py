@@ -188,3 +188,33 @@ def test_every_model_token_belongs_to_exactly_one_character(text: str) -> None:
     # One unit of attribution per token lands on exactly the characters that became it.
     per_character = alignment.character_attributions(tf.ones([1, token_count])).numpy()[0]
     assert per_character.tolist() == lengths.astype(float).tolist()
+
+
+_PEAK_GROWTH = """
+import resource, sys
+import tensorflow as tf
+explain = tf.saved_model.load(sys.argv[1]).signatures["explain"]
+explain(text=tf.constant(["的一是差在"] * 4))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+explain(text=tf.constant([sys.argv[2]] * 1024))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_explaining_a_big_batch_keeps_the_memory_of_one_sentence(planted_export) -> None:
+    import os
+    import subprocess
+    import sys
+
+    _, target = planted_export
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_GROWTH, str(target), FILLER],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    # 1024 sentences × 32 steps of the whole model at once would take gigabytes.
+    assert int(run.stdout.strip().splitlines()[-1]) < 256  # MiB

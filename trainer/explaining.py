@@ -16,14 +16,15 @@ Methods, one per architecture, each faithful to the model rather than a proxy:
   The attributions add up to about `p_c(sentence) - p_c(empty sentence)`.
 
 Characters: each original character gets the sum of the attributions of the model tokens
-standardization turned it into (punctuation and squeezed spaces get none). An n-gram's
+standardization turned it into (punctuation becomes the space the model sees; leading,
+trailing and repeated ones are trimmed and get none). An n-gram's
 attribution is shared equally between its occurrences and, within one, between its
 characters (`a / (count · n)` each), so a sentence's character attributions add up to the
 sum of its n-gram attributions.
 
 Bounds: integrated gradients run one sentence at a time, so memory is that of one sentence
-whatever the batch; only the first `MAX_EXPLAINED_CHARS` characters of a sentence are explained and
-the class and score `explain` reports are the model's on those (identical to
+whatever the batch; only the first `MAX_EXPLAINED_CHARS` characters of a sentence are
+explained and the class and score `explain` reports are the model's on those (identical to
 `serving_default` for shorter sentences). Sequence models see `sequenceLength` tokens;
 characters past them get 0, as they do not reach the model.
 """

@@ -48,6 +48,7 @@ bench:
 	$(PY) benchmarks/serving_benchmark.py
 	$(PY) benchmarks/operator_benchmark.py
 	$(PY) benchmarks/access_gateway_benchmark.py
+	$(PY) benchmarks/explain_benchmark.py
 
 clean:
 	rm -rf .tfmaas build *.egg-info

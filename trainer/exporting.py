@@ -15,6 +15,8 @@ MODEL_CARD_FILE = "model_card.json"
 def model_card(trained: TrainedModel, *, name: str, version: int | None) -> dict[str, Any]:
     import tensorflow as tf
 
+    from tfmaas.trainer.explaining import EXPLAINERS
+
     config = trained.config.to_dict()
     return {
         "name": name,
@@ -38,6 +40,21 @@ def model_card(trained: TrainedModel, *, name: str, version: int | None) -> dict
                 "label": "string [None]",
             },
         },
+        "globalExplanation": trained.global_explanation,
+        "explainSignature": {
+            "name": "explain",
+            "method": EXPLAINERS[trained.config.model.architecture].method,
+            "inputs": {"text": "string [None] — raw sentences"},
+            "outputs": {
+                "characters": "string [None, chars] — the sentence's characters, padded ''",
+                "char_attributions": "float32 [None, chars] — signed, toward the predicted class",
+                "units": "string [None, k] — the units (n-grams or characters) that weigh most",
+                "unit_attributions": "float32 [None, k]",
+                "class_id": "int64 [None]",
+                "label": "string [None]",
+                "score": "float32 [None] — the predicted class's probability",
+            },
+        },
     }
 
 
@@ -47,12 +64,15 @@ def export(
     """Write the version directory's contents into `directory` (created; must be empty)."""
     import tensorflow as tf
 
+    from tfmaas.trainer.explaining import SIGNATURE_NAME as EXPLAIN_SIGNATURE
+
     target = Path(directory)
     if target.exists() and any(target.iterdir()):
         raise FileExistsError(f"export directory {target} is not empty")
     target.mkdir(parents=True, exist_ok=True)
     module = trained.module
-    tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
+    signatures = {"serving_default": module.serve, EXPLAIN_SIGNATURE: module.explain}
+    tf.saved_model.save(module, str(target), signatures=signatures)
     _write_json(target / METRICS_FILE, trained.metrics)
     _write_json(target / MODEL_CARD_FILE, model_card(trained, name=name, version=version))
     return target

@@ -1,4 +1,5 @@
-"""The `serving_default` signature: raw sentences in, scores, class id and label out.
+"""The `serving_default` signature: raw sentences in, scores, class id and label out,
+and `explain` next to it (see `tfmaas.trainer.explaining`).
 
 It is a plain `tf.Module` around the vectorizer and the Keras model, so the SavedModel
 depends on nothing Keras-specific at load time (TensorFlow Serving and
@@ -10,6 +11,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfmaas.trainer.explaining import explanation, make_explainer
+
 INPUT_KEY = "text"
 OUTPUT_KEYS = ("scores", "class_id", "label")
 
@@ -20,11 +23,14 @@ class ServingModule(tf.Module):
         vectorizer: keras.layers.TextVectorization,
         model: keras.Model,
         classes: list[str],
+        *,
+        architecture: str,
     ) -> None:
         super().__init__(name="tfmaas_classifier")
         self.vectorizer = vectorizer
         self.model = model
         self.class_names = tf.constant(classes, dtype=tf.string)
+        self.explainer = make_explainer(architecture, vectorizer, model)
 
     @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name=INPUT_KEY)])
     def serve(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -36,3 +42,7 @@ class ServingModule(tf.Module):
             "class_id": class_id,
             "label": tf.gather(self.class_names, class_id),
         }
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name=INPUT_KEY)])
+    def explain(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+        return explanation(self.explainer, text, self.class_names)

@@ -43,6 +43,8 @@ class TrainedModel:
     is_chief: bool = True
     placement: str = ""
     history: dict[str, list[float]] = field(default_factory=dict)
+    global_explanation: dict[str, Any] = field(default_factory=dict)
+    """The model card's top units per class on the test split (see `global_explanation`)."""
 
     def predict(self, texts: list[str]) -> dict[str, np.ndarray]:
         import tensorflow as tf
@@ -88,6 +90,7 @@ def train(
     placement = choose_placement(log)
     import keras
 
+    from tfmaas.trainer.global_explanation import global_explanation
     from tfmaas.trainer.progress import EpochLog
     from tfmaas.trainer.signature import ServingModule
 
@@ -116,10 +119,16 @@ def train(
         f"f1={metrics['f1']:.4f}; trained in {training_seconds:.1f}s, "
         f"{epoch_log.examples_per_second:.0f} examples/s"
     )
+    module = ServingModule(
+        pipeline.vectorizer,
+        pipeline.model,
+        splits.classes,
+        architecture=pipeline.architecture.name,
+    )
     return TrainedModel(
         config=config,
         classes=splits.classes,
-        module=ServingModule(pipeline.vectorizer, pipeline.model, splits.classes),
+        module=module,
         metrics=metrics,
         examples=splits.counts(),
         training_seconds=training_seconds,
@@ -130,6 +139,7 @@ def train(
         is_chief=placement.role.is_chief,
         placement=placement.describe(),
         history={key: [float(v) for v in values] for key, values in history.items()},
+        global_explanation=global_explanation(module, splits.test.texts, splits.classes),
     )
 
 

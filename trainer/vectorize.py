@@ -19,10 +19,15 @@ _SPACES = r"\s+"
 
 def standardize(texts: tf.Tensor) -> tf.Tensor:
     """Lowercase (full Unicode), punctuation to spaces, runs of spaces to one, trimmed."""
+    return tf.strings.strip(standardize_characters(texts))
+
+
+def standardize_characters(texts: tf.Tensor) -> tf.Tensor:
+    """`standardize` without the trim: applied to single characters it says what each becomes
+    (explanations map the model's tokens back to the original characters with it)."""
     lowered = tf.strings.lower(texts, encoding="utf-8")
     no_punctuation = tf.strings.regex_replace(lowered, _PUNCTUATION, " ")
-    squeezed = tf.strings.regex_replace(no_punctuation, _SPACES, " ")
-    return tf.strings.strip(squeezed)
+    return tf.strings.regex_replace(no_punctuation, _SPACES, " ")
 
 
 def bag_of_ngrams_vectorizer(max_tokens: int, ngrams: int) -> keras.layers.TextVectorization:

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "tfmaas.cli.train",
     "tfmaas.cli.serve",
     "tfmaas.cli.predict",
+    "tfmaas.cli.explain",
     "tfmaas.cli.store",
     "tfmaas.cli.operator",
     "tfmaas.cli.dev",

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfmaas.client.explanations import EXPLAIN_SIGNATURE, Explanation, to_explanations
 from tfmaas.client.predictions import Prediction, PredictionError, to_predictions
 from tfmaas.client.retry import with_backoff
 from tfmaas.client.tensors import from_numpy, strings_proto, to_numpy
@@ -163,6 +164,24 @@ class GrpcClient:
         )
         outputs = {alias: to_numpy(proto) for alias, proto in response.outputs.items()}
         return to_predictions(outputs, classes)
+
+    def explain(
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> list[Explanation]:
+        """Why the model predicts what it does: Predict on the version's `explain` signature."""
+        response = self.predict_raw(
+            model,
+            {"text": strings_proto(list(texts))},
+            version=version,
+            label=label,
+            signature=EXPLAIN_SIGNATURE,
+        )
+        return to_explanations({alias: to_numpy(p) for alias, p in response.outputs.items()})
 
     def metadata(
         self, model: str, *, version: int | None = None, label: str | None = None

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from tfmaas.client.explanations import EXPLAIN_SIGNATURE, Explanation, to_explanations
 from tfmaas.client.predictions import Prediction, PredictionError, to_predictions
 from tfmaas.client.retry import with_backoff
 
@@ -41,6 +42,14 @@ def _unavailable(error: Exception) -> bool:
     if isinstance(error, urllib.error.HTTPError):
         return error.code == 503
     return isinstance(error, urllib.error.URLError | ConnectionError | TimeoutError)
+
+
+def _columns(answer: Any) -> dict[str, Any]:
+    """The `outputs` object a columnar (`inputs`) request answers with several outputs."""
+    outputs = answer.get("outputs") if isinstance(answer, dict) else None
+    if not isinstance(outputs, dict):
+        raise PredictionError("INVALID_ARGUMENT", f"unexpected response: {str(answer)[:200]}")
+    return outputs
 
 
 class RestClient:
@@ -120,10 +129,20 @@ class RestClient:
         answer = self.predict_json(
             model, {"inputs": {"text": list(texts)}}, version=version, label=label
         )
-        outputs = answer.get("outputs")
-        if not isinstance(outputs, dict):
-            raise PredictionError("INVALID_ARGUMENT", f"unexpected response: {str(answer)[:200]}")
-        return to_predictions(outputs, classes)
+        return to_predictions(_columns(answer), classes)
+
+    def explain(
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> list[Explanation]:
+        """Why the model predicts what it does: `:predict` on the version's `explain` signature."""
+        body = {"signature_name": EXPLAIN_SIGNATURE, "inputs": {"text": list(texts)}}
+        answer = self.predict_json(model, body, version=version, label=label)
+        return to_explanations(_columns(answer))
 
     def status(
         self, model: str, *, version: int | None = None, label: str | None = None

@@ -285,7 +285,10 @@ def test_a_model_that_cannot_load_stops_the_server_from_starting(tmp_path: Path)
     broken = tmp_path / "broken" / "00000007"
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
-    answer = _serve("--model_name=broken", f"--model_base_path={broken.parent}")
+    # TF Serving retries a failed load 5 times a minute apart before giving up; so would this.
+    answer = _serve(
+        "--model_name=broken", f"--model_base_path={broken.parent}", "--max_num_load_retries=0"
+    )
     assert answer.returncode == 2, answer.stderr[-2000:]
     assert (
         "Failed to start server. Error: UNKNOWN: Some servables were not available: "

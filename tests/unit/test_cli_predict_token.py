@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tfmaas.cli.predict import MAX_TOKEN_BYTES, read_token
+from tfmaas.cli.serving_target import MAX_TOKEN_BYTES, read_token
 from tfmaas.errors import UserError
 
 
@@ -37,3 +37,13 @@ def test_bad_token_files_are_refused_without_echoing_them(
 def test_a_missing_token_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"--token-file .*cannot read it"):
         read_token(str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_both_commands_reach_a_guarded_model(command: str) -> None:
+    from tfmaas.cli.main import build_parser
+
+    args = build_parser().parse_args(
+        [command, "--model", "m", "--token-file", "/t", "--ca-file", "/ca.pem", "好"]
+    )
+    assert (args.token_file, args.ca_file) == ("/t", "/ca.pem")

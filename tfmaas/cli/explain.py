@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tfmaas.cli import serving_target
 from tfmaas.client.explanations import Explanation
 
 # A character is marked when its |attribution| is at least this share of the sentence's
@@ -32,18 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(-, red); --json prints every attribution."
         ),
     )
-    parser.add_argument("sentences", nargs="+", metavar="SENTENCE")
-    parser.add_argument("--target", default="localhost:8500", help="gRPC HOST:PORT or dns:///…")
-    parser.add_argument("--rest", metavar="URL", help="use the REST API at URL instead of gRPC")
-    parser.add_argument("--model", required=True, help="model name")
-    choice = parser.add_mutually_exclusive_group()
-    choice.add_argument("--version", type=int, help="a specific version")
-    choice.add_argument("--label", help="a version label, e.g. stable or canary")
+    serving_target.add_arguments(parser)
     parser.add_argument(
         "--json", action="store_true", help="one JSON object per sentence, all attributions"
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt")
-    parser.add_argument("--retries", type=int, default=3, help="retries when UNAVAILABLE")
     parser.set_defaults(handler=run)
 
 
@@ -65,15 +58,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> list[Explanation]:
-    if args.rest:
-        from tfmaas.client.rest_client import RestClient
-
-        rest = RestClient(args.rest, timeout=args.timeout, retries=args.retries)
-        return rest.explain(args.model, args.sentences, version=args.version, label=args.label)
-    from tfmaas.client.grpc_client import GrpcClient
-
-    with GrpcClient(args.target, timeout=args.timeout, retries=args.retries) as client:
-        return client.explain(args.model, args.sentences, version=args.version, label=args.label)
+    with serving_target.client(args) as client:
+        explanations: list[Explanation] = client.explain(
+            args.model, args.sentences, version=args.version, label=args.label
+        )
+        return explanations
 
 
 def spans(characters: Sequence[str], attributions: Sequence[float]) -> list[tuple[str, int]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 from tfmaas.dev.cluster import LocalCluster
+from tfmaas.dev.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "tfmaas" / "api" / "crd.yaml"
@@ -97,12 +97,6 @@ def operator_kubeconfig(cluster: LocalCluster, namespace: str) -> Path:
     documents = "\n---\n".join(json.dumps(doc) for doc in (account, role, binding))
     cluster.kubectl("apply", "-f", "-", input=documents)
     return cluster.kubeconfig_for_service_account(namespace, OPERATOR_ACCOUNT)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class OperatorProcess:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import yaml
 
 from tests.fixtures.chart import CHART_DIR
 from tests.fixtures.prometheus import SCRAPE_INTERVAL_S, Prometheus, ScrapeTarget
+from tfmaas.dev.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,12 +58,6 @@ def expand(metrics_query: str, series: str, matchers: dict[str, str], group_by: 
         .replace("<<.LabelMatchers>>", label_matchers)
         .replace("<<.GroupBy>>", group_by)
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SyntheticExporter:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,13 @@ from typing import Any
 
 import pytest
 
+from tfmaas.dev.processes import free_port
+
 pytestmark = pytest.mark.integration
 
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "sentiment.yaml"
 # Enough data for the sample's quality gate (accuracy >= 0.8) with a margin, in well under a minute.
 QUICK = ("--epochs", "3", "--max-examples", "8000")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def local_run(workdir: Path, *args: str) -> list[str]:

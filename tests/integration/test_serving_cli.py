@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tfmaas.dev.processes import free_port
 from tfmaas.serving.testing import child_pids, write_demo_model
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tfmaas(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

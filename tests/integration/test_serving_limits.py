@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tfmaas.dev.processes import free_port
 from tfmaas.serving.flags import ServerFlags
 from tfmaas.serving.limits import MAX_REQUEST_BYTES
 from tfmaas.serving.rest import MAX_BODY_BYTES
@@ -32,12 +33,6 @@ pytestmark = pytest.mark.integration
 
 REST_THREADS = 4
 REST_TIMEOUT_MS = 2000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -31,18 +31,13 @@ from tensorflow_serving.apis import (
 
 from tfmaas.client import GrpcClient, PredictionError, RestClient
 from tfmaas.client.tensors import strings_proto
+from tfmaas.dev.processes import free_port
 from tfmaas.errors import UserError
 from tfmaas.serving.flags import ServerFlags
 from tfmaas.serving.server import ModelServer
 from tfmaas.serving.testing import DEMO_CLASSES, child_pids, demo_scores, write_demo_model
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(path: Path, base: Path, versions: list[int], labels: dict[str, int]) -> None:

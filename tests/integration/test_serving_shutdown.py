@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tfmaas.dev.processes import free_port
 from tfmaas.serving.testing import write_demo_model
 
 pytestmark = pytest.mark.integration
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.integration
 CLIENTS = 4
 # What a client sees when the port no longer takes connections: the call never reached a server.
 NEVER_CONNECTED = "failed to connect to all addresses"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(params=["python", "native"])

@@ -29,6 +29,7 @@ from tests.fixtures.tfs_models import (
     export_half_plus_two,
     export_tf1_half_plus_three,
 )
+from tfmaas.dev.processes import free_port
 from tfmaas.serving.flags import ServerFlags
 from tfmaas.serving.server import ModelServer
 
@@ -97,7 +98,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def served(models: Path, frontend: str) -> Iterator[Served]:
     flags = ServerFlags(
         port=0,
-        rest_api_port=_free_port(),
+        rest_api_port=free_port(),
         bind_address="127.0.0.1",
         model_config_file=str(models),
         grpc_frontend=frontend,
@@ -106,14 +107,6 @@ def served(models: Path, frontend: str) -> Iterator[Served]:
     server.start()
     yield Served(server)
     server.stop()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- item 1: the version folder keeps its name -----------------------------------------------

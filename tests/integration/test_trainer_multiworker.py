@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tfmaas.dev.processes import free_port
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_loop_matches_keras_fit_on_one_replica() -> None:
@@ -69,7 +64,7 @@ def test_two_workers_train_together_and_only_the_chief_publishes(tmp_path: Path)
     from tfmaas.storage import open_store
 
     store_uri = (tmp_path / "store").as_uri()
-    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     training = {
         "dataset": {"uri": "builtin:chinese-reviews"},
         "model": {"maxTokens": 2000},

@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tests.integration.test_serving_cli import wait_for_port
 from tfmaas.dev.processes import free_port
 from tfmaas.serving.flags import ServerFlags
 from tfmaas.serving.limits import MAX_REQUEST_BYTES
@@ -47,18 +48,6 @@ class RestProcess:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         sock.settimeout(10)
         return sock
-
-
-def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited early: {process.communicate()[1][-2000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"nothing listened on {port} within {timeout}s")
 
 
 @pytest.fixture(scope="module")

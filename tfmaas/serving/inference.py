@@ -13,7 +13,9 @@ same answers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -179,13 +181,16 @@ def classify_on(
     limits: RequestLimits,
 ) -> classification_pb2.ClassificationResponse:
     """Classify on a version already resolved (or not registered yet: model warmup)."""
-    signature_name = request.model_spec.signature_name
-    signature = _signature_def(served, signature_name, CLASSIFY)
-    examples = serialized_examples(request.input, budget=limits.budget())
-    outputs = _run(served, signature, examples)
     response = classification_pb2.ClassificationResponse()
-    response.result.CopyFrom(classification_result(outputs, len(examples)))
-    _model_spec(response.model_spec, name, signature_name, served.version)
+    _run_one_head(
+        served,
+        name,
+        request,
+        limits,
+        method=CLASSIFY,
+        post_process=classification_result,
+        into=response,
+    )
     return response
 
 
@@ -204,14 +209,30 @@ def regress_on(
     request: regression_pb2.RegressionRequest,
     limits: RequestLimits,
 ) -> regression_pb2.RegressionResponse:
+    response = regression_pb2.RegressionResponse()
+    _run_one_head(
+        served, name, request, limits, method=REGRESS, post_process=regression_result, into=response
+    )
+    return response
+
+
+def _run_one_head(
+    served: ServedVersion,
+    name: str,
+    request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest,
+    limits: RequestLimits,
+    *,
+    method: str,
+    post_process: Callable[[dict[str, np.ndarray], int], Any],
+    into: classification_pb2.ClassificationResponse | regression_pb2.RegressionResponse,
+) -> None:
+    """Classify and Regress differ only in the method and in how outputs become a result."""
     signature_name = request.model_spec.signature_name
-    signature = _signature_def(served, signature_name, REGRESS)
+    signature = _signature_def(served, signature_name, method)
     examples = serialized_examples(request.input, budget=limits.budget())
     outputs = _run(served, signature, examples)
-    response = regression_pb2.RegressionResponse()
-    response.result.CopyFrom(regression_result(outputs, len(examples)))
-    _model_spec(response.model_spec, name, signature_name, served.version)
-    return response
+    into.result.CopyFrom(post_process(outputs, len(examples)))
+    _model_spec(into.model_spec, name, signature_name, served.version)
 
 
 def multi_inference(

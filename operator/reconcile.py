@@ -115,15 +115,24 @@ def reconcile(
         keep=config.status_versions_kept,
     )
     stable_state = canary_state = None
+    access = previous.get("accessMode")
     if plan.stable is not None:
         had_canary = previous.get("canaryVersion") is not None
         moved = (previous.get("servingVersion"), previous.get("canaryVersion")) != (
             plan.stable,
             plan.canary,
         )
-        stable_state, canary_state = apply_serving_objects(
-            kube, applier, service, plan, config, had_canary, versions_moved=moved
+        state = apply_serving_objects(
+            kube,
+            applier,
+            service,
+            plan,
+            config,
+            had_canary,
+            versions_moved=moved,
+            previous_access_mode=previous.get("accessMode"),
         )
+        stable_state, canary_state, access = state.stable, state.canary, state.access_mode
 
     observed = Observed(
         generation=generation,
@@ -132,6 +141,7 @@ def reconcile(
         stable=stable_state,
         canary=canary_state,
         endpoint=endpoint(service),
+        access_mode=access,
     )
     status = build_status(observed, previous, now)
     if not unchanged(previous, status):

@@ -3,11 +3,16 @@ PDB of the planned versions, observe the rollout, and drop configurations no lon
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from tfmaas.api import ModelService
+from tfmaas.api.spec import ACCESS_KUBERNETES
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.access import (
+    access_mode,
     build_gateway_cluster_role_binding,
     build_gateway_service_account,
     build_network_policy,
@@ -33,6 +38,15 @@ from tfmaas.serving_policy import ServingPlan
 HPA = "HorizontalPodAutoscaler"
 
 
+@dataclass(frozen=True)
+class ServingState:
+    """What a serving pass found: each track's rollout, and the access mode it stands at."""
+
+    stable: DeploymentState | None
+    canary: DeploymentState | None
+    access_mode: str
+
+
 def deployment_state(kube: Kube, namespace: str, name: str) -> DeploymentState | None:
     found = kube.get("apps/v1", "Deployment", namespace, name)
     return DeploymentState.from_object(found) if found else None
@@ -56,6 +70,10 @@ def converge_serving(
     ]
     if canary is not None and serving.canary is not None:
         tracks.append((CANARY, canary, serving.canary.replicas))
+    if guarded(service, config):
+        # Before the Deployment, whose pods need the gateway's ServiceAccount to be created.
+        for manifest in access_objects(service, config):
+            applier.apply(manifest)
     in_use = set()
     sent = []
     for track, version, replicas in tracks:
@@ -78,11 +96,40 @@ def converge_serving(
     elif full_pass and kube.delete("autoscaling/v2", HPA, namespace, service.name):
         applier.forget_object("autoscaling/v2", HPA, namespace, service.name)
     applier.apply(build_pdb(service))
-    if guarded(service, config):
-        applier.apply(build_gateway_service_account(service))
-        applier.apply(build_gateway_cluster_role_binding(service))
-        applier.apply(build_network_policy(service, config))
     return in_use, full_pass
+
+
+def access_objects(service: ModelService, config: OperatorConfig) -> list[dict[str, Any]]:
+    return [
+        build_gateway_service_account(service),
+        build_gateway_cluster_role_binding(service),
+        build_network_policy(service, config),
+    ]
+
+
+def converge_access(
+    kube: Kube,
+    applier: Applier,
+    service: ModelService,
+    config: OperatorConfig,
+    *,
+    previous_mode: str | None,
+    rolled: bool,
+) -> str:
+    """The access mode the serving objects now stand at (status.accessMode). A ModelService
+    switched back to none keeps its gateway's objects until no guarded pod is left: deleting
+    the ServiceAccount earlier would revoke the token its gateways review calls with."""
+    mode = access_mode(service, config)
+    if mode == ACCESS_KUBERNETES or previous_mode != ACCESS_KUBERNETES:
+        return mode
+    if not rolled:
+        return ACCESS_KUBERNETES
+    for manifest in access_objects(service, config):
+        meta = manifest["metadata"]
+        namespace = meta.get("namespace", "")
+        kube.delete(manifest["apiVersion"], manifest["kind"], namespace, meta["name"])
+        applier.forget_object(manifest["apiVersion"], manifest["kind"], namespace, meta["name"])
+    return mode
 
 
 def prune_config_maps(kube: Kube, service: ModelService, in_use: set[str]) -> None:
@@ -103,8 +150,9 @@ def apply_serving_objects(
     config: OperatorConfig,
     had_canary: bool,
     versions_moved: bool = True,
-) -> tuple[DeploymentState | None, DeploymentState | None]:
-    """Converge serving for `plan` (which has a stable version); the tracks' rollout states."""
+    previous_access_mode: str | None = None,
+) -> ServingState:
+    """Converge serving for `plan` (which has a stable version)."""
     assert plan.stable is not None
     namespace = service.namespace or "default"
     in_use, full_pass = converge_serving(
@@ -119,4 +167,12 @@ def apply_serving_objects(
     # Listing ConfigMaps on every reconcile would be wasted: only after a change.
     if rolled and canary_rolled and (full_pass or versions_moved):
         prune_config_maps(kube, service, in_use)
-    return stable, canary
+    access = converge_access(
+        kube,
+        applier,
+        service,
+        config,
+        previous_mode=previous_access_mode,
+        rolled=rolled and canary_rolled,
+    )
+    return ServingState(stable=stable, canary=canary, access_mode=access)

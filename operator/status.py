@@ -80,6 +80,7 @@ class Observed:
     stable: DeploymentState | None
     canary: DeploymentState | None
     endpoint: Mapping[str, str] | None
+    access_mode: str | None = None
 
 
 def condition(
@@ -239,6 +240,7 @@ def build_status(observed: Observed, previous: Mapping[str, Any], now: str) -> d
         "replicas": stable.total if stable else None,
         "readyReplicas": stable.ready if stable else None,
         "endpoint": dict(observed.endpoint) if observed.endpoint and stable else None,
+        "accessMode": observed.access_mode,
         "versions": [record.to_status() for record in observed.records],
         "conditions": conditions,
     }

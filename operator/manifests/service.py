@@ -67,4 +67,6 @@ def build_headless_service(service: ModelService) -> dict[str, Any]:
 
 def endpoint(service: ModelService) -> dict[str, str]:
     host = f"{service.name}.{namespace_of(service)}.svc"
-    return {"grpc": f"{host}:{GRPC_PORT}", "rest": f"http://{host}:{REST_PORT}"}
+    # Only the access gateway terminates TLS, and it does so on both ports.
+    scheme = "https" if service.spec.serving.access.tls_secret_name is not None else "http"
+    return {"grpc": f"{host}:{GRPC_PORT}", "rest": f"{scheme}://{host}:{REST_PORT}"}

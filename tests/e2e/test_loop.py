@@ -39,7 +39,7 @@ class Loop:
 def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     cluster, node = node_cluster.cluster, node_cluster.node
     try:
-        built = {name: images.project_image(name) for name in images.PROJECT_DOCKERFILES}
+        built = images.project_images()
     except Exception as exc:
         if os.environ.get("CI"):
             pytest.fail(f"the project's images cannot be built: {exc}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import kubernetes
@@ -17,7 +17,9 @@ import yaml
 
 from tests.integration.operator_harness import create_restricted_namespace, install_crd
 from tfmaas.api import ModelService, load_model_service
+from tfmaas.api.spec import AccessSpec
 from tfmaas.dev.cluster import LocalCluster
+from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError
 from tfmaas.operator.manifests.access import (
@@ -29,6 +31,7 @@ from tfmaas.operator.manifests.access import (
 from tfmaas.operator.manifests.configmap import serving_config
 from tfmaas.operator.manifests.deployment import build_deployment
 from tfmaas.operator.reconcile_runner import Reconciler
+from tfmaas.operator.serving import access_objects, converge_access
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +172,47 @@ def test_forgetting_the_model_service_deletes_its_cluster_role_binding(
     Reconciler(setup.kube, CONFIG).forget(setup.namespace, "sentiment")
     name = f"tfmaas-access-gateway:{setup.namespace}:sentiment"
     assert cluster.kubectl("get", "clusterrolebinding", name, check=False).returncode != 0
+
+
+def _unguarded(service: ModelService) -> ModelService:
+    return replace(
+        service,
+        spec=replace(
+            service.spec,
+            serving=replace(
+                service.spec.serving, access=AccessSpec(mode="none", tls_secret_name=None)
+            ),
+        ),
+    )
+
+
+def test_switching_back_to_none_removes_the_gateway_objects_once_rolled_out(
+    setup: Setup, cluster: LocalCluster
+) -> None:
+    service = setup.service
+    applier = Applier(setup.kube)
+    for manifest in access_objects(service, CONFIG):
+        applier.apply(manifest)
+    unguarded = _unguarded(service)
+    binding = f"tfmaas-access-gateway:{setup.namespace}:sentiment"
+    objects = (
+        ("serviceaccount", "sentiment-access-gateway", "-n", setup.namespace),
+        ("networkpolicy", "sentiment-serving", "-n", setup.namespace),
+        ("clusterrolebinding", binding),
+    )
+
+    def present() -> list[bool]:
+        return [cluster.kubectl("get", *o, check=False).returncode == 0 for o in objects]
+
+    # Guarded pods may still be serving: their gateways review calls with that ServiceAccount.
+    mode = converge_access(
+        setup.kube, applier, unguarded, CONFIG, previous_mode="kubernetes", rolled=False
+    )
+    assert mode == "kubernetes" and present() == [True, True, True]
+    mode = converge_access(
+        setup.kube, applier, unguarded, CONFIG, previous_mode="kubernetes", rolled=True
+    )
+    assert mode == "none" and present() == [False, False, False]
+    # Switched on again, the same applier sends them again (it forgot what it had sent).
+    assert all(applier.apply(manifest) for manifest in access_objects(service, CONFIG))
+    assert present() == [True, True, True]

@@ -4,6 +4,7 @@ targets."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ def helm() -> Path:
     return helm_binary()
 
 
-def serving_objects() -> tuple[dict[str, Any], dict[str, Any]]:
+def serving_objects(
+    access: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The stable serving Deployment and HPA the operator builds for the sample ModelService."""
     from tfmaas.api import load_model_service
     from tfmaas.operator.config import OperatorConfig
@@ -32,6 +35,8 @@ def serving_objects() -> tuple[dict[str, Any], dict[str, Any]]:
         (CHART_DIR.parents[1] / "deploy" / "samples" / "sentiment.yaml").read_text()
     )
     sample["metadata"].update(namespace="models", uid="uid-1")
+    if access is not None:
+        sample["spec"]["serving"]["access"] = access
     model = load_model_service(sample)
     config = OperatorConfig()
     deployment = build_deployment(model, serving_config(model, "stable", 1), None, config)
@@ -53,28 +58,51 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def test_pod_monitor_scrapes_the_serving_pods_metrics_port(helm: Path) -> None:
-    deployment, _ = serving_objects()
+def scrape_targets(endpoints: list[dict[str, Any]], template: dict[str, Any]) -> list[int]:
+    """The container ports the Prometheus Operator's PodMonitor endpoints make targets of in a
+    pod: a port of the endpoint's name, kept by the endpoint's keep rules on the container."""
+    targets = []
+    for endpoint in endpoints:
+        for container in template["spec"]["containers"]:
+            meta = {"__meta_kubernetes_pod_container_name": container["name"]}
+            kept = all(
+                re.fullmatch(rule["regex"], meta[rule["sourceLabels"][0]])
+                for rule in endpoint["relabelings"]
+                if rule.get("action") == "keep"
+            )
+            targets += [
+                port["containerPort"]
+                for port in container["ports"]
+                if port["name"] == endpoint["port"] and kept
+            ]
+    return targets
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_pod_monitor_scrapes_each_serving_pod_once_at_its_metrics_port(
+    helm: Path, guarded: bool
+) -> None:
+    deployment, _ = serving_objects(access={"mode": "kubernetes"} if guarded else None)
     template = deployment["spec"]["template"]
     pod_monitor = one(render(helm, api_versions=[MONITORING_API]), "PodMonitor")
     assert selects(pod_monitor["spec"]["selector"], template["metadata"]["labels"])
-    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
-    ports = {
-        p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c["ports"]
-    }
-    assert endpoint["port"] in ports
-    # The same port and path the pod advertises for annotation-based scraping.
+    endpoints = pod_monitor["spec"]["podMetricsEndpoints"]
+    # The same port and path the pod advertises for annotation-based scraping: TF Serving's
+    # REST port, or with access control on the gateway's metrics port (a token-free path).
     annotations = template["metadata"]["annotations"]
-    assert str(ports[endpoint["port"]]) == annotations["prometheus.io/port"]
-    assert endpoint["path"] == annotations["prometheus.io/path"]
+    assert scrape_targets(endpoints, template) == [int(annotations["prometheus.io/port"])]
+    assert {e["path"] for e in endpoints} == {annotations["prometheus.io/path"]}
     # The relabelled pod labels exist on the pods.
-    for relabel in endpoint["relabelings"]:
-        (source,) = relabel["sourceLabels"]
-        label = source.removeprefix("__meta_kubernetes_pod_label_")
-        assert any(
-            key.replace(".", "_").replace("/", "_").replace("-", "_") == label
-            for key in template["metadata"]["labels"]
-        ), source
+    for endpoint in endpoints:
+        for relabel in endpoint["relabelings"]:
+            (source,) = relabel["sourceLabels"]
+            if not source.startswith("__meta_kubernetes_pod_label_"):
+                continue
+            label = source.removeprefix("__meta_kubernetes_pod_label_")
+            assert any(
+                key.replace(".", "_").replace("/", "_").replace("-", "_") == label
+                for key in template["metadata"]["labels"]
+            ), source
 
 
 def test_pod_monitor_does_not_select_the_operator(helm: Path) -> None:

@@ -202,8 +202,8 @@ def test_peering_crds_ship_with_the_chart(helm: Path) -> None:
 def test_monitors_render_only_with_the_prometheus_operator_api(helm: Path) -> None:
     objects = render(helm, api_versions=[MONITORING_API])
     pod_monitor = one(objects, "PodMonitor")
-    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
-    assert endpoint["path"] == "/monitoring/prometheus/metrics"
+    endpoints = pod_monitor["spec"]["podMetricsEndpoints"]
+    assert {e["path"] for e in endpoints} == {"/monitoring/prometheus/metrics"}
     assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
     service_monitor = one(objects, "ServiceMonitor")
     assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"

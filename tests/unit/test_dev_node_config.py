@@ -103,7 +103,17 @@ def test_prometheus_scrapes_serving_pods_rest_port_at_tf_serving_path(tmp_path: 
             "status": {"phase": "Running", "podIP": "10.244.0.7"},
         },
         {"metadata": {"namespace": "ml", "name": "a"}, "status": {"phase": "Pending"}},
+        {
+            # A guarded pod advertises the access gateway's token-free metrics port.
+            "metadata": {
+                "namespace": "ml",
+                "name": "c",
+                "annotations": {"prometheus.io/port": "8502"},
+            },
+            "status": {"phase": "Running", "podIP": "10.244.0.8"},
+        },
     ]
     assert file_sd_targets(pods) == [
-        {"targets": ["10.244.0.7:8501"], "labels": {"namespace": "ml", "pod": "b"}}
+        {"targets": ["10.244.0.7:8501"], "labels": {"namespace": "ml", "pod": "b"}},
+        {"targets": ["10.244.0.8:8502"], "labels": {"namespace": "ml", "pod": "c"}},
     ]

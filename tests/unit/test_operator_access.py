@@ -184,3 +184,37 @@ def test_operator_config_reads_the_access_settings() -> None:
     assert config.access_mode == "kubernetes"
     assert config.access_gateway_image == "registry.example/gw:1"
     assert config.metrics_namespaces == ("monitoring", "obs")
+
+
+class NoCallsKube:
+    """Any API call fails the test: a converged unguarded ModelService must cost none."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"unexpected API call: {name}")
+
+
+@pytest.mark.parametrize("previous", [None, "none"])
+def test_an_unguarded_model_service_costs_no_access_calls(previous: str | None) -> None:
+    from tfmaas.operator.apply import Applier
+    from tfmaas.operator.serving import converge_access
+
+    kube = NoCallsKube()
+    mode = converge_access(
+        kube,  # type: ignore[arg-type]
+        Applier(kube),  # type: ignore[arg-type]
+        service(),
+        OperatorConfig(),
+        previous_mode=previous,
+        rolled=True,
+    )
+    assert mode == "none"
+
+
+def test_the_endpoint_says_https_only_where_the_gateway_terminates_tls() -> None:
+    from tfmaas.operator.manifests.service import endpoint
+
+    tls = {"mode": "kubernetes", "tls": {"secretName": "s"}}
+    assert endpoint(service(serving={"access": tls}))["rest"].startswith("https://")
+    assert endpoint(service(serving={"access": {"mode": "kubernetes"}}))["rest"].startswith(
+        "http://"
+    )

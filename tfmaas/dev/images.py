@@ -42,7 +42,6 @@ BASE_PACKAGES = (
 BASE_RECIPE_VERSION = "2"
 WHEELHOUSE_MOUNT = "/wheelhouse"
 GRPC_FRONTEND_MOUNT = "/grpc-frontend"
-ACCESS_GATEWAY_MOUNT = "/access-gateway"
 # pip inside image builds installs from the mounted wheelhouse only; Debian marks its Python
 # externally managed, and an image is the one place where installing into it is right.
 PIP_CONF = f"""[global]
@@ -134,6 +133,46 @@ def pause_image() -> BuiltImage:
             dest=archive,
         )
     return BuiltImage(reference, archive)
+
+
+ACCESS_GATEWAY_BINARY = "/usr/local/bin/access-gateway"
+
+
+def access_gateway_image() -> BuiltImage:
+    """The access gateway's image, as images/Dockerfile.access-gateway's final stage makes it
+    (the static binary on an empty base, non-root), from the binary built on the host."""
+    from tfmaas.dev import tools
+
+    binary = tools.ensure("access-gateway")
+    dockerfile = REPO_ROOT / "images" / "Dockerfile.access-gateway"
+    key = _hash_parts([_file_digest(binary), _file_digest(dockerfile)])
+    reference = f"{REGISTRY}/access-gateway:{key}"
+    archive = cache_dir() / f"access-gateway-{key}.tar"
+    if archive.exists():
+        return BuiltImage(reference, archive)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch_name:
+        scratch = Path(scratch_name)
+        layer = oci.layer_from_files(
+            [oci.FileEntry(ACCESS_GATEWAY_BINARY, binary.read_bytes(), 0o755)],
+            scratch / "layer.tar",
+        )
+        oci.write_archive(
+            reference=reference,
+            layers=[layer],
+            config=oci.ImageConfig(
+                entrypoint=["access-gateway"], env=["PATH=/usr/local/bin"], user="65532:65532"
+            ),
+            dest=archive,
+        )
+    return BuiltImage(reference, archive)
+
+
+def project_images(*, base: BuiltImage | None = None) -> dict[str, BuiltImage]:
+    """Every image the chart runs, built locally: PROJECT_DOCKERFILES and the access gateway."""
+    base = base or base_image()
+    built = {name: project_image(name, base=base) for name in PROJECT_DOCKERFILES}
+    built["access-gateway"] = access_gateway_image()
+    return built
 
 
 def host_debian_mirror() -> str:
@@ -421,11 +460,6 @@ def project_image(name: str, *, base: BuiltImage | None = None) -> BuiltImage:
         frontend = tools.ensure("grpc-frontend")
         volumes[frontend.parent] = GRPC_FRONTEND_MOUNT
         extra_key.append(_file_digest(frontend))
-        # The access gateway rides in the same image (one binary, no extra image to build);
-        # the local stack points the chart's access.gateway.image at it.
-        gateway = tools.ensure("access-gateway")
-        volumes[gateway.parent] = ACCESS_GATEWAY_MOUNT
-        extra_key.append(_file_digest(gateway))
     return dockerfile_image(
         name,
         dockerfile,

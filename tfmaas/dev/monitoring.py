@@ -2,8 +2,9 @@
 
 Debian builds Prometheus without Kubernetes service discovery, so the pods are discovered here:
 a thread lists the tfmaas serving pods through the API server every few seconds and writes
-their REST port as file_sd targets, labelled with namespace and pod as the chart's PodMonitor
-would. Prometheus scrapes TF Serving's metrics path there.
+the port each pod advertises for scraping (`prometheus.io/port`: TF Serving's REST port, or the
+access gateway's metrics port in guarded pods) as file_sd targets, labelled with namespace and
+pod as the chart's PodMonitor would. Prometheus scrapes TF Serving's metrics path there.
 """
 
 from __future__ import annotations
@@ -47,15 +48,18 @@ def scrape_config(targets_file: Path, *, interval: str = "5s") -> dict[str, Any]
 
 
 def file_sd_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Running pods with an IP become targets at their REST port, labelled namespace/pod."""
+    """Running pods with an IP become targets at the port they advertise (TF Serving's REST
+    port when they say none), labelled namespace/pod."""
     targets = []
     for pod in pods:
         status = pod.get("status", {})
         if status.get("phase") != "Running" or not status.get("podIP"):
             continue
+        annotations = pod["metadata"].get("annotations") or {}
+        port = annotations.get("prometheus.io/port", str(REST_PORT))
         targets.append(
             {
-                "targets": [f"{status['podIP']}:{REST_PORT}"],
+                "targets": [f"{status['podIP']}:{port}"],
                 "labels": {
                     "namespace": pod["metadata"]["namespace"],
                     "pod": pod["metadata"]["name"],

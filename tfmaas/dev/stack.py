@@ -130,17 +130,14 @@ def chart_values(built: Mapping[str, images.BuiltImage]) -> dict[str, str]:
         ("image", "operator"),
         ("defaults.trainer.image", "trainer"),
         ("defaults.serving.image", "serving"),
+        ("access.gateway.image", "access-gateway"),
     ):
         if name in built:
             repository, tag = _repository_and_tag(built[name])
             values[f"{prefix}.repository"] = repository
             values[f"{prefix}.tag"] = tag
-            values[f"{prefix}.pullPolicy"] = "Never"
-    if "serving" in built:
-        # The local serving image carries the access gateway's binary too.
-        repository, tag = _repository_and_tag(built["serving"])
-        values["access.gateway.image.repository"] = repository
-        values["access.gateway.image.tag"] = tag
+            if name != "access-gateway":
+                values[f"{prefix}.pullPolicy"] = "Never"
     return values
 
 
@@ -233,7 +230,6 @@ class LocalStack:
     """Everything `tfmaas dev up` runs; state under `directory`."""
 
     directory: Path
-    image_names: tuple[str, ...] = tuple(images.PROJECT_DOCKERFILES)
     cluster: LocalCluster | None = None
     node: LocalNode | None = None
     minio: MinioServer | None = None
@@ -247,7 +243,7 @@ class LocalStack:
         try:
             # Images first: the slowest step, and nothing is running yet if it fails.
             base = images.base_image()
-            self.built = {name: images.project_image(name, base=base) for name in self.image_names}
+            self.built = images.project_images(base=base)
             self.cluster = LocalCluster(
                 self.directory / "cluster", advertise_address=default_node_address()
             )

@@ -164,7 +164,7 @@ func metricsHandler(o options, g *gateway, upstream http.Handler, rest *url.URL)
 	return mux
 }
 
-func newServer(handler http.Handler, tlsOn bool) *http.Server {
+func newServer(handler http.Handler, certificate *servingCertificate) *http.Server {
 	server := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -174,9 +174,12 @@ func newServer(handler http.Handler, tlsOn bool) *http.Server {
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	if tlsOn {
+	if certificate != nil {
 		protocols.SetHTTP2(true)
-		server.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		server.TLSConfig = &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: certificate.getCertificate,
+		}
 	} else {
 		// gRPC clients without TLS speak HTTP/2 with prior knowledge (h2c).
 		protocols.SetUnencryptedHTTP2(true)
@@ -197,22 +200,24 @@ func run(o options) error {
 	grpcURL := &url.URL{Scheme: "http", Host: o.grpcUpstream}
 	restURL := &url.URL{Scheme: "http", Host: o.restUpstream}
 	restProxy := newProxy(restAPI, restURL, restTransport())
-	tlsOn := o.tlsCertFile != ""
-	if tlsOn {
-		// Fail at start, not on the first handshake, when the Secret's files are unusable.
-		if _, err := tls.LoadX509KeyPair(o.tlsCertFile, o.tlsKeyFile); err != nil {
-			return fmt.Errorf("TLS key pair: %w", err)
+	ctx, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	var certificate *servingCertificate
+	if o.tlsCertFile != "" {
+		if certificate, err = loadServingCertificate(o.tlsCertFile, o.tlsKeyFile); err != nil {
+			return err
 		}
+		certificate.run(ctx)
 	}
 	listeners := []struct {
-		name    string
-		address string
-		handler http.Handler
-		tls     bool
+		name        string
+		address     string
+		handler     http.Handler
+		certificate *servingCertificate
 	}{
-		{"grpc", o.grpcListen, g.guard(grpcAPI, newProxy(grpcAPI, grpcURL, h2cTransport())), tlsOn},
-		{"rest", o.restListen, g.guard(restAPI, restProxy), tlsOn},
-		{"metrics", o.metricsListen, metricsHandler(o, g, restProxy, restURL), false},
+		{"grpc", o.grpcListen, g.guard(grpcAPI, newProxy(grpcAPI, grpcURL, h2cTransport())), certificate},
+		{"rest", o.restListen, g.guard(restAPI, restProxy), certificate},
+		{"metrics", o.metricsListen, metricsHandler(o, g, restProxy, restURL), nil},
 	}
 	errs := make(chan error, len(listeners))
 	servers := make([]*http.Server, 0, len(listeners))
@@ -223,11 +228,12 @@ func run(o options) error {
 			return fmt.Errorf("%s listener: %w", l.name, err)
 		}
 		banner += fmt.Sprintf(" %s=%d", l.name, listener.Addr().(*net.TCPAddr).Port)
-		server := newServer(l.handler, l.tls)
+		server := newServer(l.handler, l.certificate)
 		servers = append(servers, server)
 		go func() {
-			if l.tls {
-				errs <- server.ServeTLS(listener, o.tlsCertFile, o.tlsKeyFile)
+			if l.certificate != nil {
+				// The certificate comes from TLSConfig.GetCertificate, so it can change.
+				errs <- server.ServeTLS(listener, "", "")
 			} else {
 				errs <- server.Serve(listener)
 			}
@@ -241,10 +247,10 @@ func run(o options) error {
 		return err
 	case <-stop:
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, server := range servers {
-		_ = server.Shutdown(ctx)
+		_ = server.Shutdown(shutdown)
 	}
 	return nil
 }

@@ -2,13 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/user"
@@ -209,5 +219,96 @@ func TestFlags(t *testing.T) {
 	o, err := parseFlags([]string{"--namespace=d", "--model-service=m", "--authorization-allow-cache-ttl=2s"})
 	if err != nil || o.allowCacheTTL.Seconds() != 2 {
 		t.Errorf("%v %v", o, err)
+	}
+}
+
+// selfSigned returns a PEM certificate and key for commonName.
+func selfSigned(t *testing.T, commonName string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: commonName},
+		DNSNames:     []string{commonName},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// writePair swaps both files in by rename, as the kubelet swaps a Secret volume's files.
+func writePair(t *testing.T, dir string, certPEM, keyPEM []byte) {
+	t.Helper()
+	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM} {
+		partial := filepath.Join(dir, "."+name)
+		if err := os.WriteFile(partial, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(partial, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func servedName(t *testing.T, s *servingCertificate) string {
+	t.Helper()
+	pair, err := s.getCertificate(nil)
+	if err != nil || pair == nil {
+		t.Fatalf("no certificate: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf.Subject.CommonName
+}
+
+func TestRenewedCertificateIsServedWithoutRestart(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSigned(t, "first.example")
+	writePair(t, dir, certPEM, keyPEM)
+	s, err := loadServingCertificate(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.run(ctx)
+	if name := servedName(t, s); name != "first.example" {
+		t.Fatalf("serving %q at start", name)
+	}
+	certPEM, keyPEM = selfSigned(t, "renewed.example")
+	writePair(t, dir, certPEM, keyPEM)
+	deadline := time.Now().Add(10 * time.Second)
+	for servedName(t, s) != "renewed.example" {
+		if time.Now().After(deadline) {
+			t.Fatal("the renewed certificate was not picked up within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestUnusableKeyPairFailsAtStart(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, _ := selfSigned(t, "a.example")
+	_, otherKey := selfSigned(t, "b.example")
+	writePair(t, dir, certPEM, otherKey)
+	_, err := loadServingCertificate(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	if err == nil || !strings.Contains(err.Error(), "TLS key pair") {
+		t.Fatalf("want a TLS key pair error, got %v", err)
 	}
 }

@@ -35,3 +35,13 @@ matchNames:
 any: true
 {{- end }}
 {{- end }}
+
+{{/* The pod labels every serving series carries, under the dashboard's names. */}}
+{{- define "tfmaas.podMonitorRelabelings" -}}
+- sourceLabels: [__meta_kubernetes_pod_label_tfmaas_io_model_service]
+  targetLabel: model_service
+- sourceLabels: [__meta_kubernetes_pod_label_tfmaas_io_version]
+  targetLabel: model_version
+- sourceLabels: [__meta_kubernetes_pod_label_tfmaas_io_track]
+  targetLabel: track
+{{- end }}

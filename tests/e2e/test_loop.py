@@ -4,6 +4,7 @@ MinIO, the serving pods become Ready and gRPC Predict through the Service answer
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
@@ -20,6 +22,7 @@ from tests.fixtures.plain_load import PlainLoad
 from tfmaas.dev import images, stack
 from tfmaas.dev.minio import MinioServer
 from tfmaas.dev.monitoring import LocalPrometheus
+from tfmaas.dev.pki import CertificateAuthority, CertRequest, certificate_pem, private_key_pem
 from tfmaas.operator.naming import SERVING_CONTAINER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,6 +36,7 @@ NAMESPACE = "default"
 class Loop:
     minio: MinioServer
     prometheus: LocalPrometheus
+    built: dict[str, images.BuiltImage]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,7 @@ def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) ->
         prometheus = stack.start_prometheus(cluster, tmp_path_factory.mktemp("e2e-prometheus"))
         adapter = stack.install_metrics_adapter(cluster, node, prometheus)
         try:
-            yield Loop(minio=minio, prometheus=prometheus)
+            yield Loop(minio=minio, prometheus=prometheus, built=built)
         finally:
             adapter.stop()
             prometheus.stop()
@@ -364,3 +368,250 @@ def test_rollout_under_load_with_the_operator_killed_midway_fails_no_request(
     assert load.failed == 0, (load.summary(), dict(load.errors))
     with GrpcClient(address, timeout=30) as client:
         assert client.predict(NAME, ["很好"], version=2)
+
+
+GATEWAY_ACCOUNT = f"{NAME}-access-gateway"
+CA_MOUNT = "/etc/tfmaas-ca"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _tls_objects(authority: CertificateAuthority) -> list[dict[str, Any]]:
+    """The Secret the gateways serve with, and the CA bundle clients trust, as a ConfigMap."""
+    host = f"{NAME}.{NAMESPACE}.svc"
+    certificate, key = authority.issue(
+        CertRequest(common_name=host, dns_names=(host, f"{host}.cluster.local"), server=True)
+    )
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": f"{NAME}-tls", "namespace": NAMESPACE},
+            "data": {
+                "tls.crt": _b64(certificate_pem(certificate)),
+                "tls.key": _b64(private_key_pem(key)),
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{NAME}-ca", "namespace": NAMESPACE},
+            "data": {"ca.crt": certificate_pem(authority.certificate).decode()},
+        },
+    ]
+
+
+def _callers() -> list[dict[str, Any]]:
+    """ServiceAccount `caller`, bound to the chart's tfmaas-model-caller role in this
+    namespace, and `stranger`, bound to nothing."""
+    accounts = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": n, "namespace": NAMESPACE},
+        }
+        for n in ("caller", "stranger")
+    ]
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "caller-may-call-models", "namespace": NAMESPACE},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "tfmaas-model-caller",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": "caller", "namespace": NAMESPACE}],
+    }
+    return [*accounts, binding]
+
+
+def _client_pod(name: str, account: str, image: str) -> dict[str, Any]:
+    """`tfmaas predict` in a pod, with its ServiceAccount's projected token, over TLS through
+    the Service's DNS name."""
+    command = [
+        "tfmaas", "predict", "--target", f"{NAME}.{NAMESPACE}.svc:8500", "--model", NAME,
+        "--token-file", "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "--ca-file", f"{CA_MOUNT}/ca.crt", "--timeout", "20", "这个东西很好，非常满意",
+    ]  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "serviceAccountName": account,
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "client",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": command,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "volumeMounts": [{"name": "ca", "mountPath": CA_MOUNT, "readOnly": True}],
+                }
+            ],
+            "volumes": [{"name": "ca", "configMap": {"name": f"{NAME}-ca"}}],
+        },
+    }
+
+
+def _finished_pod(cluster: Any, name: str, diagnose: Any) -> tuple[str, str]:
+    def finished() -> str | None:
+        pod = cluster.kubectl_json("get", "pod", name)
+        phase = pod.get("status", {}).get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = _wait(f"client pod {name} to finish", finished, 240, diagnose)
+    return phase, cluster.kubectl("logs", name, check=False).stdout
+
+
+def _pods_guarded(env: NodeCluster) -> list[str] | None:
+    """The serving pods' names once every one runs the access gateway and is Ready."""
+    pods = env.cluster.kubectl_json(
+        "get", "pods", "-l", f"tfmaas.io/model-service={NAME},app.kubernetes.io/component=serving"
+    )["items"]
+    ready = _ready_serving_pods(env)
+    names = [p["metadata"]["name"] for p in pods]
+    guarded = all(any(c["name"] == "access-gateway" for c in p["spec"]["containers"]) for p in pods)
+    return names if names and guarded and sorted(ready) == sorted(names) else None
+
+
+def test_guarded_over_tls_only_a_bound_service_account_gets_answers(
+    node_cluster: NodeCluster, loop: Loop, figures: dict[str, str]
+) -> None:
+    """spec.serving.access kubernetes with TLS on the running sample: a client pod whose
+    ServiceAccount is bound to tfmaas-model-caller gets answers through the Service, one bound to
+    nothing gets PERMISSION_DENIED, Prometheus still scrapes the guarded pod (through the
+    gateway's metrics port) and the HPA still scales it out under load that carries a token.
+    Switched back to none, the gateway's objects go."""
+    cluster = node_cluster.cluster
+
+    def diagnose() -> str:
+        return "\n".join(
+            cluster.kubectl(*args, check=False).stdout[-3000:]
+            for args in (
+                ("get", "ms,pods,hpa,sa,networkpolicy", "-o", "wide"),
+                ("get", "ms", NAME, "-o", "jsonpath={.status}"),
+                ("get", "events", "--sort-by=.lastTimestamp"),
+                ("logs", f"deploy/{NAME}", "-c", "access-gateway", "--tail=20"),
+            )
+        )
+
+    authority = CertificateAuthority.create("e2e-model-ca")
+    for manifest in (*_tls_objects(authority), *_callers()):
+        _apply_json(cluster, manifest)
+    switched = time.monotonic()
+    guard = {"access": {"mode": "kubernetes", "tls": {"secretName": f"{NAME}-tls"}}}
+    cluster.kubectl(
+        "patch", "ms", NAME, "--type=merge", "-p", json.dumps({"spec": {"serving": guard}})
+    )
+
+    def rolled_to_guarded() -> list[str] | None:
+        status = cluster.kubectl_json("get", "ms", NAME).get("status", {})
+        if status.get("accessMode") != "kubernetes":
+            return None
+        return _pods_guarded(node_cluster)
+
+    pods = _wait("guarded serving pods Ready", rolled_to_guarded, 300, diagnose)
+    figures["switch to access.mode kubernetes + TLS → guarded pods Ready"] = (
+        f"{time.monotonic() - switched:.0f} s"
+    )
+    status = cluster.kubectl_json("get", "ms", NAME)["status"]
+    assert status["endpoint"]["rest"].startswith("https://")
+
+    serving_image = loop.built["serving"].reference
+    for pod_name, account in (("caller-client", "caller"), ("stranger-client", "stranger")):
+        _apply_json(cluster, _client_pod(pod_name, account, serving_image))
+    phase, logs = _finished_pod(cluster, "caller-client", diagnose)
+    assert phase == "Succeeded", logs
+    answer = json.loads(logs.strip().splitlines()[-1])
+    assert answer["label"] in store_classes(loop.minio), answer
+    phase, logs = _finished_pod(cluster, "stranger-client", diagnose)
+    assert phase == "Failed", logs
+    assert "PERMISSION_DENIED" in logs and "modelservices/predict" in logs, logs
+    # No secret in the answer: the refusal names the rule, not the caller's token.
+    assert "Bearer" not in logs
+
+    # Prometheus scrapes the guarded pod through the gateway's token-free metrics port.
+    def scraped() -> list[dict[str, Any]]:
+        return loop.prometheus.query(
+            f':tensorflow:serving:request_count{{model_name="{NAME}",pod=~"{"|".join(pods)}"}}'
+        )
+
+    _wait("Prometheus to scrape a guarded pod", scraped, 120, diagnose)
+
+    # A bare stub with TLS and a bound token drives the request rate; the HPA scales out.
+    token = cluster.kubectl("create", "token", "caller", "--duration=1h").stdout.strip()
+    credentials = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(root_certificates=certificate_pem(authority.certificate)),
+        grpc.access_token_call_credentials(token),
+    )
+    autoscale = {
+        "autoscaling": {
+            "enabled": True,
+            "minReplicas": 1,
+            "maxReplicas": 2,
+            "targetRequestsPerSecond": 2,
+        }
+    }
+    cluster.kubectl(
+        "patch", "ms", NAME, "--type=merge", "-p", json.dumps({"spec": {"serving": autoscale}})
+    )
+    load = PlainLoad(
+        _service_address(cluster),
+        NAME,
+        threads=2,
+        credentials=credentials,
+        options=(("grpc.ssl_target_name_override", f"{NAME}.{NAMESPACE}.svc"),),
+    )
+    with load:
+        started = time.monotonic()
+        _wait(
+            "a second guarded replica Ready",
+            lambda: len(_pods_guarded(node_cluster) or []) >= 2,
+            300,
+            lambda: diagnose() + f"\nrequests: {load.summary()} {dict(load.errors)}",
+        )
+        figures["guarded scale-out (load with token over TLS → second replica Ready)"] = (
+            f"{time.monotonic() - started:.0f} s"
+        )
+    figures["requests through the gateway during guarded scale-out (plain stub)"] = load.summary()
+    assert load.ok > 0
+    assert load.failed == 0, (load.summary(), dict(load.errors))
+
+    # Back to none: the pods drop the gateway, then its objects go.
+    unguard = {"access": {"mode": "none", "tls": None}, "autoscaling": {"enabled": False}}
+    cluster.kubectl(
+        "patch", "ms", NAME, "--type=merge", "-p", json.dumps({"spec": {"serving": unguard}})
+    )
+
+    def unguarded() -> bool:
+        status = cluster.kubectl_json("get", "ms", NAME).get("status", {})
+        return status.get("accessMode") == "none" and all(
+            cluster.kubectl("get", *what, check=False).returncode != 0
+            for what in (
+                ("serviceaccount", GATEWAY_ACCOUNT),
+                ("networkpolicy", f"{NAME}-serving"),
+                ("clusterrolebinding", f"tfmaas-access-gateway:{NAMESPACE}:{NAME}"),
+            )
+        )
+
+    _wait("the gateway's objects to go after the switch to none", unguarded, 300, diagnose)
+    from tfmaas.client.grpc_client import GrpcClient
+
+    with GrpcClient(_service_address(cluster), timeout=30, retries=5) as client:
+        assert client.predict(NAME, ["很好"])
+
+
+def _apply_json(cluster: Any, manifest: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
@@ -144,6 +145,8 @@ func newProxy(api protocol, upstream *url.URL, transport http.RoundTripper) *htt
 		Transport: transport,
 		// gRPC streams and trailers must pass as they come, not buffered.
 		FlushInterval: -1,
+		// Without a pool every call allocates a fresh 32 KiB copy buffer.
+		BufferPool: copyBuffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, http.ErrAbortHandler) {
 				panic(err)
@@ -152,6 +155,20 @@ func newProxy(api protocol, upstream *url.URL, transport http.RoundTripper) *htt
 		},
 	}
 }
+
+// bufferPool lends the proxies' copy buffers (httputil.BufferPool).
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte {
+	if buffer, ok := p.pool.Get().(*[]byte); ok {
+		return *buffer
+	}
+	return make([]byte, 32<<10)
+}
+
+func (p *bufferPool) Put(buffer []byte) { p.pool.Put(&buffer) }
+
+var copyBuffers = &bufferPool{}
 
 // h2cTransport speaks HTTP/2 without TLS to the gRPC port on loopback, as gRPC clients do.
 func h2cTransport() *http.Transport {

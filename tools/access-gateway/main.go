@@ -23,6 +23,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -47,6 +48,7 @@ type options struct {
 	authnCacheTTL                         time.Duration
 	allowCacheTTL, denyCacheTTL           time.Duration
 	reviewTimeout                         time.Duration
+	profiling                             bool
 }
 
 func parseFlags(args []string) (options, error) {
@@ -73,6 +75,8 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.denyCacheTTL, "authorization-deny-cache-ttl", 10*time.Second,
 		"how long a denying SubjectAccessReview is cached")
 	fs.DurationVar(&o.reviewTimeout, "review-timeout", 10*time.Second, "time limit of one review request")
+	fs.BoolVar(&o.profiling, "profiling", false,
+		"serve Go's profiles at /debug/pprof/ on the metrics listener (as kube components' --profiling)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -142,6 +146,10 @@ func metricsHandler(o options, g *gateway, upstream http.Handler, rest *url.URL)
 	mux := http.NewServeMux()
 	mux.Handle("GET "+o.metricsPath, upstream)
 	mux.HandleFunc("GET /gateway/metrics", g.counters.writeMetrics)
+	if o.profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -106,3 +106,6 @@ const unknownMessage = "permission denied: this method or path is not offered th
 
 // unauthenticatedMessage is the refusal of a call without a valid bearer token.
 const unauthenticatedMessage = "unauthenticated: send a valid token as \"authorization: Bearer <token>\""
+
+// reviewFailedMessage is the refusal of a call the API server could not be asked about.
+const reviewFailedMessage = "access check failed: the Kubernetes API server did not answer"

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 )
 
@@ -81,14 +83,12 @@ func (g *gateway) guard(api protocol, next http.Handler) http.Handler {
 			refuse(w, api, refuseForbidden, unknownMessage)
 			return
 		}
-		decision, _, err := g.authz.Authorize(r.Context(), g.target.attributes(answer.User, needed))
-		if decision != authorizer.DecisionAllow {
-			if err != nil {
-				// The API server could not be asked: say so rather than blame the caller.
-				g.counters.reviewFailed.Add(1)
-				refuse(w, api, refuseUnavailable, "access check failed: the Kubernetes API server did not answer")
-				return
-			}
+		switch g.decide(r.Context(), answer.User, needed) {
+		case reviewFailed:
+			g.counters.reviewFailed.Add(1)
+			refuse(w, api, refuseUnavailable, reviewFailedMessage)
+			return
+		case forbidden:
 			g.counters.forbidden.Add(1)
 			refuse(w, api, refuseForbidden, g.target.deniedMessage(needed))
 			return
@@ -96,6 +96,28 @@ func (g *gateway) guard(api protocol, next http.Handler) http.Handler {
 		g.counters.allowed.Add(1)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// decision is the gateway's answer to an authenticated call.
+type decision int
+
+const (
+	allowed decision = iota
+	forbidden
+	// The API server could not be asked: the caller is told so rather than blamed.
+	reviewFailed
+)
+
+// decide asks the authorizer (through its cache) whether caller may make a call that needs p.
+func (g *gateway) decide(ctx context.Context, caller user.Info, p permission) decision {
+	answer, _, err := g.authz.Authorize(ctx, g.target.attributes(caller, p))
+	switch {
+	case answer == authorizer.DecisionAllow:
+		return allowed
+	case err != nil:
+		return reviewFailed
+	}
+	return forbidden
 }
 
 // refuse answers a call the gateway will not forward, as each API's clients expect: gRPC as a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.crd_cases import HOSTILE, VALID, minimal, uri_corpus, with_value
 from tests.integration.operator_harness import install_crd
 from tfmaas.api import SpecError, load_model_service, validate_model_service
 from tfmaas.dev.cluster import LocalCluster
@@ -29,18 +31,6 @@ def namespace(cluster: LocalCluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def minimal(name: str = "valid") -> dict[str, Any]:
-    return {
-        "apiVersion": "tfmaas.io/v1alpha1",
-        "kind": "ModelService",
-        "metadata": {"name": name},
-        "spec": {
-            "storage": {"uri": "s3://models/m"},
-            "training": {"dataset": {"uri": "builtin:chinese-reviews"}},
-        },
-    }
 
 
 def test_sample_is_accepted_with_the_same_defaults_as_python(
@@ -163,3 +153,96 @@ def test_printer_columns_and_short_name(cluster: LocalCluster, namespace: str) -
         assert header == ["NAME", "PHASE", "SERVING", "LATEST", "ACCURACY", "READY", "AGE"]
     finally:
         cluster.kubectl("delete", "ms", "columns", "-n", namespace, check=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "reported_at", "says"),
+    HOSTILE,
+    ids=[f"{path}={value!r}"[:60] for path, value, _, _ in HOSTILE],
+)
+def test_hostile_value_is_refused_by_the_api_server_naming_its_field(
+    cluster: LocalCluster, namespace: str, path: str, value: Any, reported_at: str, says: str
+) -> None:
+    document = with_value(minimal(f"bad-{uuid.uuid4().hex[:6]}"), path, value)
+    applied = cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(document),
+        check=False,
+    )
+    assert applied.returncode != 0, f"the API server accepted {path}={value!r}"
+    assert f"{reported_at}: " in applied.stderr, applied.stderr
+    assert says in applied.stderr, applied.stderr
+
+
+def test_a_quoted_version_is_not_told_to_write_what_it_wrote(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    document = with_value(minimal("quoted"), "spec.serving.version", "3")
+    applied = cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(document),
+        check=False,
+    )
+    assert "drop the quotes" in applied.stderr and "such as 3" not in applied.stderr
+
+
+def _verdicts(cluster: LocalCluster, namespace: str, documents: list[dict[str, Any]]) -> set[str]:
+    """The names of `documents` the API server refuses, from one dry-run create of them all."""
+    listed = {"apiVersion": "v1", "kind": "List", "items": documents}
+    created = cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-o",
+        "name",
+        "-f",
+        "-",
+        input=json.dumps(listed),
+        check=False,
+    )
+    accepted = set(re.findall(r"modelservice\.tfmaas\.io/([-a-z0-9]+)", created.stdout))
+    names = {document["metadata"]["name"] for document in documents}
+    assert accepted <= names, created.stdout
+    return names - accepted
+
+
+def test_valid_values_at_the_edge_are_accepted(cluster: LocalCluster, namespace: str) -> None:
+    documents = [
+        with_value(minimal(f"edge-{index}"), path, value)
+        for index, (path, value) in enumerate(VALID)
+    ]
+    refused = _verdicts(cluster, namespace, documents)
+    assert sorted(VALID[int(name.split("-")[1])] for name in refused) == []
+
+
+@pytest.mark.parametrize("field", ["spec.storage.uri", "spec.training.dataset.uri"])
+def test_api_server_and_python_twins_agree_on_every_uri(
+    cluster: LocalCluster, namespace: str, field: str
+) -> None:
+    corpus = uri_corpus()
+    documents = [
+        with_value(minimal(f"uri-{index}"), field, uri) for index, uri in enumerate(corpus)
+    ]
+    refused_by_server = _verdicts(cluster, namespace, documents)
+    refused_by_python = set()
+    for document in documents:
+        try:
+            validate_model_service(document)
+        except SpecError:
+            refused_by_python.add(document["metadata"]["name"])
+    disagree = sorted(
+        (corpus[int(name.split("-")[1])], name in refused_by_server)
+        for name in refused_by_server ^ refused_by_python
+    )
+    assert disagree == [], "(uri, refused by the API server) where the twins differ"

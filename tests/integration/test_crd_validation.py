@@ -144,15 +144,89 @@ def test_kubectl_explain_teaches_the_fields(cluster: LocalCluster, namespace: st
     assert "promoted" in explained and "minAccuracy" in explained
 
 
-def test_printer_columns_and_short_name(cluster: LocalCluster, namespace: str) -> None:
+def _with_status(cluster: LocalCluster, namespace: str, name: str) -> None:
+    """Write the status an operator would, through the status subresource."""
+    status = {
+        "phase": "Serving",
+        "servingVersion": 2,
+        "latestVersion": 3,
+        "canaryVersion": 3,
+        "accuracy": 0.91,
+        "replicas": 2,
+        "readyReplicas": 2,
+        "endpoint": {"grpc": f"{name}.{namespace}.svc:8500", "rest": "http://x:8501"},
+        "conditions": [
+            {"type": "Trained", "status": "True", "reason": "Succeeded"},
+            {"type": "Ready", "status": "True", "reason": "Serving"},
+        ],
+    }
+    cluster.kubectl(
+        "patch",
+        "ms",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def test_printer_columns_show_the_ready_condition_and_wide_adds_canary_endpoint_reason(
+    cluster: LocalCluster, namespace: str
+) -> None:
     document = minimal("columns")
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document))
     try:
-        table = cluster.kubectl("get", "ms", "-n", namespace).stdout
-        header = table.splitlines()[0].split()
-        assert header == ["NAME", "PHASE", "SERVING", "LATEST", "ACCURACY", "READY", "AGE"]
+        _with_status(cluster, namespace, "columns")
+        table = cluster.kubectl("get", "ms", "columns", "-n", namespace).stdout.splitlines()
+        assert table[0].split() == [
+            "NAME",
+            "PHASE",
+            "SERVING",
+            "LATEST",
+            "ACCURACY",
+            "READY",
+            "AGE",
+        ]
+        assert table[1].split()[:6] == ["columns", "Serving", "2", "3", "0.91", "True"]
+        wide = cluster.kubectl("get", "ms", "columns", "-n", namespace, "-o", "wide").stdout
+        header, row = wide.splitlines()
+        assert header.split()[-3:] == ["CANARY", "ENDPOINT", "REASON"]
+        assert row.split()[-3:] == ["3", f"columns.{namespace}.svc:8500", "Serving"]
     finally:
         cluster.kubectl("delete", "ms", "columns", "-n", namespace, check=False)
+
+
+def test_kubectl_scale_sets_the_fixed_replica_count(cluster: LocalCluster, namespace: str) -> None:
+    document = with_value(minimal("scaled"), "spec.serving.autoscaling", {"enabled": False})
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document))
+    try:
+        _with_status(cluster, namespace, "scaled")
+        cluster.kubectl("scale", "ms", "scaled", "-n", namespace, "--replicas=3")
+        stored = cluster.kubectl_json("get", "ms", "scaled", "-n", namespace)
+        assert stored["spec"]["serving"]["replicas"] == 3
+        scale = cluster.kubectl_json("get", "ms", "scaled", "-n", namespace, "--subresource=scale")
+        assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 3)
+        assert scale["status"]["replicas"] == 2  # what the operator last reported
+        # The scale subresource is held to the same bounds as the field.
+        refused = cluster.kubectl(
+            "scale", "ms", "scaled", "-n", namespace, "--replicas=0", check=False
+        )
+        assert refused.returncode != 0 and "spec.serving.replicas" in refused.stderr
+    finally:
+        cluster.kubectl("delete", "ms", "scaled", "-n", namespace, check=False)
+
+
+def test_modelservices_are_not_in_the_all_category(cluster: LocalCluster, namespace: str) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(minimal("hidden")))
+    try:
+        listed = cluster.kubectl("get", "all", "-n", namespace, "-o", "name").stdout
+        assert "modelservice" not in listed
+        assert "hidden" in cluster.kubectl("get", "tfmaas", "-n", namespace, "-o", "name").stdout
+    finally:
+        cluster.kubectl("delete", "ms", "hidden", "-n", namespace, check=False)
 
 
 @pytest.mark.parametrize(

@@ -84,9 +84,51 @@ def test_identity_and_printer_columns() -> None:
     assert crd["spec"]["names"]["shortNames"] == ["ms"]
     assert crd["spec"]["scope"] == "Namespaced"
     (version,) = crd["spec"]["versions"]
-    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
-    columns = [column["name"] for column in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Serving", "Latest", "Accuracy", "Ready", "Age"]
+    assert version["name"] == "v1alpha1"
+    columns = [
+        (column["name"], column["jsonPath"], column.get("priority", 0))
+        for column in version["additionalPrinterColumns"]
+    ]
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    assert columns == [
+        ("Phase", ".status.phase", 0),
+        ("Serving", ".status.servingVersion", 0),
+        ("Latest", ".status.latestVersion", 0),
+        ("Accuracy", ".status.accuracy", 0),
+        ("Ready", f"{ready}.status", 0),
+        ("Age", ".metadata.creationTimestamp", 0),
+        ("Canary", ".status.canaryVersion", 1),
+        ("Endpoint", ".status.endpoint.grpc", 1),
+        ("Reason", f"{ready}.reason", 1),
+    ]
+
+
+def test_printer_columns_and_scale_point_at_fields_the_schema_has() -> None:
+    root = crd_schema.open_api_schema()
+    (version,) = crd_schema.crd()["spec"]["versions"]
+    paths = [column["jsonPath"] for column in version["additionalPrinterColumns"]]
+    scale = version["subresources"]["scale"]
+    paths += [scale["specReplicasPath"], scale["statusReplicasPath"]]
+    for path in paths:
+        names = path.split("[")[0].strip(".").split(".")
+        if names[0] == "metadata":
+            continue
+        node = crd_schema.subschema(root, *names)  # KeyError when the field does not exist
+        assert node["type"] in ("string", "integer", "number", "array"), path
+
+
+def test_scale_drives_the_fixed_replica_count_and_all_is_left_alone() -> None:
+    crd = crd_schema.crd()
+    (version,) = crd["spec"]["versions"]
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.serving.replicas",
+            "statusReplicasPath": ".status.replicas",
+        },
+    }
+    assert "all" not in crd["spec"]["names"]["categories"]
+    assert crd["spec"]["names"]["categories"] == ["tfmaas"]
 
 
 def _runtime_refuses(field: str, uri: str) -> bool:

@@ -12,7 +12,7 @@ import yaml
 
 from tests.fixtures.chart import CHART_DIR, REPO_ROOT, helm_binary, one, render
 from tfmaas import __version__
-from tfmaas.dev.release_images import Build, helm_set_args, main, plan
+from tfmaas.dev.release_images import Build, helm_set_args, main, pick_builder, plan
 from tfmaas.errors import UserError
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.release import (
@@ -153,3 +153,23 @@ def test_dry_run_prints_the_builds_and_the_helm_flags(capsys: pytest.CaptureFixt
     printed = capsys.readouterr().out
     assert f"docker build -f Dockerfile.operator -t {REGISTRY}/tfmaas/operator:" in printed
     assert f"--set=image.repository={REGISTRY}/tfmaas/operator" in printed
+
+
+@pytest.mark.parametrize(
+    ("installed", "daemon", "picked"),
+    [
+        ({"docker", "buildah"}, True, "docker"),
+        ({"docker", "buildah"}, False, "buildah"),  # a docker CLI with no daemon cannot build
+        ({"buildah"}, False, "buildah"),
+    ],
+)
+def test_the_builder_is_one_that_can_build(installed: set[str], daemon: bool, picked: str) -> None:
+    which = lambda name: f"/bin/{name}" if name in installed else None  # noqa: E731
+    assert pick_builder(which=which, docker_answers=lambda: daemon) == picked
+
+
+def test_no_builder_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"docker .* or buildah"):
+        pick_builder(which=lambda name: None, docker_answers=lambda: False)
+    with pytest.raises(UserError, match="BUILDER must be"):
+        pick_builder(wanted="podman; rm")

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,16 +33,38 @@ class Build:
     commands: tuple[tuple[str, ...], ...]
 
 
-def pick_builder(*, wanted: str | None = None) -> str:
-    """`wanted` if given, else the first of docker and buildah on PATH."""
+def _docker_daemon_answers() -> bool:
+    # The docker CLI without a reachable daemon cannot build; buildah needs no daemon.
+    try:
+        probe = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def pick_builder(
+    *,
+    wanted: str | None = None,
+    which: Callable[[str], str | None] = shutil.which,
+    docker_answers: Callable[[], bool] = _docker_daemon_answers,
+) -> str:
+    """`wanted` if given, else docker when its daemon answers, else buildah."""
     if wanted:
         if wanted not in BUILDERS:
             raise UserError(f"BUILDER must be docker or buildah, not {wanted[:40]!r}")
         return wanted
-    for builder in BUILDERS:
-        if shutil.which(builder):
-            return builder
-    raise UserError("make images needs docker or buildah on PATH; install one of them")
+    if which("docker") and docker_answers():
+        return "docker"
+    if which("buildah"):
+        return "buildah"
+    raise UserError(
+        "make images needs docker (with a running daemon) or buildah on PATH; install one"
+    )
 
 
 def check_registry(registry: str) -> str:

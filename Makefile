@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs:
 #   make demo   installs, trains the sample ModelService, serves it here, prints a prediction
 #   make test   installs, builds the Go binaries and images (cached), lints, runs every test
-.PHONY: demo test lint typecheck unit bench tools clean
+.PHONY: demo test lint typecheck unit bench tools images clean
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -41,6 +41,18 @@ typecheck:
 tools:
 	scripts/bootstrap
 	.ci/build-tools
+
+# The release images (trainer, operator, access gateway: each whose Dockerfile exists),
+# tagged [REGISTRY/]tfmaas/<name>:<version> as the chart expects; PUSH=1 pushes them.
+# BUILDER=docker|buildah picks the tool (default: whichever is installed); BUILD_ARGS="A=b C=d".
+REGISTRY ?=
+PUSH ?=
+BUILDER ?=
+BUILD_ARGS ?=
+images:
+	scripts/bootstrap
+	$(PY) -m tfmaas.dev.release_images --registry "$(REGISTRY)" --builder "$(BUILDER)" \
+		$(if $(filter 1 true yes,$(PUSH)),--push) $(foreach arg,$(BUILD_ARGS),--build-arg $(arg))
 
 bench:
 	scripts/bootstrap

@@ -12,8 +12,14 @@ from typing import Any
 
 import yaml
 
-from tfmaas import __version__
 from tfmaas.errors import UserError
+from tfmaas.release import (
+    ACCESS_GATEWAY_REPOSITORY,
+    OPERATOR_REPOSITORY,
+    SERVING_IMAGE,
+    TRAINER_REPOSITORY,
+    image_reference,
+)
 
 CONFIG_FILE_ENV = "TFMAAS_OPERATOR_CONFIG"
 
@@ -21,11 +27,12 @@ CONFIG_FILE_ENV = "TFMAAS_OPERATOR_CONFIG"
 @dataclass(frozen=True)
 class OperatorConfig:
     # Field names are the Helm chart's TFMAAS_* variables without the prefix.
-    trainer_image: str = f"tfmaas/trainer:{__version__}"
+    # The defaults are the chart's and deploy/'s (tfmaas.release names them once).
+    trainer_image: str = image_reference(TRAINER_REPOSITORY)
     trainer_image_pull_policy: str = "IfNotPresent"
     # The image whose `tfmaas store pull` fills the serving pod's model volume.
-    storage_initializer_image: str = f"tfmaas/tfmaas:{__version__}"
-    serving_image: str = "tensorflow/serving:2.18.0"
+    storage_initializer_image: str = image_reference(OPERATOR_REPOSITORY)
+    serving_image: str = SERVING_IMAGE
     serving_image_pull_policy: str = "IfNotPresent"
     serving_command: tuple[str, ...] = ("tensorflow_model_server",)
     # For specs that name no storage.endpoint / secretRef / region.
@@ -57,7 +64,7 @@ class OperatorConfig:
     # Access control for ModelServices whose spec.serving.access.mode is unset: "none" or
     # "kubernetes" (the access gateway checks each call's token and RBAC).
     access_mode: str = "none"
-    access_gateway_image: str = f"tfmaas/access-gateway:{__version__}"
+    access_gateway_image: str = image_reference(ACCESS_GATEWAY_REPOSITORY)
     access_gateway_command: tuple[str, ...] = ("access-gateway",)
     # Namespaces whose pods may scrape serving metrics past the NetworkPolicy (Prometheus').
     metrics_namespaces: tuple[str, ...] = ("monitoring",)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.crd_cases import HOSTILE, VALID, minimal, uri_corpus, with_value
 from tests.integration.operator_harness import install_crd
 from tfmaas.api import SpecError, load_model_service, validate_model_service
 from tfmaas.dev.cluster import LocalCluster
@@ -29,18 +31,6 @@ def namespace(cluster: LocalCluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def minimal(name: str = "valid") -> dict[str, Any]:
-    return {
-        "apiVersion": "tfmaas.io/v1alpha1",
-        "kind": "ModelService",
-        "metadata": {"name": name},
-        "spec": {
-            "storage": {"uri": "s3://models/m"},
-            "training": {"dataset": {"uri": "builtin:chinese-reviews"}},
-        },
-    }
 
 
 def test_sample_is_accepted_with_the_same_defaults_as_python(
@@ -154,12 +144,179 @@ def test_kubectl_explain_teaches_the_fields(cluster: LocalCluster, namespace: st
     assert "promoted" in explained and "minAccuracy" in explained
 
 
-def test_printer_columns_and_short_name(cluster: LocalCluster, namespace: str) -> None:
+def _with_status(cluster: LocalCluster, namespace: str, name: str) -> None:
+    """Write the status an operator would, through the status subresource."""
+    status = {
+        "phase": "Serving",
+        "servingVersion": 2,
+        "latestVersion": 3,
+        "canaryVersion": 3,
+        "accuracy": 0.91,
+        "replicas": 2,
+        "readyReplicas": 2,
+        "endpoint": {"grpc": f"{name}.{namespace}.svc:8500", "rest": "http://x:8501"},
+        "conditions": [
+            {"type": "Trained", "status": "True", "reason": "Succeeded"},
+            {"type": "Ready", "status": "True", "reason": "Serving"},
+        ],
+    }
+    cluster.kubectl(
+        "patch",
+        "ms",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def test_printer_columns_show_the_ready_condition_and_wide_adds_canary_endpoint_reason(
+    cluster: LocalCluster, namespace: str
+) -> None:
     document = minimal("columns")
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document))
     try:
-        table = cluster.kubectl("get", "ms", "-n", namespace).stdout
-        header = table.splitlines()[0].split()
-        assert header == ["NAME", "PHASE", "SERVING", "LATEST", "ACCURACY", "READY", "AGE"]
+        _with_status(cluster, namespace, "columns")
+        table = cluster.kubectl("get", "ms", "columns", "-n", namespace).stdout.splitlines()
+        assert table[0].split() == [
+            "NAME",
+            "PHASE",
+            "SERVING",
+            "LATEST",
+            "ACCURACY",
+            "READY",
+            "AGE",
+        ]
+        assert table[1].split()[:6] == ["columns", "Serving", "2", "3", "0.91", "True"]
+        wide = cluster.kubectl("get", "ms", "columns", "-n", namespace, "-o", "wide").stdout
+        header, row = wide.splitlines()
+        assert header.split()[-3:] == ["CANARY", "ENDPOINT", "REASON"]
+        assert row.split()[-3:] == ["3", f"columns.{namespace}.svc:8500", "Serving"]
     finally:
         cluster.kubectl("delete", "ms", "columns", "-n", namespace, check=False)
+
+
+def test_kubectl_scale_sets_the_fixed_replica_count(cluster: LocalCluster, namespace: str) -> None:
+    document = with_value(minimal("scaled"), "spec.serving.autoscaling", {"enabled": False})
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document))
+    try:
+        _with_status(cluster, namespace, "scaled")
+        cluster.kubectl("scale", "ms", "scaled", "-n", namespace, "--replicas=3")
+        stored = cluster.kubectl_json("get", "ms", "scaled", "-n", namespace)
+        assert stored["spec"]["serving"]["replicas"] == 3
+        scale = cluster.kubectl_json("get", "ms", "scaled", "-n", namespace, "--subresource=scale")
+        assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 3)
+        assert scale["status"]["replicas"] == 2  # what the operator last reported
+        # The scale subresource is held to the same bounds as the field.
+        refused = cluster.kubectl(
+            "scale", "ms", "scaled", "-n", namespace, "--replicas=0", check=False
+        )
+        assert refused.returncode != 0 and "spec.serving.replicas" in refused.stderr
+    finally:
+        cluster.kubectl("delete", "ms", "scaled", "-n", namespace, check=False)
+
+
+def test_modelservices_are_not_in_the_all_category(cluster: LocalCluster, namespace: str) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(minimal("hidden")))
+    try:
+        listed = cluster.kubectl("get", "all", "-n", namespace, "-o", "name").stdout
+        assert "modelservice" not in listed
+        assert "hidden" in cluster.kubectl("get", "tfmaas", "-n", namespace, "-o", "name").stdout
+    finally:
+        cluster.kubectl("delete", "ms", "hidden", "-n", namespace, check=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "reported_at", "says"),
+    HOSTILE,
+    ids=[f"{path}={value!r}"[:60] for path, value, _, _ in HOSTILE],
+)
+def test_hostile_value_is_refused_by_the_api_server_naming_its_field(
+    cluster: LocalCluster, namespace: str, path: str, value: Any, reported_at: str, says: str
+) -> None:
+    document = with_value(minimal(f"bad-{uuid.uuid4().hex[:6]}"), path, value)
+    applied = cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(document),
+        check=False,
+    )
+    assert applied.returncode != 0, f"the API server accepted {path}={value!r}"
+    assert f"{reported_at}: " in applied.stderr, applied.stderr
+    assert says in applied.stderr, applied.stderr
+
+
+def test_a_quoted_version_is_not_told_to_write_what_it_wrote(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    document = with_value(minimal("quoted"), "spec.serving.version", "3")
+    applied = cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(document),
+        check=False,
+    )
+    assert "drop the quotes" in applied.stderr and "such as 3" not in applied.stderr
+
+
+def _verdicts(cluster: LocalCluster, namespace: str, documents: list[dict[str, Any]]) -> set[str]:
+    """The names of `documents` the API server refuses, from one dry-run create of them all."""
+    listed = {"apiVersion": "v1", "kind": "List", "items": documents}
+    created = cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-o",
+        "name",
+        "-f",
+        "-",
+        input=json.dumps(listed),
+        check=False,
+    )
+    accepted = set(re.findall(r"modelservice\.tfmaas\.io/([-a-z0-9]+)", created.stdout))
+    names = {document["metadata"]["name"] for document in documents}
+    assert accepted <= names, created.stdout
+    return names - accepted
+
+
+def test_valid_values_at_the_edge_are_accepted(cluster: LocalCluster, namespace: str) -> None:
+    documents = [
+        with_value(minimal(f"edge-{index}"), path, value)
+        for index, (path, value) in enumerate(VALID)
+    ]
+    refused = _verdicts(cluster, namespace, documents)
+    assert sorted(VALID[int(name.split("-")[1])] for name in refused) == []
+
+
+@pytest.mark.parametrize("field", ["spec.storage.uri", "spec.training.dataset.uri"])
+def test_api_server_and_python_twins_agree_on_every_uri(
+    cluster: LocalCluster, namespace: str, field: str
+) -> None:
+    corpus = uri_corpus()
+    documents = [
+        with_value(minimal(f"uri-{index}"), field, uri) for index, uri in enumerate(corpus)
+    ]
+    refused_by_server = _verdicts(cluster, namespace, documents)
+    refused_by_python = set()
+    for document in documents:
+        try:
+            validate_model_service(document)
+        except SpecError:
+            refused_by_python.add(document["metadata"]["name"])
+    disagree = sorted(
+        (corpus[int(name.split("-")[1])], name in refused_by_server)
+        for name in refused_by_server ^ refused_by_python
+    )
+    assert disagree == [], "(uri, refused by the API server) where the twins differ"

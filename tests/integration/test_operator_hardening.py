@@ -165,7 +165,9 @@ def test_a_crash_log_with_a_credential_is_redacted_by_the_operator(harness: Harn
 
 def test_an_image_not_allowed_gets_spec_valid_false_and_no_job(harness: Harness) -> None:
     document = model_service("miner")
-    document["spec"]["training"]["image"] = "evil.example/miner:" + "x" * 300
+    # A long but well-formed reference (a tag may not pass 128 characters, so the length is
+    # in the path): the CRD lets it through, the operator must refuse it and say so briefly.
+    document["spec"]["training"]["image"] = "evil.example/miner/" + "x" * 300 + ":1"
     harness.apply(document)
     harness.wait_status(
         "miner",
@@ -175,7 +177,7 @@ def test_an_image_not_allowed_gets_spec_valid_false_and_no_job(harness: Harness)
         ),
     )
     condition = harness.condition("miner", "SpecValid")
-    assert condition["message"].startswith("spec.training.image 'evil.example/miner:xxx")
+    assert condition["message"].startswith("spec.training.image 'evil.example/miner/xxx")
     assert "x" * 100 not in condition["message"] and ALLOWED in condition["message"]
     assert harness.items("jobs", "tfmaas.io/model-service=miner") == []
     assert harness.status("miner")["phase"] == "Failed"

@@ -315,6 +315,31 @@ def test_fixed_replicas_replace_the_autoscaler(harness: Harness) -> None:
     wait_for(lambda: harness.get("hpa", "first"), "HPA back", TIMEOUT)
 
 
+def test_kubectl_scale_resizes_the_fixed_replicas(harness: Harness) -> None:
+    harness.patch_spec("first", {"serving": {"replicas": 1, "autoscaling": {"enabled": False}}})
+    version = harness.status("first")["servingVersion"]
+    harness.kubectl("scale", "ms", "first", "--replicas=3")
+    assert harness.get("modelservice", "first")["spec"]["serving"]["replicas"] == 3  # type: ignore[index]
+    wait_for(
+        lambda: (d := harness.get("deployment", "first")) and d["spec"]["replicas"] == 3,
+        "three replicas after kubectl scale",
+        TIMEOUT,
+    )
+
+    def scaled() -> dict[str, Any] | None:
+        harness.ready_serving_pods("first", "stable", version)
+        scale = json.loads(
+            harness.kubectl("get", "ms", "first", "--subresource=scale", "-o", "json").stdout
+        )
+        return scale if scale["status"].get("replicas") == 3 else None
+
+    # The operator reports the Deployment's count back, which kubectl scale shows as current.
+    scale = wait_for(scaled, "status.replicas 3 through the scale subresource", TIMEOUT)
+    assert scale["spec"]["replicas"] == 3
+    harness.patch_spec("first", {"serving": {"autoscaling": {"enabled": True}}})
+    wait_for(lambda: harness.get("hpa", "first"), "HPA back", TIMEOUT)
+
+
 def test_multi_worker_training_reads_the_chief(harness: Harness) -> None:
     document = model_service("workers")
     document["spec"]["training"]["workers"] = 2

@@ -106,17 +106,22 @@ def test_every_problem_is_reported_with_its_path() -> None:
     assert "greater than 0" in errors["spec.training.hyperparameters.learningRate"]
     assert "whole number" in errors["spec.training.hyperparameters.epochs"]
     assert "latest or a positive version" in errors["spec.serving.version"]
-    assert "minReplicas must not exceed" in errors["spec.serving.autoscaling"]
+    assert "minReplicas must not exceed" in errors["spec.serving.autoscaling.minReplicas"]
 
 
 @pytest.mark.parametrize(
     ("path", "value", "reported_at", "says"),
     [
-        (("storage", "uri"), "gs://bucket/x", "spec.storage", "s3://"),
-        (("storage", "uri"), "s3://", "spec.storage", "bucket name"),
+        (("storage", "uri"), "gs://bucket/x", "spec.storage.uri", "s3://"),
+        (("storage", "uri"), "s3://", "spec.storage.uri", "bucket name"),
         (("storage", "endpoint"), "minio:9000", "spec.storage.endpoint", "wrong form"),
-        (("training", "dataset", "uri"), "http://x/y.csv", "spec.training.dataset", "builtin:"),
-        (("training", "dataset", "uri"), "builtin:imdb", "spec.training.dataset", "only builtin"),
+        (("training", "dataset", "uri"), "http://x/y.csv", "spec.training.dataset.uri", "builtin:"),
+        (
+            ("training", "dataset", "uri"),
+            "builtin:imdb",
+            "spec.training.dataset.uri",
+            "only builtin",
+        ),
         (("training", "dataset", "format"), "parquet", "spec.training.dataset.format", "one of"),
         (("training", "workers"), 0, "spec.training.workers", "at least 1"),
         (("training", "resources"), {"cpu": "lots"}, "spec.training.resources.cpu", "quantity"),
@@ -149,7 +154,7 @@ def test_single_field_errors(
 def test_canary_on_the_pinned_version_is_refused() -> None:
     document = minimal()
     document["spec"]["serving"] = {"version": 3, "canary": {"version": 3}}
-    assert "must differ" in errors_of(document)["spec.serving"]
+    assert "must differ" in errors_of(document)["spec.serving.canary.version"]
     document["spec"]["serving"] = {"version": 3, "canary": {"version": 4}}
     assert load_model_service(document).spec.serving.canary.version == 4  # type: ignore[union-attr]
 
@@ -201,4 +206,4 @@ def test_training_json_round_trip_and_errors(tmp_path: Path) -> None:
             '"hyperparameters": {"validationFraction": 0.3, "testFraction": 0.4}}'
         )
     paths = {error.path for error in caught.value.errors}
-    assert paths == {"training", "training.dataset"}
+    assert paths == {"training.hyperparameters.testFraction", "training.dataset.uri"}

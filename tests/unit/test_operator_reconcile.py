@@ -41,7 +41,7 @@ def test_parse_keeps_metadata_and_applies_defaults() -> None:
         "kind": "ModelService",
         "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 3, "labels": {}},
         "spec": {
-            "storage": {"uri": "s3://b/m"},
+            "storage": {"uri": "s3://models/m"},
             "training": {"dataset": {"uri": "builtin:chinese-reviews"}},
         },
         "status": {"phase": "Serving", "kopf": {"anything": 1}},

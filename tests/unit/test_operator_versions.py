@@ -55,7 +55,7 @@ def serving(**overrides: object):  # type: ignore[no-untyped-def]
         "kind": "ModelService",
         "metadata": {"name": "x"},
         "spec": {
-            "storage": {"uri": "s3://m/x"},
+            "storage": {"uri": "s3://models/x"},
             "training": {"dataset": {"uri": "builtin:chinese-reviews"}},
             "serving": overrides,
         },

@@ -113,7 +113,7 @@ def serving_spec(overrides: dict[str, Any]) -> ServingSpec:
         "kind": "ModelService",
         "metadata": {"name": "x"},
         "spec": {
-            "storage": {"uri": "s3://m/x"},
+            "storage": {"uri": "s3://models/x"},
             "training": {"dataset": {"uri": "builtin:chinese-reviews"}},
             "serving": overrides,
         },

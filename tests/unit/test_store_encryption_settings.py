@@ -40,10 +40,10 @@ def with_storage(**fields: Any) -> dict[str, Any]:
         ({"encryption": "AES256"}, "spec.storage.encryption", "must be one of"),
         ({"encryption": HUGE}, "spec.storage.encryption", "must be one of"),
         ({"encryption": 1}, "spec.storage.encryption", "must be one of"),
-        ({"kmsKeyId": "k1"}, "spec.storage", "kmsKeyId needs storage.encryption: sse-kms"),
+        ({"kmsKeyId": "k1"}, "spec.storage.kmsKeyId", "kmsKeyId needs storage.encryption: sse-kms"),
         (
             {"encryption": "sse-s3", "kmsKeyId": "k1"},
-            "spec.storage",
+            "spec.storage.kmsKeyId",
             "kmsKeyId needs storage.encryption: sse-kms",
         ),
         ({"encryption": "sse-kms", "kmsKeyId": HUGE}, "spec.storage.kmsKeyId", "at most 2048"),

@@ -109,11 +109,13 @@ def _default_in_place(value: Any, schema: Schema) -> None:
             _default_in_place(item, schema["items"])
 
 
-def cel_rules(schema: Schema, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str, str]]:
-    """Every `x-kubernetes-validations` rule as (field path, rule, message), for checking
-    that the Python cross-field rules cover the CRD's."""
+def cel_rules(
+    schema: Schema, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], str, str, str]]:
+    """Every `x-kubernetes-validations` rule as (field path, rule, message, fieldPath), for
+    checking that the Python cross-field rules cover the CRD's."""
     found = [
-        (path, rule["rule"], rule.get("message", ""))
+        (path, rule["rule"], rule.get("message", ""), rule.get("fieldPath", ""))
         for rule in schema.get("x-kubernetes-validations", [])
     ]
     for name, child in schema.get("properties", {}).items():

@@ -9,6 +9,7 @@ Every problem is collected, so one run tells the user everything to fix.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -113,19 +114,90 @@ def schema_errors(document: Any, schema: crd_schema.Schema, prefix: str = "") ->
     return found
 
 
-# Cross-field rules: (path of the object the rule sits on, check, message). The message is
-# the CEL rule's message word for word, so both layers tell the user the same thing.
+# The CEL rules' twins: (the object the rule sits on, check, message, fieldPath). The message
+# is the CEL rule's word for word and the fieldPath the same, so both layers tell the user the
+# same thing about the same field. The regular expressions are the CEL rules' (a unit test
+# finds each in crd.yaml); CEL's matches() searches, so the twins use re.search too.
 Check = Callable[[Any], bool]
 
 
+@dataclass(frozen=True)
+class Rule:
+    on: tuple[str, ...]
+    check: Check
+    message: str
+    field: str = ""  # the CEL rule's fieldPath (".uri"): where the error points, below `on`
+
+    @property
+    def error_path(self) -> tuple[str, ...]:
+        return (*self.on, *(part for part in self.field.split(".") if part))
+
+
+S3_BUCKET = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/|$)"
+S3_BUCKET_AND_KEY = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^/]"
+S3_BAD_BUCKET = r"^s3://([^/]*\.\.|[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+(/|$))"
+DOT_SEGMENT = r"/\.\.?(/|$)"
+S3_EMPTY_SEGMENT = r"^s3://.*//"
+QUERY_OR_FRAGMENT = r"[?#]"
+ZERO_CPU = r"^0*(\.0*)?m?$"
+ZERO_MEMORY = r"^0*(\.0*)?[A-Za-z]*$"
+WHOLE_NUMBER = "^[0-9]+$"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+# The container image reference grammar (registry[:port]/path[:tag][@digest]) the kubelet
+# parses; a spec whose image fails it would only fail as InvalidImageName inside a pod.
+IMAGE_REFERENCE = (
+    rf"^(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+REGEXES = (
+    S3_BUCKET,
+    S3_BUCKET_AND_KEY,
+    S3_BAD_BUCKET,
+    DOT_SEGMENT,
+    S3_EMPTY_SEGMENT,
+    QUERY_OR_FRAGMENT,
+    ZERO_CPU,
+    ZERO_MEMORY,
+    WHOLE_NUMBER,
+    IMAGE_REFERENCE,
+)
+
+
+def _matches(text: str, pattern: str) -> bool:
+    return re.search(pattern, text) is not None
+
+
+def _uri(node: Mapping[str, Any]) -> str:
+    uri = node["uri"]
+    if not isinstance(uri, str):
+        raise TypeError("reported by the schema layer")
+    return uri
+
+
 def _uri_scheme_ok(storage: Mapping[str, Any]) -> bool:
-    uri = str(storage["uri"])
-    return uri.startswith("s3://") or uri.startswith("file:///")
+    return _uri(storage).startswith(("s3://", "file:///"))
 
 
-def _s3_has_bucket(storage: Mapping[str, Any]) -> bool:
-    uri = str(storage["uri"])
-    return not uri.startswith("s3://") or len(uri) > 5
+def _bucket_ok(bucket_pattern: str) -> Check:
+    def check(node: Mapping[str, Any]) -> bool:
+        uri = _uri(node)
+        return not uri.startswith("s3://") or (
+            _matches(uri, bucket_pattern) and not _matches(uri, S3_BAD_BUCKET)
+        )
+
+    return check
+
+
+def _segments_plain(node: Mapping[str, Any]) -> bool:
+    uri = _uri(node)
+    return not _matches(uri, DOT_SEGMENT) and not _matches(uri, S3_EMPTY_SEGMENT)
+
+
+def _no_query_or_escapes(node: Mapping[str, Any]) -> bool:
+    uri = _uri(node)
+    return not _matches(uri, QUERY_OR_FRAGMENT) and not (uri.startswith("file:") and "%" in uri)
 
 
 def _kms_key_needs_sse_kms(storage: Mapping[str, Any]) -> bool:
@@ -134,7 +206,7 @@ def _kms_key_needs_sse_kms(storage: Mapping[str, Any]) -> bool:
 
 def _s3_only_settings(storage: Mapping[str, Any]) -> bool:
     uses = "encryption" in storage or "caBundle" in storage
-    return not uses or str(storage["uri"]).startswith("s3://")
+    return not uses or _uri(storage).startswith("s3://")
 
 
 def _one_ca_source(ca_bundle: Mapping[str, Any]) -> bool:
@@ -142,12 +214,11 @@ def _one_ca_source(ca_bundle: Mapping[str, Any]) -> bool:
 
 
 def _dataset_scheme_ok(dataset: Mapping[str, Any]) -> bool:
-    uri = str(dataset["uri"])
-    return uri.startswith(("builtin:", "file://", "s3://"))
+    return _uri(dataset).startswith(("builtin:", "file:///", "s3://"))
 
 
 def _builtin_known(dataset: Mapping[str, Any]) -> bool:
-    uri = str(dataset["uri"])
+    uri = _uri(dataset)
     return not uri.startswith("builtin:") or uri == "builtin:chinese-reviews"
 
 
@@ -162,7 +233,28 @@ def _canary_differs(serving: Mapping[str, Any]) -> bool:
 
 
 def _version_latest_or_positive(version: Any) -> bool:
-    return version == "latest" if isinstance(version, str) else int(version) >= 1
+    if isinstance(version, str):
+        return version == "latest" or _matches(version, WHOLE_NUMBER)
+    return int(version) >= 1
+
+
+def _version_not_quoted(version: Any) -> bool:
+    return not isinstance(version, str) or not _matches(version, WHOLE_NUMBER)
+
+
+def _quantity_above_zero(zero_pattern: str) -> Check:
+    def check(value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError("reported by the schema layer")
+        return value > 0 if isinstance(value, int) else not _matches(value, zero_pattern)
+
+    return check
+
+
+def _image_reference(image: Any) -> bool:
+    if not isinstance(image, str):
+        raise TypeError("reported by the schema layer")
+    return _matches(image, IMAGE_REFERENCE)
 
 
 def _replica_bounds(autoscaling: Mapping[str, Any]) -> bool:
@@ -186,77 +278,159 @@ def _name_ok(document: Mapping[str, Any]) -> bool:
     )
 
 
-CROSS_FIELD_RULES: list[tuple[tuple[str, ...], Check, str]] = [
-    (
+_BUCKET_WORDS = (
+    "needs a bucket name right after s3:// (3-63 lowercase letters, digits, dots and hyphens, "
+    "starting and ending with a letter or digit, not an IP address)"
+)
+
+
+def _uri_rules(
+    on: tuple[str, ...], *, label: str, bucket_pattern: str, bucket_tail: str
+) -> list[Rule]:
+    """The rules every store or dataset URI shares, as in the CRD."""
+    return [
+        Rule(on, _bucket_ok(bucket_pattern), f"{label} s3:// {_BUCKET_WORDS}{bucket_tail}", ".uri"),
+        Rule(
+            on,
+            _segments_plain,
+            f"{label} may not hold empty, '.' or '..' path segments: write the path plainly",
+            ".uri",
+        ),
+        Rule(
+            on,
+            _no_query_or_escapes,
+            f"{label} may not hold a query or fragment (? or #), nor %-escapes in a file:/// "
+            "path: write the path plainly",
+            ".uri",
+        ),
+    ]
+
+
+def _resource_rules(on: tuple[str, ...], *, label: str) -> list[Rule]:
+    return [
+        Rule(
+            (*on, "cpu"),
+            _quantity_above_zero(ZERO_CPU),
+            f'{label}.cpu must be more than zero, e.g. "2" or "500m"',
+        ),
+        Rule(
+            (*on, "memory"),
+            _quantity_above_zero(ZERO_MEMORY),
+            f'{label}.memory must be more than zero, e.g. "2Gi"',
+        ),
+    ]
+
+
+def _image_rule(on: tuple[str, ...], *, label: str) -> Rule:
+    return Rule(
+        on,
+        _image_reference,
+        f"{label} must be an image reference like team/trainer:1.2 or "
+        "team/trainer@sha256:<digest>: no spaces, a lowercase repository",
+    )
+
+
+STORAGE = ("spec", "storage")
+TRAINING = ("spec", "training")
+DATASET = (*TRAINING, "dataset")
+SERVING = ("spec", "serving")
+
+CROSS_FIELD_RULES: list[Rule] = [
+    Rule(
         (),
         _name_ok,
         "metadata.name must be at most 40 characters of lowercase letters, digits and '-', "
         "starting with a letter, because it names the Service, Deployments and training Jobs",
     ),
-    (
-        ("spec", "storage"),
+    Rule(
+        STORAGE,
         _uri_scheme_ok,
         "storage.uri must start with s3:// (s3://bucket/prefix) or file:/// "
         "(an absolute local path)",
+        ".uri",
     ),
-    (
-        ("spec", "storage"),
-        _s3_has_bucket,
-        "storage.uri s3:// needs a bucket name, e.g. s3://models/sentiment",
+    *_uri_rules(
+        STORAGE,
+        label="storage.uri",
+        bucket_pattern=S3_BUCKET,
+        bucket_tail=", e.g. s3://models/sentiment",
     ),
-    (
-        ("spec", "storage"),
+    Rule(
+        STORAGE,
         _kms_key_needs_sse_kms,
         "storage.kmsKeyId needs storage.encryption: sse-kms",
+        ".kmsKeyId",
     ),
-    (
-        ("spec", "storage"),
+    Rule(
+        STORAGE,
         _s3_only_settings,
         "storage.encryption and storage.caBundle apply to s3:// stores only",
     ),
-    (
-        ("spec", "storage", "caBundle"),
+    Rule(
+        (*STORAGE, "caBundle"),
         _one_ca_source,
         "storage.caBundle needs exactly one of configMapRef or secretRef",
     ),
-    (
-        ("spec", "training"),
+    Rule(
+        TRAINING,
         _fractions_leave_training_data,
         "training.hyperparameters.validationFraction + testFraction must be at most 0.5, "
         "so at least half the data is left to train on",
+        ".hyperparameters.testFraction",
     ),
-    (
-        ("spec", "training", "dataset"),
+    Rule(
+        DATASET,
         _dataset_scheme_ok,
         "training.dataset.uri must be builtin:chinese-reviews, file:///path/to/data.csv "
-        "or s3://bucket/key",
+        "(three slashes, an absolute path) or s3://bucket/key",
+        ".uri",
     ),
-    (
-        ("spec", "training", "dataset"),
+    Rule(
+        DATASET,
         _builtin_known,
         "training.dataset.uri: the only builtin dataset is builtin:chinese-reviews",
+        ".uri",
     ),
-    (
-        ("spec", "serving"),
+    *_uri_rules(
+        DATASET,
+        label="training.dataset.uri",
+        bucket_pattern=S3_BUCKET_AND_KEY,
+        bucket_tail=" and the object's key, e.g. s3://datasets/reviews.csv",
+    ),
+    *_resource_rules((*TRAINING, "resources"), label="training.resources"),
+    _image_rule((*TRAINING, "image"), label="training.image"),
+    Rule(
+        SERVING,
         _canary_differs,
         "serving.canary.version must differ from serving.version: the canary is a second "
         "version next to the pinned one",
+        ".canary.version",
     ),
-    (
-        ("spec", "serving", "version"),
+    Rule(
+        (*SERVING, "version"),
         _version_latest_or_positive,
         "serving.version must be latest or a positive version number such as 3",
     ),
-    (
-        ("spec", "serving", "autoscaling"),
+    Rule(
+        (*SERVING, "version"),
+        _version_not_quoted,
+        "serving.version is a number written as a string; drop the quotes (version: 3, not "
+        'version: "3"): only latest is a string',
+    ),
+    Rule(
+        (*SERVING, "autoscaling"),
         _replica_bounds,
         "serving.autoscaling.minReplicas must not exceed maxReplicas",
+        ".minReplicas",
     ),
-    (
-        ("spec", "serving", "access"),
+    *_resource_rules((*SERVING, "resources"), label="serving.resources"),
+    _image_rule((*SERVING, "image"), label="serving.image"),
+    Rule(
+        (*SERVING, "access"),
         _tls_needs_gateway,
         "serving.access.tls needs access.mode kubernetes: the access gateway is what "
         "terminates TLS",
+        ".tls",
     ),
 ]
 
@@ -268,17 +442,17 @@ def cross_field_errors(
     passes root=("spec", "training")). A rule whose fields have the wrong type is skipped:
     the schema layer already reported them, as the apiserver does."""
     found: list[FieldError] = []
-    for path, check, message in CROSS_FIELD_RULES:
-        if path[: len(root)] != root or (not path and root):
+    for rule in CROSS_FIELD_RULES:
+        if rule.on[: len(root)] != root or (not rule.on and root):
             continue
         node: Any = document
         try:
-            for name in path:
+            for name in rule.on:
                 node = node[name]
-            passed = check(node)
+            passed = rule.check(node)
         except (KeyError, TypeError, ValueError):
             continue
         if not passed:
-            relative = path[len(root) :] if path else ("metadata", "name")
-            found.append(FieldError(_path(prefix, relative), message))
+            relative = rule.error_path[len(root) :] if rule.on else ("metadata", "name")
+            found.append(FieldError(_path(prefix, relative), rule.message))
     return found

@@ -1,0 +1,38 @@
+"""What a release ships: its version (tfmaas.__version__, the one place it is written) and the
+images it builds, named as the Helm chart and deploy/ expect them. The operator's defaults and
+`make images` read these names; unit tests hold the chart's and deploy/'s copies to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tfmaas import __version__
+
+TRAINER_REPOSITORY = "tfmaas/trainer"
+# The operator image also runs `tfmaas store pull` as the serving pods' storage initializer.
+OPERATOR_REPOSITORY = "tfmaas/operator"
+ACCESS_GATEWAY_REPOSITORY = "tfmaas/access-gateway"
+# TF Serving's own published image, not built here; the chart's defaults.serving.image.
+SERVING_IMAGE = "tensorflow/serving:2.18.0"
+
+
+@dataclass(frozen=True)
+class ReleaseImage:
+    repository: str
+    dockerfile: str  # relative to the repository root
+    chart_value: str  # the chart value (repository, tag) that names this image
+
+
+RELEASE_IMAGES = (
+    ReleaseImage(TRAINER_REPOSITORY, "Dockerfile.trainer", "defaults.trainer.image"),
+    ReleaseImage(OPERATOR_REPOSITORY, "Dockerfile.operator", "image"),
+    ReleaseImage(
+        ACCESS_GATEWAY_REPOSITORY, "images/Dockerfile.access-gateway", "access.gateway.image"
+    ),
+)
+
+
+def image_reference(repository: str, *, registry: str = "", version: str = __version__) -> str:
+    """`[registry/]repository:version`, the tag `make images` builds and the chart names."""
+    prefix = f"{registry.rstrip('/')}/" if registry else ""
+    return f"{prefix}{repository}:{version}"

@@ -15,7 +15,7 @@ from typing import Any, cast
 import kopf
 
 from tfmaas.api import API_VERSION, KIND
-from tfmaas.operator import metrics
+from tfmaas.operator import metrics, model_metrics
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError
@@ -80,6 +80,7 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         if outcome.started_training is not None:
             metrics.TRAINING_JOBS.inc()
+        model_metrics.publish(namespace=namespace, name=name, status=outcome.status)
         for event in outcome.events:
             post(body, event.type, event.reason, event.message)
         return outcome
@@ -133,6 +134,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.applier.forget(namespace, name)
+        model_metrics.remove(namespace=namespace, name=name)
         # The access gateway's ClusterRoleBinding is cluster-scoped, so it has no owner to be
         # garbage-collected with: it goes with the ModelService here.
         try:

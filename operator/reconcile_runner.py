@@ -15,6 +15,7 @@ from typing import Any, cast
 import kopf
 
 from tfmaas.api import API_VERSION, KIND
+from tfmaas.logs import object_ref
 from tfmaas.operator import metrics, model_metrics
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
@@ -107,11 +108,15 @@ class Reconciler:
                 return
             except KubeError as exc:
                 if not exc.transient or delay is None:
-                    log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
+                    log.warning(
+                        "reconcile failed: %s",
+                        exc,
+                        extra=object_ref(namespace=namespace, name=name),
+                    )
                     return
                 await asyncio.sleep(delay)
             except Exception:
-                log.exception("reconcile of %s/%s failed", namespace, name)
+                log.exception("reconcile failed", extra=object_ref(namespace=namespace, name=name))
                 return
 
     def owned_object_changed(
@@ -145,7 +150,11 @@ class Reconciler:
                 gateway_cluster_role_binding_name(namespace, name),
             )
         except KubeError as exc:
-            log.warning("could not delete the access gateway's ClusterRoleBinding: %s", exc)
+            log.warning(
+                "could not delete the access gateway's ClusterRoleBinding: %s",
+                exc,
+                extra=object_ref(namespace=namespace, name=name),
+            )
         lock = self._locks.get((namespace, name))
         if lock is not None and not lock.locked():
             self._locks.pop((namespace, name), None)
@@ -162,6 +171,15 @@ def already_invalid(body: Mapping[str, Any], message: str) -> bool:
 
 def post(body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
     text = safe_message(message, limit=EVENT_MESSAGE_LIMIT)
+    # Each Event is also a log line, so a log collector sees the transitions too.
+    metadata = body.get("metadata") or {}
+    log.log(
+        logging.WARNING if event_type == "Warning" else logging.INFO,
+        "%s: %s",
+        reason,
+        text,
+        extra=object_ref(namespace=str(metadata.get("namespace")), name=str(metadata.get("name"))),
+    )
     kopf.event(cast(kopf.Body, dict(body)), type=event_type, reason=reason, message=text)
 
 

@@ -115,6 +115,7 @@ def test_defaults_render_the_operator_cluster_wide(helm: Path) -> None:
     assert operator["image"] == f"tfmaas/operator:{chart['appVersion']}"
     assert "--standalone" in operator["args"]
     assert "--all-namespaces" in operator["args"]
+    assert "--log-format=text" in operator["args"]
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
@@ -140,10 +141,12 @@ def test_image_tags_and_defaults_follow_values(helm: Path) -> None:
             "defaults.trainer.image.tag": "gpu",
             "defaults.storage.endpoint": "http://minio.tfmaas-system:9000",
             "defaults.storage.secretName": "model-store",
+            "operator.logFormat": "json",
         },
     )
     operator = container(objects)
     assert operator["image"] == "example/operator:dev"
+    assert "--log-format=json" in operator["args"]
     assert operator["imagePullPolicy"] == "Never"
     defaults = one(objects, "ConfigMap", "tfmaas-defaults")["data"]
     assert defaults["TFMAAS_TRAINER_IMAGE"].endswith(":gpu")
@@ -299,6 +302,7 @@ def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
         ({"monitoring.podMonitor.enabled": "yes"}, "enabled"),
         ({"defaults.storage.endpoint": "minio:9000"}, "endpoint"),
         ({"allowedImages": "registry.example/team/"}, "allowedImages"),
+        ({"operator.logFormat": "yaml"}, "logFormat"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_message_naming_them(

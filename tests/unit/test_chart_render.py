@@ -240,6 +240,11 @@ def test_adapter_rule_configmap_matches_the_values_snippet(helm: Path) -> None:
 def test_dashboard_configmap_carries_the_sidecar_label(helm: Path) -> None:
     dashboard = one(render(helm), "ConfigMap", "tfmaas-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"]["grafana_folder"] == "tfmaas"
+    unfiled = one(
+        render(helm, {"monitoring.grafanaDashboard.folder": ""}), "ConfigMap", "tfmaas-dashboard"
+    )
+    assert "annotations" not in unfiled["metadata"]
     expected = (CHART_DIR / "files" / "grafana-dashboard.json").read_text().rstrip("\n")
     assert dashboard["data"]["tfmaas-serving.json"] == expected
 

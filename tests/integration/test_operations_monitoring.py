@@ -276,7 +276,7 @@ def test_screenshots_of_two_key_queries(stack: Prometheus, serving: int) -> None
     for name, expr in shots.items():
         query = as_grafana_sends(expr).replace("15s", "30s")
         params = urllib.parse.urlencode(
-            {"g0.expr": query, "g0.tab": "0", "g0.range_input": "5m", "g0.stacked": "0"}
+            {"g0.expr": query, "g0.tab": "0", "g0.range_input": "2m", "g0.stacked": "0"}
         )
         target = Path(out) / name
         subprocess.run(

@@ -70,6 +70,12 @@ MODEL_GAUGES = {
         "1 when the newest trained version did not pass the quality gate, else 0.",
     ),
 }
+# Not derived from status (which keeps no durations): set when a reconcile finds a training
+# finished, so the value steps once per version; model_metrics.remove drops it too.
+LAST_TRAINING_SECONDS = _model_gauge(
+    "tfmaas_modelservice_last_training_seconds",
+    "Wall time of the newest training the operator saw finish (its Job's start to end).",
+)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

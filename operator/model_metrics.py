@@ -80,9 +80,13 @@ def publish(*, namespace: str, name: str, status: Mapping[str, Any]) -> None:
             gauge.labels(namespace, name).set(value)
 
 
+def training_finished(*, namespace: str, name: str, seconds: float) -> None:
+    metrics.LAST_TRAINING_SECONDS.labels(namespace, name).set(seconds)
+
+
 def remove(*, namespace: str, name: str) -> None:
     """The ModelService is gone: so are its series."""
-    for gauge in metrics.MODEL_GAUGES.values():
+    for gauge in (*metrics.MODEL_GAUGES.values(), metrics.LAST_TRAINING_SECONDS):
         _remove(gauge, namespace, name)
 
 

@@ -82,6 +82,8 @@ class Reconciler:
         if outcome.started_training is not None:
             metrics.TRAINING_JOBS.inc()
         model_metrics.publish(namespace=namespace, name=name, status=outcome.status)
+        for seconds in outcome.finished_training_seconds:
+            model_metrics.training_finished(namespace=namespace, name=name, seconds=seconds)
         for event in outcome.events:
             post(body, event.type, event.reason, event.message)
         return outcome

@@ -63,6 +63,7 @@ KEY_QUERIES = {
     ("Versions", "C"),
     ("Test metrics of the served version", "A"),
     ("Test metrics of the served version", "B"),
+    ("Training", "A"),
     ("Training", "B"),
     ("Training", "C"),
     ("Training", "D"),
@@ -155,6 +156,7 @@ def operator_metrics() -> Iterator[int]:
     server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.REGISTRY)
     model_metrics.publish(namespace="ml", name=MODEL, status=served(1, 0.91))
     model_metrics.publish(namespace="ml", name="broken", status=failed_training())
+    model_metrics.training_finished(namespace="ml", name=MODEL, seconds=312.0)
     metrics.RECONCILES.labels("ok").inc(3)
     metrics.TRIGGERS.labels("create").inc()
     metrics.RECONCILE_SECONDS.observe(0.04)

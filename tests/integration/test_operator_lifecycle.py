@@ -228,6 +228,8 @@ def test_completed_training_is_promoted_and_served(harness: Harness) -> None:
     assert status["endpoint"]["grpc"] == f"first.{harness.namespace}.svc:8500"
     assert status["accuracy"] == 0.9 and status["readyReplicas"] >= 1
     gauges = harness.gauges("first", "Ready gauge", lambda g: g.get("tfmaas_modelservice_ready"))
+    # The real Job controller's start and completion times of the Job the test finished.
+    assert 0 <= gauges.pop("tfmaas_modelservice_last_training_seconds") < TIMEOUT * 3
     assert gauges == {
         "tfmaas_modelservice_served_version": 1.0,
         "tfmaas_modelservice_latest_version": 1.0,

@@ -252,6 +252,8 @@ def test_every_dashboard_query_parses_and_the_key_ones_return_series(stack: Prom
             time.sleep(1)
         if (title, ref) in KEY_QUERIES and not result:
             empty.append(f"{title} {ref}: {query}")
+        if title.startswith(("Request rate", "Latency")):
+            assert all(float(r["value"][1]) > 0 for r in result), (query, result)
     assert not empty, "key dashboard queries returned no series:\n" + "\n".join(empty)
     by_key = {(title, ref): expr for title, ref, expr in queries}
     accuracy = as_grafana_sends(by_key[("Test metrics of the served version", "A")])

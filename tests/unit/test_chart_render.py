@@ -30,6 +30,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "monitoring-off": {
         "monitoring.podMonitor.enabled": False,
         "monitoring.serviceMonitor.enabled": False,
+        "monitoring.prometheusRule.enabled": False,
         "monitoring.adapterRule.enabled": False,
         "monitoring.grafanaDashboard.enabled": False,
         "networkPolicy.enabled": False,

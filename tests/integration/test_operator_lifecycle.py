@@ -410,7 +410,11 @@ def test_delete_garbage_collects_everything_owned(harness: Harness) -> None:
         )
 
     wait_for(gone, "owned objects garbage-collected", TIMEOUT)
-    harness.gauges("restart", "its gauges removed", lambda g: g == {})
+    wait_for(
+        lambda: harness.operator.model_service_gauges(harness.namespace, "restart") == {},
+        "restart's gauges removed",
+        30,
+    )
     assert harness.operator.model_service_gauges(harness.namespace, "first")
 
 

@@ -176,7 +176,8 @@ def stack(
     operator_metrics: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Prometheus:
-    rule = one(render(helm_binary(), api_versions=["monitoring.coreos.com/v1"]), "PrometheusRule")
+    api = ["monitoring.coreos.com/v1", "monitoring.coreos.com/v1/PrometheusRule"]
+    rule = one(render(helm_binary(), api_versions=api), "PrometheusRule")
     rules = tmp_path_factory.mktemp("rules") / "tfmaas-rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     prometheus.scrape(

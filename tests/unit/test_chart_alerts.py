@@ -18,6 +18,7 @@ import yaml
 from tests.fixtures.chart import CHART_DIR, helm_binary, one, render
 
 MONITORING_API = "monitoring.coreos.com/v1"
+RULE_API = "monitoring.coreos.com/v1/PrometheusRule"
 README = CHART_DIR / "README.md"
 
 
@@ -35,7 +36,7 @@ def promtool() -> str:
 
 
 def rule_groups(helm: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    rule = one(render(helm, values, api_versions=[MONITORING_API]), "PrometheusRule")
+    rule = one(render(helm, values, api_versions=[MONITORING_API, RULE_API]), "PrometheusRule")
     return list(rule["spec"]["groups"])
 
 
@@ -47,17 +48,23 @@ def test_the_rule_carries_the_release_label_kube_prometheus_stack_selects(helm: 
     assert not [o for o in render(helm) if o["kind"] == "PrometheusRule"], (
         "rendered without the Prometheus Operator's API"
     )
-    rendered = render(helm, api_versions=[MONITORING_API])
+    # Only the PodMonitor and ServiceMonitor CRDs installed: no PrometheusRule to hold it.
+    partial = render(helm, api_versions=[MONITORING_API])
+    assert not [o for o in partial if o["kind"] == "PrometheusRule"]
+    assert one(partial, "ServiceMonitor")
+    rendered = render(helm, api_versions=[MONITORING_API, RULE_API])
     assert one(rendered, "PrometheusRule")["metadata"]["labels"]["release"] == (
         "kube-prometheus-stack"
     )
     mine = render(
         helm,
         {"monitoring.prometheusRule.labels": {"release": "monitoring"}},
-        api_versions=[MONITORING_API],
+        api_versions=[MONITORING_API, RULE_API],
     )
     assert one(mine, "PrometheusRule")["metadata"]["labels"]["release"] == "monitoring"
-    off = render(helm, {"monitoring.prometheusRule.enabled": False}, api_versions=[MONITORING_API])
+    off = render(
+        helm, {"monitoring.prometheusRule.enabled": False}, api_versions=[MONITORING_API, RULE_API]
+    )
     assert not [o for o in off if o["kind"] == "PrometheusRule"]
     # honorLabels keeps the per-ModelService gauges' namespace label the ModelService's.
     monitor = one(rendered, "ServiceMonitor")

@@ -20,7 +20,8 @@ REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 LOAD_ATTEMPTS = ":tensorflow:cc:saved_model:load_attempt_count"
 LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
 # tfmaas's own: rows per batched model call. TF Serving's batching session keeps batch sizes as
-# percentile samplers, which its Prometheus endpoint does not publish.
+# percentile samplers, which its Prometheus exporter writes as plain scalars without their
+# percentiles (prometheus_exporter.cc serializes every non-histogram as an int64 value).
 BATCH_SIZE = "tfmaas_serving_batch_size"
 BATCH_SIZE_BOUNDS: tuple[float, ...] = tuple(float(2**i) for i in range(17))
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -22,6 +22,7 @@ from tfmaas.operator.serving import apply_serving_objects
 from tfmaas.operator.status import Observed, build_status, invalid_spec_status
 from tfmaas.operator.training import delete_finished_jobs, observe_training, start_training
 from tfmaas.operator.versions import (
+    FINAL_STATES,
     VersionStatus,
     finished_jobs,
     merge_records,
@@ -42,6 +43,8 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event]
     started_training: int | None
+    # How long each training that this reconcile found finished ran, in seconds.
+    finished_training_seconds: tuple[float, ...] = ()
 
 
 def parse(body: Mapping[str, Any]) -> ModelService:
@@ -148,4 +151,15 @@ def reconcile(
         kube.patch_status(API_VERSION, KIND, namespace, name, status)
         # Only now that status records their results may the finished Jobs go.
         delete_finished_jobs(kube, service, finished_jobs(known, records))
-    return Outcome(status=status, events=transitions(previous, status), started_training=started)
+    already_final = {record.version for record in known if record.state in FINAL_STATES}
+    finished = tuple(
+        o.seconds
+        for o in observations
+        if o.state in FINAL_STATES and o.version not in already_final and o.seconds is not None
+    )
+    return Outcome(
+        status=status,
+        events=transitions(previous, status),
+        started_training=started,
+        finished_training_seconds=finished,
+    )

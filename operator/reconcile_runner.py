@@ -15,7 +15,8 @@ from typing import Any, cast
 import kopf
 
 from tfmaas.api import API_VERSION, KIND
-from tfmaas.operator import metrics
+from tfmaas.logs import object_ref
+from tfmaas.operator import metrics, model_metrics
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError
@@ -80,6 +81,9 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         if outcome.started_training is not None:
             metrics.TRAINING_JOBS.inc()
+        model_metrics.publish(namespace=namespace, name=name, status=outcome.status)
+        for seconds in outcome.finished_training_seconds:
+            model_metrics.training_finished(namespace=namespace, name=name, seconds=seconds)
         for event in outcome.events:
             post(body, event.type, event.reason, event.message)
         return outcome
@@ -106,11 +110,15 @@ class Reconciler:
                 return
             except KubeError as exc:
                 if not exc.transient or delay is None:
-                    log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
+                    log.warning(
+                        "reconcile failed: %s",
+                        exc,
+                        extra=object_ref(namespace=namespace, name=name),
+                    )
                     return
                 await asyncio.sleep(delay)
             except Exception:
-                log.exception("reconcile of %s/%s failed", namespace, name)
+                log.exception("reconcile failed", extra=object_ref(namespace=namespace, name=name))
                 return
 
     def owned_object_changed(
@@ -133,6 +141,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.applier.forget(namespace, name)
+        model_metrics.remove(namespace=namespace, name=name)
         # The access gateway's ClusterRoleBinding is cluster-scoped, so it has no owner to be
         # garbage-collected with: it goes with the ModelService here.
         try:
@@ -143,7 +152,11 @@ class Reconciler:
                 gateway_cluster_role_binding_name(namespace, name),
             )
         except KubeError as exc:
-            log.warning("could not delete the access gateway's ClusterRoleBinding: %s", exc)
+            log.warning(
+                "could not delete the access gateway's ClusterRoleBinding: %s",
+                exc,
+                extra=object_ref(namespace=namespace, name=name),
+            )
         lock = self._locks.get((namespace, name))
         if lock is not None and not lock.locked():
             self._locks.pop((namespace, name), None)
@@ -160,6 +173,15 @@ def already_invalid(body: Mapping[str, Any], message: str) -> bool:
 
 def post(body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
     text = safe_message(message, limit=EVENT_MESSAGE_LIMIT)
+    # Each Event is also a log line, so a log collector sees the transitions too.
+    metadata = body.get("metadata") or {}
+    log.log(
+        logging.WARNING if event_type == "Warning" else logging.INFO,
+        "%s: %s",
+        reason,
+        text,
+        extra=object_ref(namespace=str(metadata.get("namespace")), name=str(metadata.get("name"))),
+    )
     kopf.event(cast(kopf.Body, dict(body)), type=event_type, reason=reason, message=text)
 
 

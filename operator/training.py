@@ -33,6 +33,7 @@ from tfmaas.operator.versions import (
     truncate,
 )
 from tfmaas.redact import safe_message
+from tfmaas.timestamps import parse_rfc3339
 
 log = logging.getLogger(__name__)
 # Kubernetes keeps at most 4096 bytes of a termination message.
@@ -48,6 +49,24 @@ def job_state(job: Mapping[str, Any]) -> tuple[str, str | None]:
         if entry.get("type") == "Failed":
             return FAILED, f"{entry.get('reason', 'Failed')}: {entry.get('message', '')}".strip()
     return TRAINING, None
+
+
+def job_seconds(job: Mapping[str, Any]) -> float | None:
+    """How long a finished Job ran: startTime to completionTime, or to its Failed condition
+    (a failed Job has no completionTime). None while it runs or when a time is unreadable."""
+    status = job.get("status") or {}
+    end = status.get("completionTime") or next(
+        (
+            c.get("lastTransitionTime")
+            for c in status.get("conditions") or []
+            if c.get("type") == "Failed" and c.get("status") == "True"
+        ),
+        None,
+    )
+    started, ended = parse_rfc3339(status.get("startTime")), parse_rfc3339(end)
+    if started is None or ended is None or ended < started:
+        return None
+    return (ended - started).total_seconds()
 
 
 def _terminated_message(pod: Mapping[str, Any]) -> str | None:
@@ -113,6 +132,7 @@ def observe_job(kube: Kube, job: Mapping[str, Any], namespace: str) -> JobObserv
         state=state,
         termination_message=message,
         failure=failure,
+        seconds=job_seconds(job) if state != TRAINING else None,
     )
 
 

@@ -74,6 +74,8 @@ class JobObservation:
     state: str
     termination_message: str | None = None
     failure: str | None = None
+    # Wall time from the Job's start to its end, once it has ended (None while it runs).
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)

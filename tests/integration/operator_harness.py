@@ -109,8 +109,10 @@ class OperatorProcess:
         namespace: str,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_args = extra_args
         self.namespace = namespace
         self.log_path = log_path
         self.extra_env = extra_env or {}
@@ -146,6 +148,7 @@ class OperatorProcess:
                 str(self.metrics_port),
                 "--metrics-address",
                 "127.0.0.1",
+                *self.extra_args,
             ],
             env=env,
             stdout=log,
@@ -174,6 +177,21 @@ class OperatorProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"operator not healthy in {timeout}s:\n{self.log_tail()}")
             time.sleep(0.3)
+
+    def model_service_gauges(self, namespace: str, name: str) -> dict[str, float]:
+        """The tfmaas_modelservice_* samples of one ModelService on the operator's /metrics."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        labels = {"namespace": namespace, "modelservice": name}
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("tfmaas_modelservice_") and sample.labels == labels
+        }
 
     def log_tail(self, lines: int = 60) -> str:
         try:

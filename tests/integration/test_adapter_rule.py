@@ -225,21 +225,6 @@ def test_adapter_rule_gives_each_pods_request_rate(
         counted = sent - LOAD_RATE * 2 * SCRAPE_INTERVAL_S
         assert float(averaged["value"][1]) == pytest.approx(counted / 120, rel=0.35)
 
-        # The dashboard's queries are valid PromQL, and its request and latency panels show
-        # this server's series.
-        dashboard = json.loads((CHART_DIR / "files" / "grafana-dashboard.json").read_text())
-        for panel in dashboard["panels"]:
-            for target in panel["targets"]:
-                expr = (
-                    target["expr"]
-                    .replace("$namespace", NAMESPACE)
-                    .replace("$model", exported_model.name)
-                    .replace("$__rate_interval", TEST_WINDOW)
-                )
-                result = prometheus.query(expr, at=evaluated_at)
-                if panel["title"].startswith(("Request rate", "Latency")):
-                    assert result, f"{panel['title']}: no data for {expr}"
-                    assert all(float(r["value"][1]) > 0 for r in result), (expr, result)
     finally:
         prometheus.scrape()
         synthetic.close()

@@ -34,7 +34,10 @@ CHART_KINDS = (
     "roles,rolebindings,clusterroles,clusterrolebindings,"
     "clusterkopfpeerings.kopf.dev,kopfpeerings.kopf.dev"
 )
-MONITOR_KINDS = "podmonitors.monitoring.coreos.com,servicemonitors.monitoring.coreos.com"
+MONITOR_KINDS = (
+    "podmonitors.monitoring.coreos.com,servicemonitors.monitoring.coreos.com,"
+    "prometheusrules.monitoring.coreos.com"
+)
 # The Prometheus Operator's CRDs come from its Go module (the only way to them here).
 PROMETHEUS_OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
 
@@ -316,7 +319,8 @@ def prometheus_operator_crds() -> list[Path]:
         pytest.skip(f"cannot fetch {PROMETHEUS_OPERATOR_MODULE}: {exc}")
     crds = Path(json.loads(downloaded.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
     return [
-        crds / f"monitoring.coreos.com_{kind}.yaml" for kind in ("podmonitors", "servicemonitors")
+        crds / f"monitoring.coreos.com_{kind}.yaml"
+        for kind in ("podmonitors", "servicemonitors", "prometheusrules")
     ]
 
 
@@ -325,15 +329,23 @@ def test_monitors_appear_once_the_prometheus_operator_api_exists(
 ) -> None:
     for crd in prometheus_operator_crds():
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    for name in ("podmonitors", "servicemonitors"):
+    for name in ("podmonitors", "servicemonitors", "prometheusrules"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}.monitoring.coreos.com")
     eventually(lambda: has_monitor_api(cluster), "the monitoring.coreos.com/v1 API")
     # The same values: Helm sees the new API in the cluster's capabilities.
     helm("upgrade", RELEASE, str(CHART_DIR), "-n", NAMESPACE, "--reuse-values")
     pod_monitor = cluster.kubectl_json("get", "podmonitor", "tfmaas-serving", "-n", NAMESPACE)
-    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
-    assert (endpoint["port"], endpoint["path"]) == ("http", "/monitoring/prometheus/metrics")
+    # The serving container's REST port, and the access gateway's metrics port for guarded pods.
+    endpoints = [(e["port"], e["path"]) for e in pod_monitor["spec"]["podMetricsEndpoints"]]
+    assert endpoints == [
+        ("http", "/monitoring/prometheus/metrics"),
+        ("metrics", "/monitoring/prometheus/metrics"),
+    ]
     cluster.kubectl("get", "servicemonitor", "tfmaas", "-n", NAMESPACE)
+    # The alerts, accepted by the Prometheus Operator's own schema for PrometheusRules.
+    rule = cluster.kubectl_json("get", "prometheusrule", "tfmaas", "-n", NAMESPACE)
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert len([r for g in rule["spec"]["groups"] for r in g["rules"]]) == 8
 
 
 def test_uninstall_leaves_no_orphan_and_keeps_the_crds(

@@ -131,7 +131,12 @@ def test_training_on_an_environment_file_shows_no_secret_anywhere(
         "the TrainingFailed Event",
         TIMEOUT,
     )
-    seen = json.dumps(harness.status("leak")) + json.dumps(events_of(harness, "leak"))
+    # The operator logs each Event it posts: its log is one more place to search.
+    seen = (
+        json.dumps(harness.status("leak"))
+        + json.dumps(events_of(harness, "leak"))
+        + harness.operator.log_path.read_text(errors="replace")
+    )
     for fragment in FILE_CONTENTS:
         assert fragment not in seen, fragment
 
@@ -161,6 +166,9 @@ def test_a_crash_log_with_a_credential_is_redacted_by_the_operator(harness: Harn
     seen = json.dumps(harness.status("crash")) + json.dumps(events_of(harness, "crash"))
     assert FAKE_SECRET not in seen and "PASSWORD=pw" not in seen
     assert "\\u001b" not in seen and "\\u0000" not in seen
+    log = harness.operator.log_path.read_text(errors="replace")
+    assert "TrainingFailed: " in log  # the Event's line, redacted as the Event is
+    assert FAKE_SECRET not in log and "PASSWORD=pw" not in log and "\x1b" not in log
 
 
 def test_an_image_not_allowed_gets_spec_valid_false_and_no_job(harness: Harness) -> None:

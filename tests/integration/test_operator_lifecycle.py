@@ -108,6 +108,19 @@ class Harness:
                 self.cluster.mark_pod_ready(self.namespace, pod["metadata"]["name"])
         return len(pods)
 
+    def gauges(self, name: str, what: str, check) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        """The ModelService's gauges once `check` accepts them (a reconcile publishes them
+        just after it writes status)."""
+
+        def probe() -> dict[str, float] | None:
+            found = self.operator.model_service_gauges(self.namespace, name)
+            return found if check(found) else None
+
+        try:
+            return wait_for(probe, what, 30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\noperator log:\n{self.operator.log_tail()}") from None
+
     def serve(self, name: str, version: int, track: str = "stable") -> None:
         """Play the kubelet until the rollout of `version` is complete."""
 
@@ -158,7 +171,8 @@ def harness(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> 
     create_restricted_namespace(cluster, namespace)
     kubeconfig = operator_kubeconfig(cluster, namespace)
     log_path = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    operator = OperatorProcess(kubeconfig, namespace, log_path)
+    # JSON logs here, so the last test can read what a log collector would.
+    operator = OperatorProcess(kubeconfig, namespace, log_path, extra_args=("--log-format", "json"))
     operator.start()
     try:
         yield Harness(cluster, namespace, operator)
@@ -213,6 +227,19 @@ def test_completed_training_is_promoted_and_served(harness: Harness) -> None:
     assert status["phase"] == "Serving" and status["servingVersion"] == 1
     assert status["endpoint"]["grpc"] == f"first.{harness.namespace}.svc:8500"
     assert status["accuracy"] == 0.9 and status["readyReplicas"] >= 1
+    gauges = harness.gauges("first", "Ready gauge", lambda g: g.get("tfmaas_modelservice_ready"))
+    # The real Job controller's start and completion times of the Job the test finished.
+    assert 0 <= gauges.pop("tfmaas_modelservice_last_training_seconds") < TIMEOUT * 3
+    assert gauges == {
+        "tfmaas_modelservice_served_version": 1.0,
+        "tfmaas_modelservice_latest_version": 1.0,
+        "tfmaas_modelservice_served_accuracy": 0.9,
+        "tfmaas_modelservice_served_f1": 0.9,
+        "tfmaas_modelservice_ready": 1.0,
+        "tfmaas_modelservice_training_running": 0.0,
+        "tfmaas_modelservice_training_failed": 0.0,
+        "tfmaas_modelservice_below_quality_gate": 0.0,
+    }
 
 
 def test_retrain_below_the_gate_is_kept_but_not_promoted(harness: Harness) -> None:
@@ -231,6 +258,12 @@ def test_retrain_below_the_gate_is_kept_but_not_promoted(harness: Harness) -> No
     assert status["versions"][1]["promoted"] is False
     deployment = harness.get("deployment", "first")
     assert deployment["spec"]["template"]["metadata"]["labels"]["tfmaas.io/version"] == "1"
+    gauges = harness.gauges(
+        "first", "below-gate gauge", lambda g: g.get("tfmaas_modelservice_below_quality_gate")
+    )
+    assert gauges["tfmaas_modelservice_latest_version"] == 2.0
+    assert gauges["tfmaas_modelservice_served_version"] == 1.0
+    assert gauges["tfmaas_modelservice_served_accuracy"] == 0.9  # v1's, the served one
     assert "minAccuracy" in harness.condition("first", "QualityGatePassed")["message"] or (
         "qualityGate" in harness.condition("first", "QualityGatePassed")["message"]
     )
@@ -402,3 +435,27 @@ def test_delete_garbage_collects_everything_owned(harness: Harness) -> None:
         )
 
     wait_for(gone, "owned objects garbage-collected", TIMEOUT)
+    wait_for(
+        lambda: harness.operator.model_service_gauges(harness.namespace, "restart") == {},
+        "restart's gauges removed",
+        30,
+    )
+    assert harness.operator.model_service_gauges(harness.namespace, "first")
+
+
+def test_operator_log_is_one_json_object_per_line_naming_the_model_service(
+    harness: Harness,
+) -> None:
+    lines = harness.operator.log_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # stdout and stderr: nothing but JSON
+    about_first = [
+        r for r in records if r.get("namespace") == harness.namespace and r.get("name") == "first"
+    ]
+    # kopf's handler lines and the operator's own (one per Event it posts) both name it.
+    assert {r["logger"] for r in about_first} >= {
+        "kopf.objects",
+        "tfmaas.operator.reconcile_runner",
+    }
+    passed = "Passed: version 1 passed the quality gate"
+    assert any(r["message"] == passed for r in about_first), about_first[-5:]
+    assert all(r["level"] in ("debug", "info", "warning", "error") for r in records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -131,3 +132,22 @@ def test_serve_exits_with_an_error_when_its_native_front_end_dies(
             server.communicate()
     assert server.returncode == 1
     assert "tfmaas serve: the native gRPC front end exited" in stderr
+
+
+def test_serve_logs_one_json_object_per_line(tmp_path: Path) -> None:
+    """What a log collector reads from a serving pod: every stdout line is a JSON object
+    (stderr keeps what TensorFlow's C++ runtime writes itself)."""
+    write_demo_model(tmp_path / "demo", 1)
+    port = free_port()
+    server = serve_demo(tmp_path / "demo", port, "--log-format", "json")
+    try:
+        wait_for_port(port, server)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        stdout, stderr = server.communicate(timeout=30)
+    assert server.returncode == 0, stderr[-2000:]
+    records = [json.loads(line) for line in stdout.splitlines()]
+    messages = [record["message"] for record in records]
+    assert any(m.startswith("Loading servable: {name: demo version: 1}") for m in messages)
+    assert "Got SIGTERM; shutting down" in messages
+    assert {record["level"] for record in records} <= {"debug", "info", "warning", "error"}

@@ -92,20 +92,37 @@ def test_every_value_is_in_the_readme_table() -> None:
     assert not missing, f"values missing from charts/tfmaas/README.md: {missing}"
 
 
-def test_grafana_dashboard_has_the_four_panels() -> None:
+def test_grafana_dashboard_has_the_operations_panels() -> None:
     dashboard = json.loads((CHART_DIR / "files" / "grafana-dashboard.json").read_text())
     panels = {p["title"]: p for p in dashboard["panels"]}
     assert set(panels) == {
-        "Request rate",
-        "Latency p50 / p90 / p99",
-        "Replicas",
-        "Served versions",
+        "Request rate by track and version",
+        "Error ratio by track",
+        "Latency p50 / p99 by track and version",
+        "Replicas vs desired",
+        "Batch size p50 / p99",
+        "Model load time",
+        "Versions",
+        "Test metrics of the served version",
+        "Training",
+        "Operator reconciles",
     }
-    latency = [t["expr"] for t in panels["Latency p50 / p90 / p99"]["targets"]]
+    latency = [t["expr"] for t in panels["Latency p50 / p99 by track and version"]["targets"]]
     assert all(":tensorflow:serving:request_latency_bucket" in e for e in latency)
-    assert [e.split("(", 2)[1].split(",")[0] for e in latency] == ["0.5", "0.9", "0.99"]
+    assert [e.split("(", 2)[1].split(",")[0] for e in latency] == ["0.5", "0.99"]
+    # Stable and canary side by side: the serving panels keep the track label apart.
+    for title in ("Request rate by track and version", "Error ratio by track"):
+        assert "track" in panels[title]["targets"][0]["expr"]
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+    # "All" needs no listed values: the variables come from the operator's gauges, and the
+    # serving panels must not go blank where the operator is not scraped.
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["model"]["allValue"] == variables["namespace"]["allValue"] == ".*"
+    for panel in dashboard["panels"]:
+        assert [t["refId"] for t in panel["targets"]] == [
+            chr(65 + i) for i in range(len(panel["targets"]))
+        ]
 
 
 def test_adapter_values_snippet_is_a_prometheus_adapter_chart_values_file() -> None:

@@ -30,6 +30,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "monitoring-off": {
         "monitoring.podMonitor.enabled": False,
         "monitoring.serviceMonitor.enabled": False,
+        "monitoring.prometheusRule.enabled": False,
         "monitoring.adapterRule.enabled": False,
         "monitoring.grafanaDashboard.enabled": False,
         "networkPolicy.enabled": False,
@@ -115,6 +116,7 @@ def test_defaults_render_the_operator_cluster_wide(helm: Path) -> None:
     assert operator["image"] == f"tfmaas/operator:{chart['appVersion']}"
     assert "--standalone" in operator["args"]
     assert "--all-namespaces" in operator["args"]
+    assert "--log-format=text" in operator["args"]
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
@@ -140,10 +142,12 @@ def test_image_tags_and_defaults_follow_values(helm: Path) -> None:
             "defaults.trainer.image.tag": "gpu",
             "defaults.storage.endpoint": "http://minio.tfmaas-system:9000",
             "defaults.storage.secretName": "model-store",
+            "operator.logFormat": "json",
         },
     )
     operator = container(objects)
     assert operator["image"] == "example/operator:dev"
+    assert "--log-format=json" in operator["args"]
     assert operator["imagePullPolicy"] == "Never"
     defaults = one(objects, "ConfigMap", "tfmaas-defaults")["data"]
     assert defaults["TFMAAS_TRAINER_IMAGE"].endswith(":gpu")
@@ -237,6 +241,11 @@ def test_adapter_rule_configmap_matches_the_values_snippet(helm: Path) -> None:
 def test_dashboard_configmap_carries_the_sidecar_label(helm: Path) -> None:
     dashboard = one(render(helm), "ConfigMap", "tfmaas-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"]["grafana_folder"] == "tfmaas"
+    unfiled = one(
+        render(helm, {"monitoring.grafanaDashboard.folder": ""}), "ConfigMap", "tfmaas-dashboard"
+    )
+    assert "annotations" not in unfiled["metadata"]
     expected = (CHART_DIR / "files" / "grafana-dashboard.json").read_text().rstrip("\n")
     assert dashboard["data"]["tfmaas-serving.json"] == expected
 
@@ -299,6 +308,7 @@ def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
         ({"monitoring.podMonitor.enabled": "yes"}, "enabled"),
         ({"defaults.storage.endpoint": "minio:9000"}, "endpoint"),
         ({"allowedImages": "registry.example/team/"}, "allowedImages"),
+        ({"operator.logFormat": "yaml"}, "logFormat"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_message_naming_them(

@@ -59,3 +59,29 @@ def test_only_configured_models_get_a_label_of_their_own(tmp_path) -> None:
     assert samples[count.format('"demo"')] == 1
     assert samples[count.format(f'"{UNKNOWN_MODEL}"')] == 100
     assert not [name for name in samples if "name-" in name]
+
+
+def test_loads_and_batch_sizes_use_tensorflows_names_and_parse_as_prometheus_text() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = ServingMetrics()
+    metrics.record_load(model_path="/models/m/1", seconds=1.5, ok=True)
+    metrics.record_load(model_path="/models/m/2", seconds=0.2, ok=False)
+    for rows in (1, 3, 64, 100_000):  # past the last bound lands in +Inf
+        metrics.record_batch(model_name="m", rows=rows)
+    text = metrics.exposition()
+    samples = _samples(text)
+    attempts = ":tensorflow:cc:saved_model:load_attempt_count"
+    assert samples[f'{attempts}{{model_path="/models/m/1",status="success"}}'] == 1
+    assert samples[f'{attempts}{{model_path="/models/m/2",status="fail"}}'] == 1
+    # Only successful loads add latency, in microseconds, as TensorFlow's loader counts it.
+    assert samples[':tensorflow:cc:saved_model:load_latency{model_path="/models/m/1"}'] == 1.5e6
+    assert not [name for name in samples if "load_latency" in name and "/2" in name]
+    assert samples['tfmaas_serving_batch_size_bucket{model_name="m",le="1"}'] == 1
+    assert samples['tfmaas_serving_batch_size_bucket{model_name="m",le="4"}'] == 2
+    assert samples['tfmaas_serving_batch_size_bucket{model_name="m",le="65536"}'] == 3
+    assert samples['tfmaas_serving_batch_size_bucket{model_name="m",le="+Inf"}'] == 4
+    assert samples['tfmaas_serving_batch_size_sum{model_name="m"}'] == 100_068
+    kinds = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert kinds["tfmaas_serving_batch_size"] == "histogram"
+    assert kinds[":tensorflow:serving:request_latency"] == "histogram"

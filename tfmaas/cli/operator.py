@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from tfmaas.errors import UserError
+from tfmaas.logs import FORMATS
 
 
 def register(subparsers: Any) -> None:
@@ -67,6 +68,12 @@ def register(subparsers: Any) -> None:
         default="info",
         help="operator log level",
     )
+    run.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text lines, or one JSON object per line (with the ModelService's namespace/name)",
+    )
     run.set_defaults(handler=run_operator)
 
     crd = commands.add_parser("crd", help="print the ModelService CRD (kubectl apply -f -)")
@@ -93,10 +100,13 @@ def run_operator(args: argparse.Namespace) -> int:
 
     import kopf
 
+    from tfmaas import logs
+
     # Importing the handlers registers them with kopf and reads the operator config.
     from tfmaas.operator import handlers, metrics
 
     del handlers
+    logs.configure(args.log_format)
     logging.getLogger().setLevel(args.log_level.upper())
     for noisy in ("kubernetes.client.rest", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

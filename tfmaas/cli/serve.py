@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+
+from tfmaas.logs import FORMATS, configure
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
     )
     add_arguments(parser)
+    # tfmaas's own, not a server flag: it changes no answer, only how the log reads.
+    parser.add_argument(
+        "--log-format",
+        "--log_format",
+        choices=FORMATS,
+        default="text",
+        help="text lines, or one JSON object per line",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -26,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from tfmaas.serving.flags import from_namespace
     from tfmaas.serving.server import ModelServer
 
+    configure(args.log_format)
     server = ModelServer(from_namespace(args))
     server.stop_on_signals()
     server.start()
@@ -34,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.stop()  # drains the calls in flight
     if server.failure:
-        print(f"tfmaas serve: {server.failure}", file=sys.stderr)
+        # Through logging, so that a JSON log stays one object per line to the end.
+        logging.getLogger(__name__).error("tfmaas serve: %s", server.failure)
         return 1
     return 0

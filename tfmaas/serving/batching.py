@@ -100,9 +100,15 @@ class Batcher:
     """
 
     def __init__(
-        self, run: Callable[[Tensors], Tensors], options: BatchingOptions, name: str = ""
+        self,
+        run: Callable[[Tensors], Tensors],
+        options: BatchingOptions,
+        name: str = "",
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._run = run
+        # Told each batch's rows (the batch-size metric).
+        self._on_batch = on_batch
         self._options = options
         self._timeout_s = options.batch_timeout_micros / 1e6
         self._capacity_rows = options.max_batch_size * options.max_enqueued_batches
@@ -205,8 +211,11 @@ class Batcher:
                     return batch
 
     def _run_batch(self, batch: list[Task]) -> None:
+        rows = sum(task.rows for task in batch)
         self.batches += 1  # only batch threads write these; a torn read is harmless
-        self.rows += sum(task.rows for task in batch)
+        self.rows += rows
+        if self._on_batch is not None:
+            self._on_batch(rows)
         try:
             outputs = self._run(merge(batch))
             for task, result in zip(batch, split(outputs, [t.rows for t in batch]), strict=True):

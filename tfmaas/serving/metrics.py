@@ -14,6 +14,16 @@ from collections import defaultdict
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+# TensorFlow's SavedModel loader (tensorflow/cc/saved_model/loader.cc), which TF Serving runs:
+# attempts by export directory and status "success" or "fail", and the microseconds spent on
+# the successful ones.
+LOAD_ATTEMPTS = ":tensorflow:cc:saved_model:load_attempt_count"
+LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
+# tfmaas's own: rows per batched model call. TF Serving's batching session keeps batch sizes as
+# percentile samplers, which its Prometheus exporter writes as plain scalars without their
+# percentiles (prometheus_exporter.cc serializes every non-histogram as an int64 value).
+BATCH_SIZE = "tfmaas_serving_batch_size"
+BATCH_SIZE_BOUNDS: tuple[float, ...] = tuple(float(2**i) for i in range(17))
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BOUNDS: tuple[float, ...] = tuple(10 * 1.8**i for i in range(33))
 # The model_name label of requests for a model the server does not serve: request names are
@@ -38,8 +48,8 @@ def _number(value: float) -> str:
 class _Histogram:
     __slots__ = ("buckets", "count", "total")
 
-    def __init__(self) -> None:
-        self.buckets = [0] * (len(LATENCY_BOUNDS) + 1)
+    def __init__(self, bounds: int = len(LATENCY_BOUNDS)) -> None:
+        self.buckets = [0] * (bounds + 1)
         self.count = 0
         self.total = 0.0
 
@@ -49,6 +59,11 @@ class ServingMetrics:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
         self._latency: dict[tuple[str, str, str], _Histogram] = defaultdict(_Histogram)
+        self._load_attempts: dict[tuple[str, str], int] = defaultdict(int)
+        self._load_latency: dict[str, float] = defaultdict(float)
+        self._batch_sizes: dict[str, _Histogram] = defaultdict(
+            lambda: _Histogram(len(BATCH_SIZE_BOUNDS))
+        )
 
     def record(
         self, *, model_name: str, api: str, entrypoint: str, status: str, latency_us: float
@@ -62,11 +77,32 @@ class ServingMetrics:
             histogram.count += 1
             histogram.total += latency_us
 
+    def record_load(self, *, model_path: str, seconds: float, ok: bool) -> None:
+        """One attempt to load a version from `model_path` (a path the server's config names,
+        never a client's)."""
+        with self._lock:
+            self._load_attempts[(model_path, "success" if ok else "fail")] += 1
+            if ok:
+                self._load_latency[model_path] += seconds * 1e6
+
+    def record_batch(self, *, model_name: str, rows: int) -> None:
+        index = bisect.bisect_left(BATCH_SIZE_BOUNDS, rows)
+        with self._lock:
+            histogram = self._batch_sizes[model_name]
+            histogram.buckets[index] += 1
+            histogram.count += 1
+            histogram.total += rows
+
     def exposition(self) -> str:
         with self._lock:
             counts = sorted(self._counts.items())
             latency = sorted(
                 (key, list(h.buckets), h.count, h.total) for key, h in self._latency.items()
+            )
+            attempts = sorted(self._load_attempts.items())
+            load_latency = sorted(self._load_latency.items())
+            batch_sizes = sorted(
+                (key, list(h.buckets), h.count, h.total) for key, h in self._batch_sizes.items()
             )
         lines = [
             f"# HELP {REQUEST_COUNT} The total number of requests.",
@@ -91,4 +127,31 @@ class ServingMetrics:
                 )
             lines.append(f"{REQUEST_LATENCY}_sum{{{_labels(base)}}} {_number(total)}")
             lines.append(f"{REQUEST_LATENCY}_count{{{_labels(base)}}} {count}")
+        lines += [
+            f"# HELP {LOAD_ATTEMPTS} The number of times a SavedModel was successfully loaded.",
+            f"# TYPE {LOAD_ATTEMPTS} counter",
+        ]
+        for (model_path, status), value in attempts:
+            labels = _labels((("model_path", model_path), ("status", status)))
+            lines.append(f"{LOAD_ATTEMPTS}{{{labels}}} {value}")
+        lines += [
+            f"# HELP {LOAD_LATENCY} Latency in microseconds for SavedModels that were "
+            "successfully loaded.",
+            f"# TYPE {LOAD_LATENCY} counter",
+        ]
+        for model_path, micros in load_latency:
+            lines.append(f"{LOAD_LATENCY}{{{_labels((('model_path', model_path),))}}} {micros:.0f}")
+        lines += [
+            f"# HELP {BATCH_SIZE} Rows per batched model call.",
+            f"# TYPE {BATCH_SIZE} histogram",
+        ]
+        for model_name, buckets, count, total in batch_sizes:
+            model = (("model_name", model_name),)
+            cumulative = 0
+            for bound, value in zip((*BATCH_SIZE_BOUNDS, float("inf")), buckets, strict=True):
+                cumulative += value
+                le = "+Inf" if bound == float("inf") else _number(bound)
+                lines.append(f"{BATCH_SIZE}_bucket{{{_labels((*model, ('le', le)))}}} {cumulative}")
+            lines.append(f"{BATCH_SIZE}_sum{{{_labels(model)}}} {_number(total)}")
+            lines.append(f"{BATCH_SIZE}_count{{{_labels(model)}}} {count}")
         return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import contextlib
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from tfmaas.serving.batching import Batcher, Notify, Task, Tensors
@@ -26,9 +27,11 @@ class ServedVersion:
         servable: Servable,
         batching: BatchingOptions | None,
         in_flight: InFlightLimit | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.servable = servable
         self._batching = batching
+        self._on_batch = on_batch
         # Unbatched calls of every version share the server's one limit; callers that queue
         # a call on a thread pool hold a slot from before it is queued until it has run.
         self.in_flight = in_flight or InFlightLimit(2**31 - 1, flag="no limit")
@@ -104,6 +107,7 @@ class ServedVersion:
                         lambda inputs: self.servable.run(signature, inputs),
                         self._batching,
                         name=f"{self.servable.name}-{self.version}-{signature.name}",
+                        on_batch=self._on_batch,
                     )
                     self._batchers[signature.name] = batcher
         return batcher

@@ -155,11 +155,25 @@ class ModelServer:
         )
 
     def _load_once(self, name: str, version: int, path: Path) -> ServedVersion:
-        if self.flags.prefer_tflite_model and has_tflite_model(path):
-            servable: Servable = TfLiteServable(name, version, path)
-        else:
-            servable = Servable(name, version, path)
-        served = ServedVersion(servable, self._batching, self._unbatched)
+        started = time.monotonic()
+        try:
+            if self.flags.prefer_tflite_model and has_tflite_model(path):
+                servable: Servable = TfLiteServable(name, version, path)
+            else:
+                servable = Servable(name, version, path)
+        except BaseException:
+            self._record_load(path, started, ok=False)
+            raise
+        self._record_load(path, started, ok=True)
+        metrics = self.metrics
+        served = ServedVersion(
+            servable,
+            self._batching,
+            self._unbatched,
+            on_batch=None
+            if metrics is None
+            else lambda rows: metrics.record_batch(model_name=name, rows=rows),
+        )
         requests = warmup.warmup_file(path) if self.flags.enable_model_warmup else None
         if requests is not None:
             try:
@@ -173,6 +187,12 @@ class ModelServer:
                 count,
             )
         return served
+
+    def _record_load(self, path: Path, started: float, *, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.record_load(
+                model_path=str(path), seconds=time.monotonic() - started, ok=ok
+            )
 
     def _initial_config(self):
         if self.flags.model_config_file:

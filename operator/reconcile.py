@@ -28,6 +28,7 @@ from tfmaas.operator.versions import (
     merge_records,
     needs_training,
     next_version,
+    teacher_problem,
     trim_history,
 )
 from tfmaas.serving_policy import plan_serving
@@ -104,10 +105,15 @@ def reconcile(
     observations = observe_training(kube, service, known)
     records = merge_records(known, observations, service.spec.training.quality_gate)
 
-    started = None
+    started = blocked = None
     if needs_training(records, service.spec.training.fingerprint()):
-        started = next_version(records, previous.get("latestVersion"))
-        records = start_training(kube, service, started, records, config)
+        distillation = service.spec.training.distillation
+        if distillation is not None:
+            latest = previous.get("latestVersion")
+            blocked = teacher_problem(records, distillation.teacher_version, latest)
+        if blocked is None:
+            started = next_version(records, previous.get("latestVersion"))
+            records = start_training(kube, service, started, records, config)
 
     plan = plan_serving(records, service.spec.serving, previous.get("servingVersion"))
     kept = trim_history(
@@ -145,6 +151,7 @@ def reconcile(
         canary=canary_state,
         endpoint=endpoint(service),
         access_mode=access,
+        blocked=blocked,
     )
     status = build_status(observed, previous, now)
     if not unchanged(previous, status):

@@ -81,6 +81,8 @@ class Observed:
     canary: DeploymentState | None
     endpoint: Mapping[str, str] | None
     access_mode: str | None = None
+    blocked: str | None = None
+    """Why the Job of the current spec.training was not started (a distillation teacher)."""
 
 
 def condition(
@@ -111,7 +113,9 @@ def _metrics_text(record: VersionStatus) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in record.metrics.items())
 
 
-def _trained(records: Sequence[VersionStatus]) -> tuple[str, str, str]:
+def _trained(records: Sequence[VersionStatus], blocked: str | None) -> tuple[str, str, str]:
+    if blocked is not None:
+        return "False", "TeacherNotPublished", blocked
     last = newest(records)
     if last is None:
         return "Unknown", "NotStarted", "no training has started yet"
@@ -194,6 +198,8 @@ def phase_of(observed: Observed, ready_status: str) -> str:
         return DEGRADED if stable.version == observed.plan.stable else ROLLING_OUT
     if last is not None and last.state == TRAINING:
         return PHASE_TRAINING
+    if observed.blocked is not None and observed.plan.stable is None:
+        return PHASE_FAILED
     if observed.plan.stable is not None:
         return ROLLING_OUT
     if last is not None and (last.state == FAILED or last.promoted is False):
@@ -214,7 +220,7 @@ def build_status(observed: Observed, previous: Mapping[str, Any], now: str) -> d
     old_conditions = {c.get("type"): c for c in previous.get("conditions") or [] if c.get("type")}
     generation = observed.generation
     parts = {
-        TRAINED: _trained(observed.records),
+        TRAINED: _trained(observed.records, observed.blocked),
         GATE: _gate(observed.records),
         READY: _ready(observed),
         VERSIONS_RESOLVED: _resolved(observed.plan.problems),

@@ -189,6 +189,32 @@ def next_version(records: Sequence[VersionStatus], latest_version: int | None) -
     return highest + 1
 
 
+def teacher_problem(
+    records: Sequence[VersionStatus], teacher: int, latest_version: int | None
+) -> str | None:
+    """Why spec.training.distillation's teacher cannot teach yet, or None when it can.
+
+    A version status no longer lists but numbered at most status.latestVersion was trimmed
+    from status, not lost: the store keeps it, and the trainer says so if it is not there."""
+    field = "spec.training.distillation.teacher.version"
+    record = next((r for r in records if r.version == teacher), None)
+    if record is None:
+        if latest_version is not None and teacher <= latest_version:
+            return None
+        return (
+            f"{field} {teacher} does not exist: this ModelService has published no version "
+            f"{teacher}; name one that status.versions lists as Succeeded. No training Job starts"
+        )
+    if record.state == TRAINING:
+        return f"{field} {teacher} is still training; the student's Job starts once it is published"
+    if record.state != SUCCEEDED:
+        return (
+            f"{field} {teacher} is not published (its training {record.state.lower()}); name a "
+            "version that status.versions lists as Succeeded. No training Job starts"
+        )
+    return None
+
+
 def needs_training(records: Sequence[VersionStatus], fingerprint: str) -> bool:
     """Train when no version, finished or not, came from this spec.training. A failed
     version counts too: retraining the same spec would fail the same way, so the user

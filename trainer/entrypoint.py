@@ -88,12 +88,18 @@ def train_and_publish(
             f"version {version} is already published in {store_uri}; published versions are "
             "never overwritten — train a new version number"
         )
+    teacher = None
+    if config.distillation is not None:
+        from tfmaas.trainer.distill import pull_teacher
+
+        teacher = pull_teacher(store, config.distillation.teacher_version)
+        log(f"distilling from {name} version {teacher.version} ({teacher.architecture})")
     log(f"training {name} version {version} into {store_uri}")
 
     from tfmaas.trainer.exporting import export
     from tfmaas.trainer.training import train
 
-    trained = train(config, endpoint=endpoint, log=log)
+    trained = train(config, endpoint=endpoint, log=log, teacher=teacher)
     export_root = Path(tempfile.mkdtemp(prefix=f"tfmaas-{name}-{version}-"))
     export_dir = export(trained, export_root / str(version), name=name, version=version)
     if trained.is_chief:

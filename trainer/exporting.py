@@ -73,9 +73,43 @@ def export(
     module = trained.module
     signatures = {"serving_default": module.serve, EXPLAIN_SIGNATURE: module.explain}
     tf.saved_model.save(module, str(target), signatures=signatures)
+    card = model_card(trained, name=name, version=version)
+    card.update(lineage(trained, target, name=name))
     _write_json(target / METRICS_FILE, trained.metrics)
-    _write_json(target / MODEL_CARD_FILE, model_card(trained, name=name, version=version))
+    _write_json(target / MODEL_CARD_FILE, card)
     return target
+
+
+def lineage(trained: TrainedModel, saved_model: Path, *, name: str) -> dict[str, Any]:
+    """The model card's size, latency, compression and teacher: what this version costs to
+    serve, next to the teacher it replaces when it was distilled."""
+    from tfmaas.trainer.measure import directory_bytes, p50_latency_ms
+
+    sentence = trained.classes[0] if trained.classes else "text"
+    latency: dict[str, Any] = {"p50Ms": p50_latency_ms(saved_model, sentence)}
+    compression = trained.config.compression
+    card: dict[str, Any] = {
+        "sizeBytes": directory_bytes(saved_model),
+        "vocabularySize": trained.vocabulary_size,
+        "compression": {
+            "quantize": compression.quantize,
+            "pruneVocabulary": compression.prune_vocabulary,
+        },
+        "latency": latency,
+    }
+    teacher, distillation = trained.teacher, trained.config.distillation
+    if teacher is not None and distillation is not None:
+        latency["teacherP50Ms"] = p50_latency_ms(teacher.directory, sentence)
+        card["teacher"] = {
+            "modelService": name,
+            "version": teacher.version,
+            "architecture": teacher.architecture,
+            "metrics": dict(teacher.metrics),
+            "sizeBytes": directory_bytes(teacher.directory),
+            "temperature": distillation.temperature,
+            "alpha": distillation.alpha,
+        }
+    return card
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:

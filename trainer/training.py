@@ -5,15 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tfmaas.api.loader import load_training_spec
-from tfmaas.api.spec import TrainingSpec
+from tfmaas.api.spec import QUANTIZE_NONE, TrainingSpec
 from tfmaas.timestamps import now_rfc3339
 from tfmaas.trainer.datasets import load_raw_examples
 from tfmaas.trainer.examples import Split, Splits, clean_examples, sample_examples, split_examples
+
+if TYPE_CHECKING:
+    from tfmaas.trainer.distill import Teacher
 
 Log = Callable[[str], Any]
 
@@ -45,6 +48,8 @@ class TrainedModel:
     history: dict[str, list[float]] = field(default_factory=dict)
     global_explanation: dict[str, Any] = field(default_factory=dict)
     """The model card's top units per class on the test split (see `global_explanation`)."""
+    teacher: Teacher | None = None
+    vocabulary_size: int = 0
 
     def predict(self, texts: list[str]) -> dict[str, np.ndarray]:
         import tensorflow as tf
@@ -80,8 +85,13 @@ def train(
     *,
     endpoint: str | None = None,
     log: Log = print,
+    teacher: Teacher | None = None,
 ) -> TrainedModel:
+    """Train `training`; with `teacher` (spec.training.distillation's version, pulled from the
+    store) as a distilled student."""
     config = load_training_spec(training)
+    if config.distillation is not None and teacher is None:
+        raise ValueError("spec.training.distillation needs the teacher pulled from the store")
     # Data first (plain Python, so bad input fails before TensorFlow starts), then the
     # strategy: MultiWorkerMirroredStrategy must exist before any other TF op runs.
     data = prepare_data(config, endpoint=endpoint, log=log)
@@ -99,11 +109,20 @@ def train(
     splits = data.splits
     pipeline = _build(config, splits, placement, log)
     epoch_log = EpochLog(log, hp.epochs, len(splits.train))
+    soft = _soft_labels(config, teacher, splits, log) if teacher is not None else None
     started = time.perf_counter()
-    history = _fit_model(pipeline, splits, placement, epoch_log)
+    history = _fit_model(pipeline, splits, placement, epoch_log, soft)
     training_seconds = time.perf_counter() - started
     trained_at = now_rfc3339()
     metrics = _evaluate(pipeline, splits, placement)
+    module: Any = ServingModule(
+        pipeline.vectorizer,
+        pipeline.model,
+        splits.classes,
+        architecture=pipeline.architecture.name,
+    )
+    if config.compression.quantize != QUANTIZE_NONE:
+        module, metrics = _quantized(module, metrics, splits, config.compression.quantize, log)
     metrics.update(
         {
             "examples": splits.counts(),
@@ -118,12 +137,6 @@ def train(
         f"precision={metrics['precision']:.4f} recall={metrics['recall']:.4f} "
         f"f1={metrics['f1']:.4f}; trained in {training_seconds:.1f}s, "
         f"{epoch_log.examples_per_second:.0f} examples/s"
-    )
-    module = ServingModule(
-        pipeline.vectorizer,
-        pipeline.model,
-        splits.classes,
-        architecture=pipeline.architecture.name,
     )
     return TrainedModel(
         config=config,
@@ -140,7 +153,60 @@ def train(
         placement=placement.describe(),
         history={key: [float(v) for v in values] for key, values in history.items()},
         global_explanation=global_explanation(module, splits.test.texts, splits.classes),
+        teacher=teacher,
+        vocabulary_size=int(pipeline.vectorizer.vocabulary_size()),
     )
+
+
+def _soft_labels(config: TrainingSpec, teacher: Teacher, splits: Splits, log: Log) -> np.ndarray:
+    """The teacher's softened scores on the training split (and on nothing else)."""
+    from tfmaas.trainer.distill import soften, teacher_scores
+
+    assert config.distillation is not None
+    scores = teacher_scores(teacher, splits.train.texts, splits.classes)
+    agreement = float(np.mean(np.argmax(scores, axis=-1) == splits.train.label_ids))
+    log(
+        f"teacher version {teacher.version}: soft labels for {len(scores)} training examples "
+        f"(it agrees with their labels on {agreement:.1%}); temperature "
+        f"{config.distillation.temperature}, alpha {config.distillation.alpha}"
+    )
+    return soften(scores, config.distillation.temperature)
+
+
+def predicted_class_ids(module: Any, texts: list[str], *, batch: int = 256) -> np.ndarray:
+    """What `module`'s serving signature predicts, batch by batch."""
+    import tensorflow as tf
+
+    chunks = [
+        module.serve(tf.constant(texts[start : start + batch], dtype=tf.string))["class_id"]
+        for start in range(0, len(texts), batch)
+    ]
+    return np.concatenate([chunk.numpy() for chunk in chunks]) if chunks else np.zeros(0, int)
+
+
+def _quantized(
+    module: Any, metrics: dict[str, Any], splits: Splits, mode: str, log: Log
+) -> tuple[Any, dict[str, Any]]:
+    """The quantized module and its own test metrics: what is served is what is gated."""
+    from tfmaas.trainer.evaluate import classification_metrics, headline
+    from tfmaas.trainer.quantize import quantize
+
+    quantized = quantize(module, mode)
+    before = predicted_class_ids(module, splits.test.texts)
+    after = predicted_class_ids(quantized, splits.test.texts)
+    agreement = float(np.mean(before == after)) if len(before) else 1.0
+    scored = classification_metrics(splits.test.label_ids, after, splits.classes)
+    scored["quantization"] = {
+        "mode": mode,
+        "agreementWithUnquantized": round(agreement, 6),
+        "unquantized": headline(metrics),
+    }
+    log(
+        f"quantized to {mode}: predictions agree with the unquantized model on "
+        f"{agreement:.2%} of the test split; accuracy {metrics['accuracy']:.4f} -> "
+        f"{scored['accuracy']:.4f}"
+    )
+    return quantized, scored
 
 
 @dataclass(frozen=True)
@@ -154,12 +220,14 @@ class _Pipeline:
     strategy: Any
     global_batch: int
 
-    def batches(self, split: Split, *, shuffle: bool) -> Any:
+    def batches(self, split: Split, *, shuffle: bool, targets: np.ndarray | None = None) -> Any:
+        """`targets` replaces the split's label ids (a distilled student's soft labels)."""
         import tensorflow as tf
 
         vectorizer, architecture = self.vectorizer, self.architecture
+        labels = split.label_ids if targets is None else targets
         dataset = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(split.texts, dtype=tf.string), split.label_ids)
+            (tf.constant(split.texts, dtype=tf.string), labels)
         )
         vectorize = lambda text, label: (vectorizer(text), label)  # noqa: E731
         if architecture.cache_vectors:
@@ -195,18 +263,43 @@ def _build(config: TrainingSpec, splits: Splits, placement: Any, log: Log) -> _P
     vectorizer = adapt(architecture.vectorizer, splits.train.texts, global_batch)
     vocabulary_size = int(vectorizer.vocabulary_size())
     log(f"architecture {architecture.name}: vocabulary of {vocabulary_size} character n-grams")
+    keep = config.compression.prune_vocabulary
+    if keep is not None:
+        from tfmaas.trainer.prune import prune_vocabulary
+
+        train, classes = splits.train, len(splits.classes)
+        fresh = make_architecture(config.model, classes).vectorizer
+        vectorizer = prune_vocabulary(
+            vectorizer, fresh, train.texts, train.label_ids, classes, keep=keep
+        )
+        vocabulary_size = int(vectorizer.vocabulary_size())
+        log(f"vocabulary pruned to the {vocabulary_size} units that tell the classes apart best")
     with strategy.scope():
         model = architecture.build_model(vocabulary_size)
     return _Pipeline(config, architecture, vectorizer, model, strategy, global_batch)
 
 
 def _fit_model(
-    pipeline: _Pipeline, splits: Splits, placement: Any, epoch_log: Any
+    pipeline: _Pipeline,
+    splits: Splits,
+    placement: Any,
+    epoch_log: Any,
+    soft: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     hp = pipeline.config.hyperparameters
-    train_batches = pipeline.batches(splits.train, shuffle=True)
+    distillation = pipeline.config.distillation
+    train_targets = validation_targets = None
+    if soft is not None and distillation is not None:
+        from tfmaas.trainer.distill import targets
+
+        classes = len(splits.classes)
+        train_targets = targets(splits.train.label_ids, soft, classes)
+        validation_targets = targets(splits.validation.label_ids, None, classes)
+    train_batches = pipeline.batches(splits.train, shuffle=True, targets=train_targets)
     validation_batches = (
-        pipeline.batches(splits.validation, shuffle=False) if len(splits.validation) else None
+        pipeline.batches(splits.validation, shuffle=False, targets=validation_targets)
+        if len(splits.validation)
+        else None
     )
     if placement.role.distributed:
         from tfmaas.trainer.multiworker import fit_multi_worker
@@ -223,7 +316,15 @@ def _fit_model(
             mixed_precision=placement.mixed_precision,
             epoch_log=epoch_log,
         )
-    return _fit(pipeline.model, pipeline.strategy, train_batches, validation_batches, hp, epoch_log)
+    return _fit(
+        pipeline.model,
+        pipeline.strategy,
+        train_batches,
+        validation_batches,
+        hp,
+        epoch_log,
+        distillation=distillation if soft is not None else None,
+    )
 
 
 def _evaluate(pipeline: _Pipeline, splits: Splits, placement: Any) -> dict[str, Any]:
@@ -249,18 +350,33 @@ def _fit(
     validation_batches: Any,
     hp: Any,
     epoch_log: Any,
+    *,
+    distillation: Any = None,
 ) -> dict[str, list[float]]:
-    """Keras `fit` with early stopping on validation loss and the best weights restored."""
+    """Keras `fit` with early stopping on validation loss and the best weights restored.
+
+    A distilled student stops on its validation loss against the true labels alone: the
+    validation split has no soft labels (the teacher sees the training split only)."""
     import keras
 
+    loss: Any = "sparse_categorical_crossentropy"
+    metrics: list[Any] = ["accuracy"]
+    monitor = "loss"
+    if distillation is not None:
+        from tfmaas.trainer.distill import accuracy, distillation_loss, hard_loss
+
+        loss = distillation_loss(temperature=distillation.temperature, alpha=distillation.alpha)
+        metrics = [accuracy, hard_loss]
+        monitor = "hard_loss"
     with strategy.scope():
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            loss=loss,
+            metrics=metrics,
         )
     early_stopping = keras.callbacks.EarlyStopping(
-        monitor="val_loss" if validation_batches is not None else "loss",
+        monitor=f"val_{monitor}" if validation_batches is not None else monitor,
+        mode="min",
         patience=hp.early_stopping_patience,
         restore_best_weights=True,
     )

@@ -23,7 +23,7 @@ def test_publish_list_pull_through_the_cli(
 
     assert main(["store", "list", uri]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE"]
+    assert lines[0].split() == ["VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE", "LINEAGE"]
     assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
     assert lines[2].split()[2:4] == ["0.9000", "0.8900"]
 
@@ -66,3 +66,31 @@ def test_cli_user_mistakes_exit_2_with_a_clear_message(
 def test_list_of_an_empty_store_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["store", "list", f"file://{tmp_path}"]) == 0
     assert "no published versions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("card", "shown"),
+    [
+        ({}, "-"),
+        ({"compression": {"quantize": "none", "pruneVocabulary": None}}, "-"),
+        (
+            {
+                "teacher": {"version": 3},
+                "compression": {"quantize": "int8", "pruneVocabulary": 500},
+            },
+            "distilled from v3, int8, vocabulary 500",
+        ),
+        # A card tampered with or from elsewhere: odd shapes show nothing, never its text.
+        (
+            {"teacher": "v3", "compression": {"quantize": "\x1b[31mint2", "pruneVocabulary": -1}},
+            "-",
+        ),
+        ({"teacher": {"version": True}, "compression": []}, "-"),
+    ],
+)
+def test_lineage_shows_teacher_and_compression_and_nothing_it_does_not_know(
+    card: dict, shown: str
+) -> None:
+    from tfmaas.cli.store import lineage, lineage_text
+
+    assert lineage_text(*lineage(card)) == shown

@@ -115,6 +115,40 @@ class Hyperparameters:
 
 
 @dataclass(frozen=True)
+class DistillationSpec:
+    """Train as a student of `teacher_version`, a published version of the same ModelService."""
+
+    teacher_version: int
+    temperature: float
+    alpha: float
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DistillationSpec:
+        return cls(
+            teacher_version=int(data["teacher"]["version"]),
+            temperature=float(data["temperature"]),
+            alpha=float(data["alpha"]),
+        )
+
+
+QUANTIZE_NONE = "none"
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    quantize: str = QUANTIZE_NONE  # "none", "float16" or "int8"
+    prune_vocabulary: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CompressionSpec:
+        prune = data.get("pruneVocabulary")
+        return cls(
+            quantize=str(data["quantize"]),
+            prune_vocabulary=int(prune) if prune is not None else None,
+        )
+
+
+@dataclass(frozen=True)
 class ComputeResources:
     cpu: str
     memory: str
@@ -173,6 +207,8 @@ class TrainingSpec:
     workers: int
     quality_gate: QualityGate
     image: str | None
+    distillation: DistillationSpec | None = None
+    compression: CompressionSpec = CompressionSpec()
     # The defaulted camelCase document: what the trainer receives and what is hashed.
     document: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -186,6 +222,12 @@ class TrainingSpec:
             workers=int(data["workers"]),
             quality_gate=QualityGate.from_dict(data["qualityGate"]),
             image=data.get("image"),
+            distillation=(
+                DistillationSpec.from_dict(data["distillation"])
+                if data.get("distillation")
+                else None
+            ),
+            compression=CompressionSpec.from_dict(data.get("compression") or {"quantize": "none"}),
             document=copy.deepcopy(dict(data)),
         )
 
@@ -199,7 +241,8 @@ class TrainingSpec:
         """A short stable hash of what determines a trained model; equal specs, equal hash.
 
         The quality gate judges a version but does not shape it, so changing the gate
-        re-judges nothing and trains nothing."""
+        re-judges nothing and trains nothing. Distillation and compression shape it: they
+        are hashed with the rest (absent, they leave the hash of older specs as it was)."""
         shaping = {key: value for key, value in self.document.items() if key != "qualityGate"}
         canonical = json.dumps(shaping, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -227,6 +227,15 @@ def _fractions_leave_training_data(training: Mapping[str, Any]) -> bool:
     return float(hyper["validationFraction"]) + float(hyper["testFraction"]) <= 0.5
 
 
+def _distillation_on_one_worker(training: Mapping[str, Any]) -> bool:
+    return "distillation" not in training or int(training.get("workers", 1)) == 1
+
+
+def _prune_below_max_tokens(training: Mapping[str, Any]) -> bool:
+    prune = (training.get("compression") or {}).get("pruneVocabulary")
+    return prune is None or int(prune) < int(training["model"]["maxTokens"])
+
+
 def _canary_differs(serving: Mapping[str, Any]) -> bool:
     canary, version = serving.get("canary"), serving["version"]
     return canary is None or isinstance(version, str) or canary["version"] != version
@@ -377,6 +386,18 @@ CROSS_FIELD_RULES: list[Rule] = [
         "training.hyperparameters.validationFraction + testFraction must be at most 0.5, "
         "so at least half the data is left to train on",
         ".hyperparameters.testFraction",
+    ),
+    Rule(
+        TRAINING,
+        _distillation_on_one_worker,
+        "training.distillation needs workers: 1; a student is trained on one worker",
+        ".workers",
+    ),
+    Rule(
+        TRAINING,
+        _prune_below_max_tokens,
+        "training.compression.pruneVocabulary must be below model.maxTokens, or it prunes nothing",
+        ".compression.pruneVocabulary",
     ),
     Rule(
         DATASET,

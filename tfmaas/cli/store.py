@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
     )
     commands = parser.add_subparsers(dest="store_command", metavar="ACTION", required=True)
 
-    listing = commands.add_parser("list", help="list published versions with their metrics")
+    listing = commands.add_parser(
+        "list", help="list published versions with their metrics, size and lineage"
+    )
     _common(listing)
     listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
     listing.set_defaults(handler=_guard(run_list))
@@ -121,7 +123,7 @@ def run_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no published versions in {store.uri}")
         return 0
-    header = ("VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE")
+    header = ("VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE", "LINEAGE")
     table = [header] + [
         (
             str(row["version"]),
@@ -129,6 +131,7 @@ def run_list(args: argparse.Namespace) -> int:
             _fmt(row["accuracy"]),
             _fmt(row["f1"]),
             _size(row["bytes"]),
+            lineage_text(row["teacher"], row["compression"]),
         )
         for row in rows
     ]
@@ -144,14 +147,50 @@ def _describe(store: Any, version: int) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if "metrics.json" in names:
         metrics = store.read_json(version, "metrics.json")
+    card: dict[str, Any] = {}
+    if "model_card.json" in names:
+        card = store.read_json(version, "model_card.json")
+    teacher, compression = lineage(card)
     return {
         "version": version,
         "publishedAt": manifest["publishedAt"],
         "accuracy": metrics.get("accuracy"),
         "f1": metrics.get("f1"),
         "bytes": manifest["totalBytes"],
+        "teacher": teacher,
+        "compression": compression,
         "uri": store.version_uri(version),
     }
+
+
+_QUANTIZE = ("none", "float16", "int8")
+
+
+def lineage(card: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
+    """The teacher version and the compression a model card records, kept to the shapes the
+    trainer writes (a card is a file in the store, not trusted to be well formed)."""
+    teacher = card.get("teacher")
+    version = teacher.get("version") if isinstance(teacher, dict) else None
+    found = card.get("compression")
+    compression = found if isinstance(found, dict) else {}
+    quantize = compression.get("quantize")
+    prune = compression.get("pruneVocabulary")
+    return (
+        version if isinstance(version, int) and not isinstance(version, bool) else None,
+        {
+            "quantize": quantize if quantize in _QUANTIZE else "none",
+            "pruneVocabulary": prune if isinstance(prune, int) and prune > 0 else None,
+        },
+    )
+
+
+def lineage_text(teacher: int | None, compression: dict[str, Any]) -> str:
+    parts = [f"distilled from v{teacher}"] if teacher is not None else []
+    if compression.get("quantize") not in (None, "none"):
+        parts.append(str(compression["quantize"]))
+    if compression.get("pruneVocabulary"):
+        parts.append(f"vocabulary {compression['pruneVocabulary']}")
+    return ", ".join(parts) or "-"
 
 
 def _fmt(value: Any) -> str:

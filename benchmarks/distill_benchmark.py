@@ -1,0 +1,217 @@
+"""Distillation and compression benchmark: smaller versions measured against what they replace.
+
+On the builtin data, one split for every row, in one run:
+  teacher            the best architecture (bag-of-ngrams, maxTokens 20000, embeddingDim 64)
+  student hard       a small bag-of-ngrams (pruned vocabulary, narrower layer), true labels only
+  student distilled  the same student, trained on the teacher's soft labels too
+each as exported and with int8 (and float16) weights: test accuracy, macro F1, SavedModel size,
+p50 latency of one Predict and rows/s of batched Predicts (the median batch) in `tfmaas serve`
+(gRPC, Python front end, 1 TensorFlow thread, 127.0.0.1), and how often a quantized export
+agrees with its unquantized self on the test split.
+
+The distilled − hard difference comes with its standard error from a paired bootstrap over
+the test split (the same resampled sentences score both students).
+
+    python benchmarks/distill_benchmark.py [--max-examples 8000] [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from serving_benchmark import (
+    SENTENCE,
+    percentile,
+    start_tfmaas,
+    stop,
+    wait_until_serving,
+)
+
+BOOTSTRAP_SAMPLES = 1000
+BATCH_ROWS = 256
+
+
+def specs(max_examples: int, epochs: int, alpha: float, temperature: float) -> dict[str, Any]:
+    data = {"uri": "builtin:chinese-reviews"}
+    hyper = {"epochs": epochs, "maxExamples": max_examples, "seed": 42}
+    teacher = {
+        "dataset": data,
+        "model": {"architecture": "bag-of-ngrams", "maxTokens": 20000, "embeddingDim": 64},
+        "hyperparameters": hyper,
+    }
+    student = {
+        "dataset": data,
+        "model": {"architecture": "bag-of-ngrams", "maxTokens": 20000, "embeddingDim": 32},
+        "hyperparameters": hyper,
+        "compression": {"pruneVocabulary": 6000},
+    }
+    distilled = {
+        **student,
+        "distillation": {"teacher": {"version": 1}, "temperature": temperature, "alpha": alpha},
+    }
+    return {"teacher": teacher, "student hard": student, "student distilled": distilled}
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> tuple[float, float]:
+    from tfmaas.trainer.evaluate import classification_metrics
+
+    metrics = classification_metrics(y_true, y_pred, classes)
+    return float(metrics["accuracy"]), float(metrics["f1"])
+
+
+def paired_bootstrap(y_true: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Accuracy of `a` minus that of `b` on the test split, and its bootstrap standard error."""
+    rng = np.random.default_rng(0)
+    correct_a, correct_b = (a == y_true).astype(float), (b == y_true).astype(float)
+    differences = []
+    for _ in range(BOOTSTRAP_SAMPLES):
+        sample = rng.integers(0, len(y_true), len(y_true))
+        differences.append(correct_a[sample].mean() - correct_b[sample].mean())
+    return float(correct_a.mean() - correct_b.mean()), float(np.std(differences, ddof=1))
+
+
+def serve_figures(base: Path, workdir: Path, requests: int) -> tuple[float, float]:
+    """p50 ms of one single-sentence Predict, and rows/s of BATCH_ROWS-row Predicts."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from tfmaas.client.tensors import strings_proto
+
+    process, target = start_tfmaas(base, False, workdir, 1, "python")
+    try:
+        wait_until_serving(target, process)
+        with grpc.insecure_channel(target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+            def request(rows: int) -> Any:
+                message = predict_pb2.PredictRequest()
+                message.model_spec.name = "bench"
+                message.inputs["text"].CopyFrom(strings_proto([SENTENCE] * rows))
+                return message
+
+            one, batch = request(1), request(BATCH_ROWS)
+            for _ in range(20):
+                stub.Predict(one, timeout=30)
+            latencies = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                stub.Predict(one, timeout=30)
+                latencies.append(time.perf_counter() - started)
+            stub.Predict(batch, timeout=60)
+            # The median batch, not the mean: the cores are shared, and one stall of another
+            # process would otherwise decide the figure.
+            batch_seconds = []
+            for _ in range(max(10, requests // 5)):
+                started = time.perf_counter()
+                stub.Predict(batch, timeout=60)
+                batch_seconds.append(time.perf_counter() - started)
+            rows_per_second = BATCH_ROWS / percentile(batch_seconds, 50)
+    finally:
+        stop(process)
+    return percentile(latencies, 50) * 1000, rows_per_second
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-examples", type=int, default=8000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+
+    from tfmaas.api import load_training_spec
+    from tfmaas.storage import open_store
+    from tfmaas.trainer.distill import pull_teacher
+    from tfmaas.trainer.exporting import export
+    from tfmaas.trainer.measure import directory_bytes
+    from tfmaas.trainer.quantize import quantize
+    from tfmaas.trainer.training import predicted_class_ids, prepare_data, train
+
+    workdir = Path(tempfile.mkdtemp(prefix="tfmaas-distill-bench-"))
+    store_uri = (workdir / "store").as_uri()
+    plans = specs(args.max_examples, args.epochs, args.alpha, args.temperature)
+    quiet = lambda line: None  # noqa: E731
+    test = prepare_data(load_training_spec(plans["teacher"]), log=quiet).splits.test
+    rows: list[dict[str, Any]] = []
+    predictions: dict[str, np.ndarray] = {}
+    for name, plan in plans.items():
+        started = time.perf_counter()
+        teacher = None
+        if "distillation" in plan:
+            teacher = pull_teacher(open_store(store_uri), 1)
+        trained = train(plan, log=quiet, teacher=teacher)
+        seconds = time.perf_counter() - started
+        if name == "teacher":
+            export(trained, workdir / "teacher-store" / "1", name="bench", version=1)
+            open_store(store_uri).publish(1, workdir / "teacher-store" / "1")
+        unquantized = predicted_class_ids(trained.module, test.texts)
+        for mode in ("none", "int8", "float16"):
+            if mode == "float16" and name != "student distilled":
+                continue  # one float16 row shows its size; int8 is the smaller of the two
+            module = quantize(trained.module, mode)
+            label = name if mode == "none" else f"{name} + {mode}"
+            base = workdir / label.replace(" ", "-").replace("+", "")
+            export(dataclasses.replace(trained, module=module), base / "1", name="bench")
+            predicted = predicted_class_ids(module, test.texts)
+            predictions[label] = predicted
+            accuracy, f1 = scores(test.label_ids, predicted, trained.classes)
+            p50, rows_per_second = serve_figures(base, workdir, args.requests)
+            rows.append(
+                {
+                    "model": label,
+                    "accuracy": accuracy,
+                    "f1": f1,
+                    "bytes": directory_bytes(base / "1"),
+                    "p50": p50,
+                    "rows": rows_per_second,
+                    "agree": float(np.mean(predicted == unquantized)),
+                    "train": seconds if mode == "none" else None,
+                }
+            )
+            print(f"measured {label}", file=sys.stderr, flush=True)
+
+    teacher_row = rows[0]
+    print(
+        f"builtin:chinese-reviews, {args.max_examples} examples, test split {len(test)}; "
+        f"alpha {args.alpha}, temperature {args.temperature}; serve: gRPC, 1 TF thread, "
+        f"batched = {BATCH_ROWS} rows per Predict"
+    )
+    print(
+        "| model | test accuracy | macro F1 | size KiB | size vs teacher | p50 Predict ms "
+        "| batched rows/s | rows/s vs teacher | agrees with unquantized | train s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        train_s = f"{row['train']:.1f}" if row["train"] is not None else "–"
+        print(
+            f"| {row['model']} | {row['accuracy']:.4f} | {row['f1']:.4f} "
+            f"| {row['bytes'] / 1024:.0f} | {row['bytes'] / teacher_row['bytes']:.3f} "
+            f"| {row['p50']:.2f} | {row['rows']:.0f} | {row['rows'] / teacher_row['rows']:.2f}x "
+            f"| {row['agree']:.2%} | {train_s} |"
+        )
+    difference, error = paired_bootstrap(
+        test.label_ids, predictions["student distilled"], predictions["student hard"]
+    )
+    print(
+        f"distilled − hard accuracy: {difference * 100:+.2f} points, standard error "
+        f"{error * 100:.2f} (paired bootstrap over the {len(test)} test sentences, "
+        f"{BOOTSTRAP_SAMPLES} resamples)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

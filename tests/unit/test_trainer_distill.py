@@ -1,0 +1,44 @@
+"""The pure parts of distillation, pruning and quantization: softened labels, the loss's
+targets, the chi-square ranking and int8's round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfmaas.trainer.distill import soften, targets
+from tfmaas.trainer.prune import chi_square, most_useful
+from tfmaas.trainer.quantize import int8_quantize
+
+
+def test_soften_keeps_the_ranking_flattens_with_temperature_and_survives_zeros() -> None:
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5]], dtype=np.float32)
+    assert np.allclose(soften(scores, 1.0)[0, :2] / soften(scores, 1.0)[0, :2].sum(), [0.9, 0.1])
+    warm = soften(scores, 4.0)
+    assert np.all(np.isfinite(warm)) and np.allclose(warm.sum(axis=1), 1.0)
+    assert (np.argsort(warm, axis=1) == np.argsort(scores, axis=1)).all()
+    assert warm[0].max() < soften(scores, 1.0)[0].max()
+
+
+def test_targets_put_the_label_first_and_zero_soft_labels_where_there_are_none() -> None:
+    soft = np.array([[0.7, 0.3], [0.2, 0.8]], dtype=np.float32)
+    expected = [[0, 0.7, 0.3], [1, 0.2, 0.8]]
+    assert np.allclose(targets(np.array([0, 1]), soft, 2), expected)
+    assert targets(np.array([1]), None, 2).tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_chi_square_ranks_a_class_marker_above_a_unit_everywhere() -> None:
+    # Units: 0 in every sentence, 1 only in class 0, 2 never, 3 mostly class 1.
+    presence = np.array([[50, 50, 0, 5], [50, 0, 0, 40]])
+    scores = chi_square(presence, np.array([50, 50]))
+    assert scores[0] == 0 and scores[2] == 0 and scores[1] > scores[3] > 0
+    assert most_useful(scores, 2).tolist() == [1, 3]
+
+
+def test_int8_round_trip_is_within_half_a_step_and_an_all_zero_tensor_survives() -> None:
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(64, 32)).astype(np.float32)
+    quantized, scale = int8_quantize(weights)
+    assert quantized.dtype == np.int8 and np.abs(quantized).max() == 127
+    assert np.abs(quantized * scale - weights).max() <= scale / 2 + 1e-6
+    zeros, zero_scale = int8_quantize(np.zeros((4, 4), np.float32))
+    assert not zeros.any() and zero_scale == 1.0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,15 @@ from tfmaas.trainer.datasets import load_raw_examples
 from tfmaas.trainer.examples import Split, Splits, clean_examples, sample_examples, split_examples
 
 Log = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class CheckpointTarget:
+    """Where a run keeps its checkpoints: the store and version it will publish."""
+
+    store: Any
+    """A `tfmaas.storage.ModelStore`."""
+    version: int
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,10 @@ class TrainedModel:
     history: dict[str, list[float]] = field(default_factory=dict)
     global_explanation: dict[str, Any] = field(default_factory=dict)
     """The model card's top units per class on the test split (see `global_explanation`)."""
+    resumed_from_epoch: int | None = None
+    """The epochs a checkpoint had done when this run resumed it (None: trained from scratch)."""
+    checkpointer: Any = None
+    """The run's `Checkpointer`, so the caller can discard the checkpoint once published."""
 
     def predict(self, texts: list[str]) -> dict[str, np.ndarray]:
         import tensorflow as tf
@@ -79,8 +94,11 @@ def train(
     training: Mapping[str, Any] | TrainingSpec,
     *,
     endpoint: str | None = None,
+    checkpoints: CheckpointTarget | None = None,
     log: Log = print,
 ) -> TrainedModel:
+    """Train `training`; with `checkpoints`, resume the version's checkpoint if the store has
+    one and checkpoint every epoch (SIGTERM saves and raises `checkpointing.Terminated`)."""
     config = load_training_spec(training)
     # Data first (plain Python, so bad input fails before TensorFlow starts), then the
     # strategy: MultiWorkerMirroredStrategy must exist before any other TF op runs.
@@ -90,6 +108,7 @@ def train(
     placement = choose_placement(log)
     import keras
 
+    from tfmaas.trainer.checkpointing import sigterm_requests
     from tfmaas.trainer.global_explanation import global_explanation
     from tfmaas.trainer.progress import EpochLog
     from tfmaas.trainer.signature import ServingModule
@@ -100,7 +119,9 @@ def train(
     pipeline = _build(config, splits, placement, log)
     epoch_log = EpochLog(log, hp.epochs, len(splits.train))
     started = time.perf_counter()
-    history = _fit_model(pipeline, splits, placement, epoch_log)
+    with sigterm_requests() if not placement.role.distributed else _never() as stop_requested:
+        run = _resumable_run(pipeline, data, placement, checkpoints, stop_requested, log)
+        history = _fit_model(pipeline, splits, placement, epoch_log, run)
     training_seconds = time.perf_counter() - started
     trained_at = now_rfc3339()
     metrics = _evaluate(pipeline, splits, placement)
@@ -140,7 +161,75 @@ def train(
         placement=placement.describe(),
         history={key: [float(v) for v in values] for key, values in history.items()},
         global_explanation=global_explanation(module, splits.test.texts, splits.classes),
+        resumed_from_epoch=run.resumed_from,
+        checkpointer=run.checkpointer,
     )
+
+
+@contextlib.contextmanager
+def _never() -> Iterator[threading.Event]:
+    # Workers of a multi-worker run get SIGTERM at different moments, and one that stopped
+    # alone would leave the others waiting in a collective: they keep the default (exit) and
+    # resume from the last epoch's checkpoint.
+    yield threading.Event()
+
+
+def _resumable_run(
+    pipeline: _Pipeline,
+    data: PreparedData,
+    placement: Any,
+    checkpoints: CheckpointTarget | None,
+    stop_requested: threading.Event,
+    log: Log,
+) -> Any:
+    from tfmaas.trainer.checkpointing import Checkpointer, ResumableRun
+    from tfmaas.trainer.progress_state import run_key
+
+    config = pipeline.config
+    hp = config.hyperparameters
+    optimizer = _compile(pipeline, placement)
+    checkpointer = Checkpointer(
+        store=checkpoints.store if checkpoints else None,
+        version=checkpoints.version if checkpoints else 1,
+        run_key=run_key(spec_json=config.to_json(), dataset_fingerprint=data.fingerprint),
+        model=pipeline.model,
+        optimizer=optimizer,
+        strategy=pipeline.strategy,
+        is_chief=placement.role.is_chief,
+        epochs=hp.epochs,
+        log=log,
+    )
+    return ResumableRun(
+        checkpointer,
+        checkpointer.restore(),
+        monitor="val_loss" if len(data.splits.validation) else "loss",
+        patience=hp.early_stopping_patience,
+        epochs=hp.epochs,
+        stop_requested=stop_requested,
+    )
+
+
+def _compile(pipeline: _Pipeline, placement: Any) -> Any:
+    """The optimizer, built (its slots exist) so a checkpoint can restore into it."""
+    import keras
+
+    hp = pipeline.config.hyperparameters
+    model = pipeline.model
+    with pipeline.strategy.scope():
+        optimizer: Any = keras.optimizers.Adam(learning_rate=hp.learning_rate)
+        if placement.role.distributed:
+            # The custom loop (multiworker.py) scales the loss itself.
+            if placement.mixed_precision:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        else:
+            model.compile(
+                optimizer=optimizer,
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            optimizer = model.optimizer  # under mixed precision, Keras wraps it
+        optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 @dataclass(frozen=True)
@@ -201,7 +290,7 @@ def _build(config: TrainingSpec, splits: Splits, placement: Any, log: Log) -> _P
 
 
 def _fit_model(
-    pipeline: _Pipeline, splits: Splits, placement: Any, epoch_log: Any
+    pipeline: _Pipeline, splits: Splits, placement: Any, epoch_log: Any, run: Any
 ) -> dict[str, list[float]]:
     hp = pipeline.config.hyperparameters
     train_batches = pipeline.batches(splits.train, shuffle=True)
@@ -217,13 +306,12 @@ def _fit_model(
             train_batches,
             validation_batches,
             epochs=hp.epochs,
-            patience=hp.early_stopping_patience,
-            learning_rate=hp.learning_rate,
+            optimizer=run.checkpointer.optimizer,
             global_batch=pipeline.global_batch,
-            mixed_precision=placement.mixed_precision,
             epoch_log=epoch_log,
+            run=run,
         )
-    return _fit(pipeline.model, pipeline.strategy, train_batches, validation_batches, hp, epoch_log)
+    return _fit(pipeline.model, train_batches, validation_batches, hp, epoch_log, run)
 
 
 def _evaluate(pipeline: _Pipeline, splits: Splits, placement: Any) -> dict[str, Any]:
@@ -244,32 +332,25 @@ def _evaluate(pipeline: _Pipeline, splits: Splits, placement: Any) -> dict[str, 
 
 def _fit(
     model: Any,
-    strategy: Any,
     train_batches: Any,
     validation_batches: Any,
     hp: Any,
     epoch_log: Any,
+    run: Any,
 ) -> dict[str, list[float]]:
-    """Keras `fit` with early stopping on validation loss and the best weights restored."""
-    import keras
+    """Keras `fit` (compiled by `_compile`) from the run's next epoch, with early stopping on
+    validation loss, a checkpoint every epoch, and the best weights restored."""
+    from tfmaas.trainer.progress import CheckpointHook
 
-    with strategy.scope():
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+    if not run.progress.finished:
+        model.fit(
+            train_batches,
+            validation_data=validation_batches,
+            epochs=hp.epochs,
+            initial_epoch=run.progress.epochs_done,
+            callbacks=[epoch_log, CheckpointHook(run)],
+            shuffle=False,  # the dataset reshuffles itself each epoch, by the seed
+            verbose=0,
         )
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor="val_loss" if validation_batches is not None else "loss",
-        patience=hp.early_stopping_patience,
-        restore_best_weights=True,
-    )
-    history = model.fit(
-        train_batches,
-        validation_data=validation_batches,
-        epochs=hp.epochs,
-        callbacks=[epoch_log, early_stopping],
-        shuffle=False,  # the dataset reshuffles itself each epoch, by the seed
-        verbose=0,
-    )
-    return dict(history.history)
+    run.restore_best(model)
+    return {key: list(values) for key, values in run.progress.history.items()}

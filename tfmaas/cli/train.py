@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         for noisy in ("absl", "tensorflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     from tfmaas.api.loader import load_training_spec
+    from tfmaas.trainer.checkpointing import TERMINATED_EXIT_CODE, Terminated
     from tfmaas.trainer.entrypoint import (
         DEFAULT_TERMINATION_LOG,
         failure_message,
@@ -85,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
             version=args.version,
             log=log,
         )
+    except Terminated as exc:
+        # The pod is being stopped (preemption, eviction, deletion): the checkpoint is saved,
+        # and the Job's next pod resumes from it.
+        print(str(exc), file=sys.stderr, flush=True)
+        return TERMINATED_EXIT_CODE
     except Exception as exc:
         # The error may quote a data file or a credential; what the Job's log and the
         # termination message show is redacted.

@@ -128,6 +128,24 @@ class ModelStore(abc.ABC):
     def gc(self) -> list[str]:
         """Remove what crashed publishers left behind; return what was removed."""
 
+    # Training checkpoints of a version not yet published (see tfmaas.storage.checkpoints).
+    @abc.abstractmethod
+    def save_checkpoint(self, version: int, local_dir: Path) -> None:
+        """Make the store's checkpoint area of `version` a copy of `local_dir`."""
+
+    @abc.abstractmethod
+    def load_checkpoint(self, version: int, local_dir: Path) -> bool:
+        """Copy `version`'s checkpoint area into `local_dir`; False if there is none."""
+
+    @abc.abstractmethod
+    def delete_checkpoint(self, version: int) -> None:
+        """Remove `version`'s checkpoint area (nothing happens if there is none)."""
+
+    def checkpoint_uri(self, version: int) -> str:
+        from tfmaas.storage.checkpoints import checkpoint_path
+
+        return f"{self.uri.rstrip('/')}/{checkpoint_path(version)}/"
+
     def read_json(self, version: int, name: str) -> dict[str, Any]:
         data = self.read_bytes(version, name)
         try:

@@ -116,6 +116,11 @@ class Checkpointer:
         self._log(f"resumed from epoch {progress.epochs_done} ({self.uri}); {then}")
         return progress
 
+    def learning_rate(self) -> float:
+        import keras
+
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
     def keep_best(self) -> None:
         for variable, value in zip(self._best, self._model.get_weights(), strict=True):
             variable.assign(value)
@@ -167,8 +172,11 @@ class ResumableRun:
         patience: int,
         epochs: int,
         stop_requested: threading.Event,
+        summaries: Any = None,
     ) -> None:
         self.checkpointer, self.progress = checkpointer, progress
+        self.summaries = summaries
+        """A `summaries.TrainingSummaries`, or None to write no TensorBoard logs."""
         self.resumed_from = progress.epochs_done if progress.epochs_done else None
         self._monitor, self._patience, self._epochs = monitor, patience, epochs
         self._stop_requested = stop_requested
@@ -180,6 +188,10 @@ class ResumableRun:
             figures, monitor=self._monitor, patience=self._patience, epochs=self._epochs
         ):
             self.checkpointer.keep_best()
+        if self.summaries is not None:
+            self.summaries.write_epoch(
+                self.progress.epochs_done, figures, self.checkpointer.learning_rate()
+            )
         self.checkpointer.save(self.progress)
         if self._stop_requested.is_set():
             raise self._terminated()

@@ -121,7 +121,11 @@ def train(
     started = time.perf_counter()
     with sigterm_requests() if not placement.role.distributed else _never() as stop_requested:
         run = _resumable_run(pipeline, data, placement, checkpoints, stop_requested, log)
-        history = _fit_model(pipeline, splits, placement, epoch_log, run)
+        try:
+            history = _fit_model(pipeline, splits, placement, epoch_log, run)
+        finally:
+            if run.summaries is not None:
+                run.summaries.close()
     training_seconds = time.perf_counter() - started
     trained_at = now_rfc3339()
     metrics = _evaluate(pipeline, splits, placement)
@@ -184,6 +188,7 @@ def _resumable_run(
 ) -> Any:
     from tfmaas.trainer.checkpointing import Checkpointer, ResumableRun
     from tfmaas.trainer.progress_state import run_key
+    from tfmaas.trainer.summaries import TrainingSummaries
 
     config = pipeline.config
     hp = config.hyperparameters
@@ -206,6 +211,14 @@ def _resumable_run(
         patience=hp.early_stopping_patience,
         epochs=hp.epochs,
         stop_requested=stop_requested,
+        summaries=TrainingSummaries(
+            store=checkpoints.store,
+            version=checkpoints.version,
+            is_chief=placement.role.is_chief,
+            log=log,
+        )
+        if checkpoints
+        else None,
     )
 
 

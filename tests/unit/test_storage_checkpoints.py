@@ -116,3 +116,37 @@ def test_delete_and_gc_remove_checkpoints(store: FileStore, tmp_path: Path) -> N
     old = area.stat().st_mtime - STALE_STAGING_SECONDS - 10
     os.utime(area, (old, old))
     assert store.gc() == [f"{store.uri}/.staging/ckpt-8"]
+
+
+def test_logs_sit_beside_the_versions_and_are_never_listed(
+    store: FileStore, tmp_path: Path
+) -> None:
+    from tfmaas.cli.local import tensorboard_command
+
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "events.out.tfevents.1").write_bytes(b"first")
+    store.save_logs(3, run)
+    (run / "train" / "events.out.tfevents.2").write_bytes(b"resumed")
+    store.save_logs(3, run)
+    logs = store.root / "logs" / "3" / "train"
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "events.out.tfevents.1",
+        "events.out.tfevents.2",
+    ]
+    assert store.list_versions() == []
+    assert store.logs_uri(3) == f"{store.uri}/logs/3/"
+    assert tensorboard_command(store.uri) == f"tensorboard --logdir {store.root / 'logs'}"
+    assert tensorboard_command("s3://bucket/m/") == "tensorboard --logdir s3://bucket/m/logs"
+    assert tensorboard_command("file:///tmp/a b") == "tensorboard --logdir '/tmp/a b/logs'"
+
+
+def test_a_logs_directory_with_too_many_files_is_refused(store: FileStore, tmp_path: Path) -> None:
+    from tfmaas.storage.checkpoints import MAX_LOG_FILES
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for index in range(MAX_LOG_FILES + 1):
+        (run / f"f{index}").write_bytes(b"")
+    with pytest.raises(UserError, match="over 256"):
+        store.save_logs(1, run)

@@ -20,6 +20,7 @@ MANIFEST_NAME = ".tfmaas-manifest.json"
 # Staging areas and pull temporaries start with a dot: TF Serving only loads
 # directories whose names are integers, so it never sees them.
 STAGING_DIR = ".staging"
+LOGS_DIR = "logs"
 
 _CANONICAL_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
@@ -140,6 +141,17 @@ class ModelStore(abc.ABC):
     @abc.abstractmethod
     def delete_checkpoint(self, version: int) -> None:
         """Remove `version`'s checkpoint area (nothing happens if there is none)."""
+
+    @abc.abstractmethod
+    def save_logs(self, version: int, local_dir: Path) -> None:
+        """Copy `local_dir`'s files (TensorBoard event files) to `version`'s logs, adding to
+        what is there: a resumed run writes new event files beside the first run's."""
+
+    def logs_uri(self, version: int) -> str:
+        """Where a version's training logs go: `<store>/logs/<version>/`. No version is named
+        `logs`, so `list_versions`, `pull` and TF Serving never see them, and
+        `tensorboard --logdir <store>/logs` shows every version as a run."""
+        return f"{self.uri.rstrip('/')}/{LOGS_DIR}/{check_version(version)}/"
 
     def checkpoint_uri(self, version: int) -> str:
         from tfmaas.storage.checkpoints import checkpoint_path

@@ -1,5 +1,5 @@
-"""Where a version's training checkpoints live in a store, and the rules every store's sync
-follows, as pure functions.
+"""Where a version's training checkpoints (and logs) live in a store, and the rules every
+store's sync follows, as pure functions.
 
 Checkpoints of version v go to `<store>/.staging/ckpt-<v>/`: under the staging area, which
 `list_versions`, `pull` and TF Serving never see, and never under `<store>/<v>/`, which is
@@ -86,3 +86,17 @@ def check_download(sizes: dict[str, int], *, source: str) -> None:
             f"{source} holds {total} bytes, more than the limit of {MAX_CHECKPOINT_BYTES} for a "
             "checkpoint; delete the area to start afresh"
         )
+
+
+# A run's TensorBoard directory holds a few event files per split; anything beyond is a mistake.
+MAX_LOG_FILES = 256
+
+
+def log_files(local_dir: Path) -> list[Path]:
+    """The files under `local_dir` a logs sync uploads (regular files, not links)."""
+    files = sorted(
+        path for path in local_dir.rglob("*") if path.is_file() and not path.is_symlink()
+    )
+    if len(files) > MAX_LOG_FILES:
+        raise UserError(f"{local_dir} holds {len(files)} files, over {MAX_LOG_FILES} for logs")
+    return files

@@ -18,6 +18,7 @@ from typing import Any
 
 from tfmaas.errors import UserError
 from tfmaas.storage.base import (
+    LOGS_DIR,
     MANIFEST_NAME,
     STAGING_DIR,
     ModelStore,
@@ -30,6 +31,7 @@ from tfmaas.storage.checkpoints import (
     check_download,
     check_file_name,
     checkpoint_path,
+    log_files,
     stale_names,
     upload_order,
 )
@@ -182,6 +184,16 @@ class FileStore(ModelStore):
         for name in sizes:
             shutil.copyfile(area / check_file_name(name, source=source), local_dir / name)
         return True
+
+    def save_logs(self, version: int, local_dir: Path) -> None:
+        target = self.root / LOGS_DIR / str(check_version(version))
+        for path in log_files(local_dir):
+            relative = path.relative_to(local_dir)
+            dest = target / relative
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            temp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}"
+            shutil.copyfile(path, temp)
+            os.replace(temp, dest)
 
     def delete_checkpoint(self, version: int) -> None:
         shutil.rmtree(self.root / checkpoint_path(version), ignore_errors=True)

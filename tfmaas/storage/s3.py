@@ -40,6 +40,7 @@ from botocore.config import Config
 
 from tfmaas.errors import TfmaasError, UserError
 from tfmaas.storage.base import (
+    LOGS_DIR,
     MANIFEST_NAME,
     STAGING_DIR,
     ModelStore,
@@ -52,6 +53,7 @@ from tfmaas.storage.base import (
 from tfmaas.storage.checkpoints import (
     check_download,
     checkpoint_path,
+    log_files,
     stale_names,
     upload_order,
 )
@@ -577,6 +579,16 @@ class S3Store(ModelStore):
                     self._check_encrypted(self.client.head_object(Bucket=self.bucket, Key=key), key)
                 self.client.download_file(self.bucket, key, str(local_dir / name), Config=_TRANSFER)
         return True
+
+    def save_logs(self, version: int, local_dir: Path) -> None:
+        with self._errors():
+            for path in log_files(local_dir):
+                key = self._key(
+                    LOGS_DIR, str(check_version(version)), *path.relative_to(local_dir).parts
+                )
+                self.client.upload_file(
+                    str(path), self.bucket, key, ExtraArgs=self._sse_args(), Config=_TRANSFER
+                )
 
     def delete_checkpoint(self, version: int) -> None:
         with self._errors():

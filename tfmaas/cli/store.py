@@ -121,7 +121,7 @@ def run_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no published versions in {store.uri}")
         return 0
-    header = ("VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE")
+    header = ("VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE", "REPORT")
     table = [header] + [
         (
             str(row["version"]),
@@ -129,6 +129,7 @@ def run_list(args: argparse.Namespace) -> int:
             _fmt(row["accuracy"]),
             _fmt(row["f1"]),
             _size(row["bytes"]),
+            row["report"] or "-",
         )
         for row in rows
     ]
@@ -139,6 +140,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _describe(store: Any, version: int) -> dict[str, Any]:
+    from tfmaas.storage.base import REPORT_FILE
+
     manifest = store.read_manifest(version)
     names = {f["path"] for f in manifest["files"]}
     metrics: dict[str, Any] = {}
@@ -151,6 +154,8 @@ def _describe(store: Any, version: int) -> dict[str, Any]:
         "f1": metrics.get("f1"),
         "bytes": manifest["totalBytes"],
         "uri": store.version_uri(version),
+        # The trainer's page of curves and figures; versions published before it have none.
+        "report": store.version_uri(version) + REPORT_FILE if REPORT_FILE in names else None,
     }
 
 

@@ -20,6 +20,9 @@ MANIFEST_NAME = ".tfmaas-manifest.json"
 # Staging areas and pull temporaries start with a dot: TF Serving only loads
 # directories whose names are integers, so it never sees them.
 STAGING_DIR = ".staging"
+# The trainer's page of a version's curves and figures (tfmaas.trainer.report), which
+# `tfmaas store list` points to.
+REPORT_FILE = "report.html"
 LOGS_DIR = "logs"
 
 _CANONICAL_VERSION = re.compile(r"[1-9][0-9]{0,17}")

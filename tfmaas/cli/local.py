@@ -218,8 +218,10 @@ def train_version(run: LocalRun, args: argparse.Namespace) -> None:
     """Train and publish the next version, and record its gate verdict, judged now against
     the gate the spec has now: the operator's way."""
     from tfmaas.cli.local_status import read_status, record_result, write_status
+    from tfmaas.cli.train import quiet_tensorflow
     from tfmaas.trainer import train_and_publish
 
+    quiet_tensorflow(args)
     started = time.monotonic()
     result = train_and_publish(
         training_document(run.service, args.epochs, args.max_examples),

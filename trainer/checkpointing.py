@@ -117,9 +117,8 @@ class Checkpointer:
         return progress
 
     def learning_rate(self) -> float:
-        import keras
-
-        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+        # A variable, or a tensor under a schedule: both are eager here.
+        return float(self.optimizer.learning_rate.numpy())
 
     def keep_best(self) -> None:
         for variable, value in zip(self._best, self._model.get_weights(), strict=True):

@@ -137,6 +137,11 @@ def test_sigterm_saves_and_a_rerun_resumes_with_matching_metrics(
     card = json.loads(store.read_bytes(2, "model_card.json"))
     assert card["epochs"] == EPOCHS  # the history spans both processes
     assert _checkpoint_keys(minio, bucket, 2) == []  # deleted once published
+    logs = minio.client().list_objects_v2(Bucket=bucket, Prefix="models/logs/2/")
+    names = [obj["Key"] for obj in logs.get("Contents", [])]
+    # TensorBoard's event files of both processes, each split: beside the version, not in it.
+    assert sum("/train/events.out.tfevents." in name for name in names) == 2, names
+    assert sum("/validation/events.out.tfevents." in name for name in names) == 2, names
     assert store.list_versions() == [1, 2]
 
 

@@ -113,7 +113,8 @@ def train_and_publish(
         # Every worker must save (the save runs collectives); only the chief's copy counts.
         uri = ""
         log(f"not the chief worker: version {version} exported to {export_dir}, not published")
-    trained.checkpointer.discard()  # the chief's deletes the store's copy too
+    if trained.checkpointer is not None:
+        trained.checkpointer.discard()  # the chief's deletes the store's copy too
     return TrainResult(
         version=version,
         uri=uri,

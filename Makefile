@@ -61,6 +61,7 @@ bench:
 	$(PY) benchmarks/operator_benchmark.py
 	$(PY) benchmarks/access_gateway_benchmark.py
 	$(PY) benchmarks/explain_benchmark.py
+	$(PY) benchmarks/checkpoint_benchmark.py
 
 clean:
 	rm -rf .tfmaas build *.egg-info

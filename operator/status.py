@@ -128,7 +128,17 @@ def _trained(records: Sequence[VersionStatus], blocked: str | None) -> tuple[str
             f"version {last.version} failed: {last.message}. Fix the cause (see "
             f"`kubectl logs job/{last.job}`), then change spec.training to train again",
         )
-    return "True", "Succeeded", f"version {last.version} trained: {_metrics_text(last)}"
+    # The Trained Event carries this message: a run that survived its pod says so.
+    resumed = (
+        f" (resumed from epoch {last.resumed_from_epoch})"
+        if last.resumed_from_epoch is not None
+        else ""
+    )
+    return (
+        "True",
+        "Succeeded",
+        f"version {last.version} trained{resumed}: {_metrics_text(last)}",
+    )
 
 
 def _gate(records: Sequence[VersionStatus]) -> tuple[str, str, str]:

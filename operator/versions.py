@@ -32,6 +32,7 @@ class VersionStatus:
     metrics: Mapping[str, float] = field(default_factory=dict)
     promoted: bool | None = None
     message: str | None = None
+    resumed_from_epoch: int | None = None
 
     @property
     def servable(self) -> bool:
@@ -43,6 +44,7 @@ class VersionStatus:
             "trainingHash": self.training_hash,
             "job": self.job,
             "trainedAt": self.trained_at,
+            "resumedFromEpoch": self.resumed_from_epoch,
             "metrics": dict(self.metrics) if self.metrics else None,
             "promoted": self.promoted,
             "message": self.message,
@@ -61,6 +63,7 @@ class VersionStatus:
             metrics=dict(entry.get("metrics") or {}),
             promoted=entry.get("promoted"),
             message=entry.get("message"),
+            resumed_from_epoch=_epoch(entry.get("resumedFromEpoch")),
         )
 
 
@@ -82,6 +85,18 @@ class JobObservation:
 class TrainingResult:
     metrics: dict[str, float]
     trained_at: str | None
+    resumed_from_epoch: int | None = None
+
+
+# Epochs are bounded by the spec far below this; anything larger is not the trainer's.
+_MAX_EPOCH = 1_000_000
+
+
+def _epoch(value: object) -> int | None:
+    """A resumed-from epoch count the pod reported, if it is one."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_EPOCH:
+        return None
+    return value
 
 
 def parse_termination_message(text: str | None) -> TrainingResult:
@@ -107,7 +122,11 @@ def parse_termination_message(text: str | None) -> TrainingResult:
     if "accuracy" not in scores:
         raise ValueError("the trainer's termination message has no metrics.accuracy")
     trained_at = document.get("trainedAt")
-    return TrainingResult(scores, str(trained_at) if trained_at else None)
+    return TrainingResult(
+        scores,
+        str(trained_at) if trained_at else None,
+        _epoch(document.get("resumedFromEpoch")),
+    )
 
 
 def truncate(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -156,6 +175,7 @@ def record_from_observation(observation: JobObservation, gate: QualityGate) -> V
         metrics=result.metrics,
         promoted=promoted,
         message=message,
+        resumed_from_epoch=result.resumed_from_epoch,
     )
 
 

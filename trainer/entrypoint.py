@@ -39,6 +39,8 @@ class TrainResult:
     trained_at: str = ""
     examples: dict[str, int] | None = None
     published: bool = True
+    resumed_from_epoch: int | None = None
+    """The epochs the run's checkpoint had done when this process resumed it."""
 
     def termination_message(self) -> str:
         message = {
@@ -48,6 +50,8 @@ class TrainResult:
             "examples": dict(self.examples or {}),
             "uri": self.uri,
         }
+        if self.resumed_from_epoch is not None:
+            message["resumedFromEpoch"] = self.resumed_from_epoch
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
         if len(text.encode("utf-8")) >= TERMINATION_MESSAGE_LIMIT:
             raise ValueError("termination message exceeds 4 KiB; the store URI is too long")
@@ -84,6 +88,10 @@ def train_and_publish(
     elif version < 1:
         raise UserError(f"--version must be a positive integer, got {version}")
     elif version in published_versions:
+        # A pod killed after publishing leaves its checkpoint; the version is done with it.
+        from tfmaas.trainer.checkpointing import discard_checkpoint
+
+        discard_checkpoint(store, version, log)
         raise VersionExistsError(
             f"version {version} is already published in {store_uri}; published versions are "
             "never overwritten — train a new version number"
@@ -97,9 +105,15 @@ def train_and_publish(
     log(f"training {name} version {version} into {store_uri}")
 
     from tfmaas.trainer.exporting import export
-    from tfmaas.trainer.training import train
+    from tfmaas.trainer.training import CheckpointTarget, train
 
-    trained = train(config, endpoint=endpoint, log=log, teacher=teacher)
+    trained = train(
+        config,
+        endpoint=endpoint,
+        checkpoints=CheckpointTarget(store, version),
+        log=log,
+        teacher=teacher,
+    )
     export_root = Path(tempfile.mkdtemp(prefix=f"tfmaas-{name}-{version}-"))
     export_dir = export(trained, export_root / str(version), name=name, version=version)
     if trained.is_chief:
@@ -109,6 +123,8 @@ def train_and_publish(
         # Every worker must save (the save runs collectives); only the chief's copy counts.
         uri = ""
         log(f"not the chief worker: version {version} exported to {export_dir}, not published")
+    if trained.checkpointer is not None:
+        trained.checkpointer.discard()  # the chief's deletes the store's copy too
     return TrainResult(
         version=version,
         uri=uri,
@@ -117,6 +133,7 @@ def train_and_publish(
         trained_at=trained.trained_at,
         examples=dict(trained.examples),
         published=trained.is_chief,
+        resumed_from_epoch=trained.resumed_from_epoch,
     )
 
 

@@ -1,4 +1,5 @@
-"""Writing a version directory: the SavedModel at its root, metrics.json and model_card.json."""
+"""Writing a version directory: the SavedModel at its root, metrics.json, model_card.json and
+report.html (the page a person looks at)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tfmaas.storage.base import REPORT_FILE
+from tfmaas.trainer.report import render_report
 from tfmaas.trainer.training import TrainedModel
 
 METRICS_FILE = "metrics.json"
@@ -77,6 +80,9 @@ def export(
     card.update(lineage(trained, target, name=name))
     _write_json(target / METRICS_FILE, trained.metrics)
     _write_json(target / MODEL_CARD_FILE, card)
+    (target / REPORT_FILE).write_text(
+        render_report(card, trained.metrics, trained.history), encoding="utf-8"
+    )
     return target
 
 

@@ -3,7 +3,8 @@
 Keras 3 `fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585): it
 reduces whole data batches and per-replica logs in ways collective ops reject. This loop
 does what `fit` does for us single-process — shuffled epochs, validation loss, early
-stopping with the best weights restored, one log line an epoch — with `strategy.run`.
+stopping with the best weights restored, a checkpoint and one log line an epoch — with
+`strategy.run`.
 Every decision is taken from values all-reduced across workers, so all workers stop
 at the same epoch and hold the same weights.
 """
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmaas.trainer.checkpointing import ResumableRun
 from tfmaas.trainer.progress import EpochLog
 
 
@@ -26,17 +28,12 @@ def fit_multi_worker(
     validation: tf.data.Dataset | None,
     *,
     epochs: int,
-    patience: int,
-    learning_rate: float,
+    optimizer: Any,
     global_batch: int,
-    mixed_precision: bool,
     epoch_log: EpochLog,
+    run: ResumableRun,
 ) -> dict[str, list[float]]:
-    with strategy.scope():
-        optimizer: Any = keras.optimizers.Adam(learning_rate=learning_rate)
-        if mixed_precision:
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)
+    """Train from the run's next epoch; `optimizer` is built (training.py's `_compile`)."""
     loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
 
     def sums(probabilities: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -81,12 +78,9 @@ def fit_multi_worker(
     validation_distributed = (
         strategy.experimental_distribute_dataset(validation) if validation is not None else None
     )
-    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
-    monitor = "val_loss" if validation_distributed is not None else "loss"
-    best_loss = float("inf")
-    best_weights = model.get_weights()
-    waited = 0
-    for epoch in range(epochs):
+    for epoch in range(run.progress.epochs_done, epochs):
+        if run.progress.finished:
+            break
         epoch_log.on_epoch_begin(epoch)
         logs: dict[str, float] = {}
         logs["loss"], logs["accuracy"] = run_epoch(train_step, train_distributed)
@@ -94,17 +88,12 @@ def fit_multi_worker(
             logs["val_loss"], logs["val_accuracy"] = run_epoch(
                 evaluate_step, validation_distributed
             )
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
         epoch_log.on_epoch_end(epoch, logs)
-        if logs[monitor] < best_loss:
-            best_loss, best_weights, waited = logs[monitor], model.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= patience:
-                break
-    model.set_weights(best_weights)
-    return history
+        # Every worker decides from the same all-reduced figures, so all stop together.
+        if run.end_epoch(logs):
+            break
+    run.restore_best(model)
+    return {key: list(values) for key, values in run.progress.history.items()}
 
 
 def predict_locally(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:

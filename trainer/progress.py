@@ -45,3 +45,18 @@ class EpochLog(keras.callbacks.Callback):
     def examples_per_second(self) -> float:
         total = sum(self.seconds)
         return self._examples * len(self.seconds) / total if total > 0 else 0.0
+
+
+class CheckpointHook(keras.callbacks.Callback):
+    """Hands Keras `fit`'s epochs to a `ResumableRun` (early stopping, checkpoints, SIGTERM)."""
+
+    def __init__(self, run: Any) -> None:
+        super().__init__()
+        self._run = run
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._run.check_stop()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._run.end_epoch(dict(logs or {})):
+            self.model.stop_training = True

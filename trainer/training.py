@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,15 @@ if TYPE_CHECKING:
     from tfmaas.trainer.distill import Teacher
 
 Log = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class CheckpointTarget:
+    """Where a run keeps its checkpoints: the store and version it will publish."""
+
+    store: Any
+    """A `tfmaas.storage.ModelStore`."""
+    version: int
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,10 @@ class TrainedModel:
     """The model card's top units per class on the test split (see `global_explanation`)."""
     teacher: Teacher | None = None
     vocabulary_size: int = 0
+    resumed_from_epoch: int | None = None
+    """The epochs a checkpoint had done when this run resumed it (None: trained from scratch)."""
+    checkpointer: Any = None
+    """The run's `Checkpointer`, so the caller can discard the checkpoint once published."""
 
     def predict(self, texts: list[str]) -> dict[str, np.ndarray]:
         import tensorflow as tf
@@ -84,11 +99,14 @@ def train(
     training: Mapping[str, Any] | TrainingSpec,
     *,
     endpoint: str | None = None,
+    checkpoints: CheckpointTarget | None = None,
     log: Log = print,
     teacher: Teacher | None = None,
 ) -> TrainedModel:
     """Train `training`; with `teacher` (spec.training.distillation's version, pulled from the
-    store) as a distilled student."""
+    store) as a distilled student; with `checkpoints`, resume the version's checkpoint if the
+    store has one and checkpoint every epoch (SIGTERM saves and raises
+    `checkpointing.Terminated`)."""
     config = load_training_spec(training)
     if config.distillation is not None and teacher is None:
         raise ValueError("spec.training.distillation needs the teacher pulled from the store")
@@ -100,6 +118,7 @@ def train(
     placement = choose_placement(log)
     import keras
 
+    from tfmaas.trainer.checkpointing import sigterm_requests
     from tfmaas.trainer.global_explanation import global_explanation
     from tfmaas.trainer.progress import EpochLog
     from tfmaas.trainer.signature import ServingModule
@@ -111,7 +130,15 @@ def train(
     epoch_log = EpochLog(log, hp.epochs, len(splits.train))
     soft = _soft_labels(config, teacher, splits, log) if teacher is not None else None
     started = time.perf_counter()
-    history = _fit_model(pipeline, splits, placement, epoch_log, soft)
+    with sigterm_requests() if not placement.role.distributed else _never() as stop_requested:
+        run = _resumable_run(
+            pipeline, data, placement, checkpoints, stop_requested, log, distilled=soft is not None
+        )
+        try:
+            history = _fit_model(pipeline, splits, placement, epoch_log, run, soft)
+        finally:
+            if run.summaries is not None:
+                run.summaries.close()
     training_seconds = time.perf_counter() - started
     trained_at = now_rfc3339()
     metrics = _evaluate(pipeline, splits, placement)
@@ -155,6 +182,8 @@ def train(
         global_explanation=global_explanation(module, splits.test.texts, splits.classes),
         teacher=teacher,
         vocabulary_size=int(pipeline.vectorizer.vocabulary_size()),
+        resumed_from_epoch=run.resumed_from,
+        checkpointer=run.checkpointer,
     )
 
 
@@ -207,6 +236,91 @@ def _quantized(
         f"{scored['accuracy']:.4f}"
     )
     return quantized, scored
+
+
+@contextlib.contextmanager
+def _never() -> Iterator[threading.Event]:
+    # Workers of a multi-worker run get SIGTERM at different moments, and one that stopped
+    # alone would leave the others waiting in a collective: they keep the default (exit) and
+    # resume from the last epoch's checkpoint.
+    yield threading.Event()
+
+
+def _resumable_run(
+    pipeline: _Pipeline,
+    data: PreparedData,
+    placement: Any,
+    checkpoints: CheckpointTarget | None,
+    stop_requested: threading.Event,
+    log: Log,
+    *,
+    distilled: bool = False,
+) -> Any:
+    from tfmaas.trainer.checkpointing import Checkpointer, ResumableRun
+    from tfmaas.trainer.progress_state import run_key
+    from tfmaas.trainer.summaries import TrainingSummaries
+
+    config = pipeline.config
+    hp = config.hyperparameters
+    optimizer = _compile(pipeline, placement, distilled=distilled)
+    checkpointer = Checkpointer(
+        store=checkpoints.store if checkpoints else None,
+        version=checkpoints.version if checkpoints else 1,
+        run_key=run_key(spec_json=config.to_json(), dataset_fingerprint=data.fingerprint),
+        model=pipeline.model,
+        optimizer=optimizer,
+        strategy=pipeline.strategy,
+        is_chief=placement.role.is_chief,
+        epochs=hp.epochs,
+        log=log,
+    )
+    return ResumableRun(
+        checkpointer,
+        checkpointer.restore(),
+        # A distilled student stops on its loss against the true labels alone: the validation
+        # split has no soft labels (the teacher sees the training split only).
+        monitor=("val_" if len(data.splits.validation) else "")
+        + ("hard_loss" if distilled else "loss"),
+        patience=hp.early_stopping_patience,
+        epochs=hp.epochs,
+        stop_requested=stop_requested,
+        summaries=TrainingSummaries(
+            store=checkpoints.store,
+            version=checkpoints.version,
+            is_chief=placement.role.is_chief,
+            log=log,
+        )
+        if checkpoints
+        else None,
+    )
+
+
+def _compile(pipeline: _Pipeline, placement: Any, *, distilled: bool = False) -> Any:
+    """The optimizer, built (its slots exist) so a checkpoint can restore into it; a distilled
+    student learns from the teacher's soft labels and the true ones."""
+    import keras
+
+    hp = pipeline.config.hyperparameters
+    loss: Any = "sparse_categorical_crossentropy"
+    metrics: list[Any] = ["accuracy"]
+    distillation = pipeline.config.distillation
+    if distilled and distillation is not None:
+        from tfmaas.trainer.distill import accuracy, distillation_loss, hard_loss
+
+        loss = distillation_loss(temperature=distillation.temperature, alpha=distillation.alpha)
+        metrics = [accuracy, hard_loss]
+    model = pipeline.model
+    with pipeline.strategy.scope():
+        optimizer: Any = keras.optimizers.Adam(learning_rate=hp.learning_rate)
+        if placement.role.distributed:
+            # The custom loop (multiworker.py) scales the loss itself.
+            if placement.mixed_precision:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        else:
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+            optimizer = model.optimizer  # under mixed precision, Keras wraps it
+        optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 @dataclass(frozen=True)
@@ -284,6 +398,7 @@ def _fit_model(
     splits: Splits,
     placement: Any,
     epoch_log: Any,
+    run: Any,
     soft: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     hp = pipeline.config.hyperparameters
@@ -310,21 +425,12 @@ def _fit_model(
             train_batches,
             validation_batches,
             epochs=hp.epochs,
-            patience=hp.early_stopping_patience,
-            learning_rate=hp.learning_rate,
+            optimizer=run.checkpointer.optimizer,
             global_batch=pipeline.global_batch,
-            mixed_precision=placement.mixed_precision,
             epoch_log=epoch_log,
+            run=run,
         )
-    return _fit(
-        pipeline.model,
-        pipeline.strategy,
-        train_batches,
-        validation_batches,
-        hp,
-        epoch_log,
-        distillation=distillation if soft is not None else None,
-    )
+    return _fit(pipeline.model, train_batches, validation_batches, hp, epoch_log, run)
 
 
 def _evaluate(pipeline: _Pipeline, splits: Splits, placement: Any) -> dict[str, Any]:
@@ -345,47 +451,25 @@ def _evaluate(pipeline: _Pipeline, splits: Splits, placement: Any) -> dict[str, 
 
 def _fit(
     model: Any,
-    strategy: Any,
     train_batches: Any,
     validation_batches: Any,
     hp: Any,
     epoch_log: Any,
-    *,
-    distillation: Any = None,
+    run: Any,
 ) -> dict[str, list[float]]:
-    """Keras `fit` with early stopping on validation loss and the best weights restored.
+    """Keras `fit` (compiled by `_compile`) from the run's next epoch, with early stopping on
+    validation loss, a checkpoint every epoch, and the best weights restored."""
+    from tfmaas.trainer.progress import CheckpointHook
 
-    A distilled student stops on its validation loss against the true labels alone: the
-    validation split has no soft labels (the teacher sees the training split only)."""
-    import keras
-
-    loss: Any = "sparse_categorical_crossentropy"
-    metrics: list[Any] = ["accuracy"]
-    monitor = "loss"
-    if distillation is not None:
-        from tfmaas.trainer.distill import accuracy, distillation_loss, hard_loss
-
-        loss = distillation_loss(temperature=distillation.temperature, alpha=distillation.alpha)
-        metrics = [accuracy, hard_loss]
-        monitor = "hard_loss"
-    with strategy.scope():
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
-            loss=loss,
-            metrics=metrics,
+    if not run.progress.finished:
+        model.fit(
+            train_batches,
+            validation_data=validation_batches,
+            epochs=hp.epochs,
+            initial_epoch=run.progress.epochs_done,
+            callbacks=[epoch_log, CheckpointHook(run)],
+            shuffle=False,  # the dataset reshuffles itself each epoch, by the seed
+            verbose=0,
         )
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor=f"val_{monitor}" if validation_batches is not None else monitor,
-        mode="min",
-        patience=hp.early_stopping_patience,
-        restore_best_weights=True,
-    )
-    history = model.fit(
-        train_batches,
-        validation_data=validation_batches,
-        epochs=hp.epochs,
-        callbacks=[epoch_log, early_stopping],
-        shuffle=False,  # the dataset reshuffles itself each epoch, by the seed
-        verbose=0,
-    )
-    return dict(history.history)
+    run.restore_best(model)
+    return {key: list(values) for key, values in run.progress.history.items()}

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from tfmaas.api import ModelService
+from tfmaas.errors import USER_ERROR_EXIT_CODE
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.manifests.common import (
     container_security_context,
@@ -71,6 +72,27 @@ def _trainer_resources(service: ModelService) -> dict[str, Any]:
     return {"requests": amounts, "limits": limits}
 
 
+def pod_failure_policy() -> dict[str, Any]:
+    """Which failed pods count against backoffLimit. A pod taken away (preemption, eviction,
+    a drained node: Kubernetes marks it DisruptionTarget) is replaced without counting, and
+    the replacement resumes from the last epoch's checkpoint; a trainer that exited with the
+    user-error status (a bad spec, a missing dataset, a taken version) fails the Job at once,
+    since a retry would fail the same way. Other failures are retried up to backoffLimit."""
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": TRAINER_CONTAINER,
+                    "operator": "In",
+                    "values": [USER_ERROR_EXIT_CODE],
+                },
+            },
+        ]
+    }
+
+
 def build_training_job(
     service: ModelService, version: int, config: OperatorConfig
 ) -> dict[str, Any]:
@@ -126,6 +148,7 @@ def build_training_job(
             pod_spec["tolerations"] = [dict(toleration) for toleration in config.gpu_tolerations]
     job_spec: dict[str, Any] = {
         "backoffLimit": config.training_backoff_limit,
+        "podFailurePolicy": pod_failure_policy(),
         "activeDeadlineSeconds": config.training_deadline_seconds,
         "template": {"metadata": {"labels": version_labels}, "spec": pod_spec},
     }

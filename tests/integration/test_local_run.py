@@ -55,6 +55,9 @@ def test_sample_trains_serves_and_picks_up_the_next_version(tmp_path: Path) -> N
     assert "sample prediction (gRPC, label stable = version 1)" in first.stdout
     assert " -> positive (" in first.stdout or " -> negative (" in first.stdout
     assert (tmp_path / "models" / "sentiment" / "1" / "saved_model.pb").is_file()
+    logs = tmp_path / "models" / "sentiment" / "logs"
+    assert f"training curves: tensorboard --logdir {logs}\n" in first.stdout
+    assert list((logs / "1" / "validation").glob("events.out.tfevents.*"))
 
     # Serve what the store holds, then train version 2 while it runs.
     serving = subprocess.Popen(

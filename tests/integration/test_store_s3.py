@@ -286,3 +286,32 @@ def test_a_file_changed_during_publish_is_rejected_by_the_server(
         store.publish(1, make_model_dir(tmp_path / "m"))
     assert store.list_versions() == []
     assert keys_under(minio, store.location.key + "/") == []
+
+
+def test_checkpoints_sync_round_trip_and_refuse_planted_keys(
+    store: S3Store, minio: MinioServer, tmp_path: Path
+) -> None:
+    from tests.unit.test_storage_checkpoints import _checkpoint
+
+    local = tmp_path / "c"
+    store.save_checkpoint(3, _checkpoint(local, 1))
+    store.save_checkpoint(3, _checkpoint(local, 2))
+    prefix = f"{store.location.key}/.staging/ckpt-3/"
+    listed = minio.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    names = sorted(obj["Key"][len(prefix) :] for obj in listed["Contents"])
+    assert names == sorted(p.name for p in local.iterdir())  # epoch 1's files are gone
+    assert store.list_versions() == []
+
+    restored = tmp_path / "restored"
+    assert store.load_checkpoint(3, restored)
+    assert (restored / "ckpt-2.data-00000-of-00001").read_bytes() == b"data" * 2
+    assert not store.load_checkpoint(4, tmp_path / "none")
+
+    # A key no trainer writes (a nested path) is refused before anything is downloaded.
+    minio.client().put_object(Bucket=BUCKET, Key=prefix + "sub/escape", Body=b"x")
+    with pytest.raises(StoreError, match="not a checkpoint file name"):
+        store.load_checkpoint(3, tmp_path / "hostile")
+    assert not (tmp_path / "hostile").exists()
+
+    store.delete_checkpoint(3)
+    assert "Contents" not in minio.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)

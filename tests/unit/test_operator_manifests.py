@@ -338,3 +338,28 @@ def test_thread_counts_follow_the_pod_cpus(quantity: str, cpus: int) -> None:
 def test_rate_quantities() -> None:
     assert requests_per_second_quantity(50) == "50"
     assert requests_per_second_quantity(0.5) == "500m"
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_disruptions_are_retried_without_counting_and_user_errors_fail_fast(workers: int) -> None:
+    from tfmaas.cli.main import main
+    from tfmaas.errors import USER_ERROR_EXIT_CODE
+
+    job = build_training_job(service(training={"workers": workers}), 1, CONFIG)
+    spec = job["spec"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+    assert spec["backoffLimit"] == CONFIG.training_backoff_limit
+    disruption, bad_spec = spec["podFailurePolicy"]["rules"]
+    # A preempted pod matches the first rule whatever its exit status (it may have saved and
+    # exited 143, or have been killed mid-epoch).
+    assert disruption == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert bad_spec["action"] == "FailJob"
+    assert bad_spec["onExitCodes"] == {
+        "containerName": spec["template"]["spec"]["containers"][0]["name"],
+        "operator": "In",
+        "values": [USER_ERROR_EXIT_CODE],
+    }
+    # The status the trainer really exits with on a bad spec.
+    assert main(["train", "--name", "m", "--store", "file:///tmp/x", "--training-json", "{"]) == (
+        USER_ERROR_EXIT_CODE
+    )

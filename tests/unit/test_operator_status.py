@@ -136,3 +136,19 @@ def test_invalid_spec_status_keeps_other_conditions() -> None:
     found = conditions(status)
     assert status["phase"] == "Failed" and found["SpecValid"]["status"] == "False"
     assert found["Ready"]["status"] == "True"
+
+
+def test_a_resumed_version_says_so_in_status_and_its_trained_event() -> None:
+    from dataclasses import replace
+
+    training = status_of([VersionStatus(1, TRAINING, "h1", "m-train-1")], ServingPlan(None, None))
+    resumed = replace(ok(1), resumed_from_epoch=3)
+    status = status_of([resumed], ServingPlan(1, None), deployment(1), previous=training)
+    assert status["versions"][0]["resumedFromEpoch"] == 3
+    trained = [e for e in transitions(training, status) if e.reason == "Succeeded"]
+    assert len(trained) == 1 and "version 1 trained (resumed from epoch 3):" in trained[0].message
+    assert (
+        "resumed" not in conditions(status_of([ok(1)], ServingPlan(1, None)))["Trained"]["message"]
+    )
+    # The entry round-trips through status, as the next reconcile reads it back.
+    assert VersionStatus.from_status(status["versions"][0]) == resumed

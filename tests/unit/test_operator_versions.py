@@ -214,3 +214,18 @@ def test_a_finished_job_goes_once_its_result_is_recorded_except_the_newest() -> 
     assert finished_jobs([], [failed(4), VersionStatus(5, TRAINING, "h5", "x-train-5")]) == [
         "x-train-4"
     ]
+
+
+@pytest.mark.parametrize(
+    ("reported", "recorded"),
+    [(2, 2), (0, 0), (-1, None), ("3", None), (True, None), (10**12, None), (None, None)],
+)
+def test_resumed_from_epoch_is_taken_only_when_it_is_a_plausible_count(
+    reported: object, recorded: int | None
+) -> None:
+    document = json.loads(message(0.9))
+    document["resumedFromEpoch"] = reported
+    observed = [JobObservation(1, "x-train-1", "a", SUCCEEDED, json.dumps(document))]
+    (record,) = merge_records([], observed, GATE)
+    assert record.resumed_from_epoch == recorded
+    assert ("resumedFromEpoch" in record.to_status()) == (recorded is not None)

@@ -15,21 +15,25 @@ def test_publish_list_pull_through_the_cli(
         main(["store", "publish", uri, "--version", "1", str(make_model_dir(tmp_path / "a", 0.8))])
         == 0
     )
-    assert (
-        main(["store", "publish", uri, "--version", "2", str(make_model_dir(tmp_path / "b", 0.9))])
-        == 0
-    )
+    with_report = make_model_dir(tmp_path / "b", 0.9)
+    (with_report / "report.html").write_text("<!DOCTYPE html><html></html>")
+    assert main(["store", "publish", uri, "--version", "2", str(with_report)]) == 0
     capsys.readouterr()
 
     assert main(["store", "list", uri]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE", "LINEAGE"]
+    assert lines[0].split() == [
+        "VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE", "LINEAGE", "REPORT",
+    ]  # fmt: skip
     assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
     assert lines[2].split()[2:4] == ["0.9000", "0.8900"]
+    assert lines[1].split()[-1] == "-"  # published before reports existed
+    assert lines[2].split()[-1] == f"{uri}/2/report.html"
 
     assert main(["store", "list", uri, "-o", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["version"] for r in rows] == [1, 2] and rows[0]["accuracy"] == 0.8
+    assert rows[0]["report"] is None and rows[1]["report"] == f"{uri}/2/report.html"
 
     dest = tmp_path / "models"
     assert main(["store", "pull", uri, "--versions", "1,2", "--dest", str(dest)]) == 0

@@ -199,12 +199,29 @@ def open_run(args: argparse.Namespace) -> LocalRun:
     return LocalRun(service, store, store_uri, endpoint, serving_dir, encryption)
 
 
+def tensorboard_command(store_uri: str) -> str:
+    """The command that shows every version's training curves (the store's `logs/`)."""
+    import shlex
+
+    from tfmaas.storage.base import LOGS_DIR
+    from tfmaas.storage.uri import FileLocation, parse_uri
+
+    location = parse_uri(store_uri, what="storage URI")
+    if isinstance(location, FileLocation):
+        logdir = str(location.path / LOGS_DIR)
+    else:
+        logdir = f"{store_uri.rstrip('/')}/{LOGS_DIR}"
+    return f"tensorboard --logdir {shlex.quote(logdir)}"
+
+
 def train_version(run: LocalRun, args: argparse.Namespace) -> None:
     """Train and publish the next version, and record its gate verdict, judged now against
     the gate the spec has now: the operator's way."""
     from tfmaas.cli.local_status import read_status, record_result, write_status
+    from tfmaas.cli.train import quiet_tensorflow
     from tfmaas.trainer import train_and_publish
 
+    quiet_tensorflow(args)
     started = time.monotonic()
     result = train_and_publish(
         training_document(run.service, args.epochs, args.max_examples),
@@ -221,6 +238,7 @@ def train_version(run: LocalRun, args: argparse.Namespace) -> None:
             f"{k} {float(metrics[k]):.4f}" for k in ("accuracy", "precision", "recall", "f1")
         )
     )
+    say(f"training curves: {tensorboard_command(run.store_uri)}")
     status = record_result(
         read_status(run.status_file, store=run.store_uri),
         version=result.version,

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from tfmaas import __version__
-from tfmaas.errors import UserError
+from tfmaas.errors import USER_ERROR_EXIT_CODE, UserError
 
 # Order is the order shown in `tfmaas --help`.
 COMMAND_MODULES = (
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args) or 0)
     except UserError as exc:
         print(f"tfmaas: error: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT_CODE
     except KeyboardInterrupt:
         return 130
 

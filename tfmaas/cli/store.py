@@ -123,7 +123,7 @@ def run_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no published versions in {store.uri}")
         return 0
-    header = ("VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE", "LINEAGE")
+    header = ("VERSION", "PUBLISHED", "ACCURACY", "F1", "SIZE", "LINEAGE", "REPORT")
     table = [header] + [
         (
             str(row["version"]),
@@ -132,6 +132,7 @@ def run_list(args: argparse.Namespace) -> int:
             _fmt(row["f1"]),
             _size(row["bytes"]),
             lineage_text(row["teacher"], row["compression"]),
+            row["report"] or "-",
         )
         for row in rows
     ]
@@ -142,6 +143,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _describe(store: Any, version: int) -> dict[str, Any]:
+    from tfmaas.storage.base import REPORT_FILE
+
     manifest = store.read_manifest(version)
     names = {f["path"] for f in manifest["files"]}
     metrics: dict[str, Any] = {}
@@ -160,6 +163,8 @@ def _describe(store: Any, version: int) -> dict[str, Any]:
         "teacher": teacher,
         "compression": compression,
         "uri": store.version_uri(version),
+        # The trainer's page of curves and figures; versions published before it have none.
+        "report": store.version_uri(version) + REPORT_FILE if REPORT_FILE in names else None,
     }
 
 

@@ -57,13 +57,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    # TensorFlow's C++ start-up chatter buries the epoch lines in a Job's log.
+def quiet_tensorflow(args: argparse.Namespace) -> None:
+    """TensorFlow's start-up chatter and absl's INFO lines (one per checkpoint saved) bury the
+    epoch lines in a Job's log and a local run's output; --verbose keeps them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     if not getattr(args, "verbose", False):
         for noisy in ("absl", "tensorflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet_tensorflow(args)
     from tfmaas.api.loader import load_training_spec
+    from tfmaas.trainer.checkpointing import TERMINATED_EXIT_CODE, Terminated
     from tfmaas.trainer.entrypoint import (
         DEFAULT_TERMINATION_LOG,
         failure_message,
@@ -85,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
             version=args.version,
             log=log,
         )
+    except Terminated as exc:
+        # The pod is being stopped (preemption, eviction, deletion): the checkpoint is saved,
+        # and the Job's next pod resumes from it.
+        print(str(exc), file=sys.stderr, flush=True)
+        return TERMINATED_EXIT_CODE
     except Exception as exc:
         # The error may quote a data file or a credential; what the Job's log and the
         # termination message show is redacted.

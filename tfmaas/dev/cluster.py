@@ -521,13 +521,16 @@ class LocalCluster:
         *,
         succeeded: bool = True,
         termination_message: str = "",
+        exit_code: int | None = None,
+        conditions: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Report the pod's containers as terminated (exit 0 or 1), as its kubelet would."""
+        """Report the pod's containers as terminated (exit 0 or 1, or `exit_code`), as its
+        kubelet would; `conditions` adds pod conditions (DisruptionTarget of an evicted pod)."""
         pod = self.kubectl_json("get", "pod", name, "-n", namespace)
         now = now_rfc3339()
         terminated = {
             "terminated": {
-                "exitCode": 0 if succeeded else 1,
+                "exitCode": exit_code if exit_code is not None else (0 if succeeded else 1),
                 "reason": "Completed" if succeeded else "Error",
                 "message": termination_message,
                 "startedAt": now,
@@ -542,6 +545,8 @@ class LocalCluster:
                 for container in pod["spec"]["containers"]
             ],
         }
+        if conditions:
+            status["conditions"] = [{"lastTransitionTime": now, **c} for c in conditions]
         self._patch_pod_status(namespace, name, status)
 
     def mark_pod_ready(self, namespace: str, name: str) -> None:

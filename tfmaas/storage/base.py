@@ -20,6 +20,10 @@ MANIFEST_NAME = ".tfmaas-manifest.json"
 # Staging areas and pull temporaries start with a dot: TF Serving only loads
 # directories whose names are integers, so it never sees them.
 STAGING_DIR = ".staging"
+# The trainer's page of a version's curves and figures (tfmaas.trainer.report), which
+# `tfmaas store list` points to.
+REPORT_FILE = "report.html"
+LOGS_DIR = "logs"
 
 _CANONICAL_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
@@ -127,6 +131,35 @@ class ModelStore(abc.ABC):
     @abc.abstractmethod
     def gc(self) -> list[str]:
         """Remove what crashed publishers left behind; return what was removed."""
+
+    # Training checkpoints of a version not yet published (see tfmaas.storage.checkpoints).
+    @abc.abstractmethod
+    def save_checkpoint(self, version: int, local_dir: Path) -> None:
+        """Make the store's checkpoint area of `version` a copy of `local_dir`."""
+
+    @abc.abstractmethod
+    def load_checkpoint(self, version: int, local_dir: Path) -> bool:
+        """Copy `version`'s checkpoint area into `local_dir`; False if there is none."""
+
+    @abc.abstractmethod
+    def delete_checkpoint(self, version: int) -> None:
+        """Remove `version`'s checkpoint area (nothing happens if there is none)."""
+
+    @abc.abstractmethod
+    def save_logs(self, version: int, local_dir: Path) -> None:
+        """Copy `local_dir`'s files (TensorBoard event files) to `version`'s logs, adding to
+        what is there: a resumed run writes new event files beside the first run's."""
+
+    def logs_uri(self, version: int) -> str:
+        """Where a version's training logs go: `<store>/logs/<version>/`. No version is named
+        `logs`, so `list_versions`, `pull` and TF Serving never see them, and
+        `tensorboard --logdir <store>/logs` shows every version as a run."""
+        return f"{self.uri.rstrip('/')}/{LOGS_DIR}/{check_version(version)}/"
+
+    def checkpoint_uri(self, version: int) -> str:
+        from tfmaas.storage.checkpoints import checkpoint_path
+
+        return f"{self.uri.rstrip('/')}/{checkpoint_path(version)}/"
 
     def read_json(self, version: int, name: str) -> dict[str, Any]:
         data = self.read_bytes(version, name)

@@ -7,6 +7,7 @@ so of two publishers of one number exactly one wins, and the version appears who
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 from tfmaas.errors import UserError
 from tfmaas.storage.base import (
+    LOGS_DIR,
     MANIFEST_NAME,
     STAGING_DIR,
     ModelStore,
@@ -24,6 +26,14 @@ from tfmaas.storage.base import (
     VersionExistsError,
     check_version,
     version_from_name,
+)
+from tfmaas.storage.checkpoints import (
+    check_download,
+    check_file_name,
+    checkpoint_path,
+    log_files,
+    stale_names,
+    upload_order,
 )
 from tfmaas.storage.manifest import (
     FileEntry,
@@ -138,6 +148,55 @@ class FileStore(ModelStore):
     def gc(self) -> list[str]:
         """Remove staging directories left by publishers that died over an hour ago."""
         return self._remove_stale_staging(prefix="")
+
+    def save_checkpoint(self, version: int, local_dir: Path) -> None:
+        area = self.root / checkpoint_path(version)
+        try:
+            area.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot write to the store {self.uri}: {exc}") from exc
+        names = upload_order(local_dir)
+        for name in names:
+            # Each file appears whole (copy, then rename), the index after the files it names.
+            temp = area / f".{name}.{uuid.uuid4().hex[:8]}"
+            shutil.copyfile(local_dir / name, temp)
+            os.replace(temp, area / name)
+        for name in stale_names(os.listdir(area), names):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                (area / name).unlink()
+        os.utime(area)  # the area is fresh: `gc` judges staging groups by their age
+
+    def load_checkpoint(self, version: int, local_dir: Path) -> bool:
+        area = self.root / checkpoint_path(version)
+        if not area.is_dir():
+            return False
+        source = self.checkpoint_uri(version)
+        # Temporaries of a sync killed halfway start with a dot; they are not the checkpoint.
+        sizes = {
+            path.name: path.stat().st_size
+            for path in area.iterdir()
+            if path.is_file() and not path.name.startswith(".")
+        }
+        if not sizes:
+            return False
+        check_download(sizes, source=source)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        for name in sizes:
+            shutil.copyfile(area / check_file_name(name, source=source), local_dir / name)
+        return True
+
+    def save_logs(self, version: int, local_dir: Path) -> None:
+        target = self.root / LOGS_DIR / str(check_version(version))
+        for path in log_files(local_dir):
+            relative = path.relative_to(local_dir)
+            dest = target / relative
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            temp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}"
+            shutil.copyfile(path, temp)
+            os.replace(temp, dest)
+
+    def delete_checkpoint(self, version: int) -> None:
+        shutil.rmtree(self.root / checkpoint_path(version), ignore_errors=True)
 
     def _remove_stale_staging(self, *, prefix: str) -> list[str]:
         removed: list[str] = []

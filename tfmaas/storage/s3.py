@@ -40,6 +40,7 @@ from botocore.config import Config
 
 from tfmaas.errors import TfmaasError, UserError
 from tfmaas.storage.base import (
+    LOGS_DIR,
     MANIFEST_NAME,
     STAGING_DIR,
     ModelStore,
@@ -48,6 +49,13 @@ from tfmaas.storage.base import (
     VersionExistsError,
     check_version,
     version_from_name,
+)
+from tfmaas.storage.checkpoints import (
+    check_download,
+    checkpoint_path,
+    log_files,
+    stale_names,
+    upload_order,
 )
 from tfmaas.storage.encryption import StoreEncryption
 from tfmaas.storage.manifest import (
@@ -528,6 +536,63 @@ class S3Store(ModelStore):
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
                 )
+
+    # -- checkpoints ------------------------------------------------------------------
+    def _checkpoint_prefix(self, version: int) -> str:
+        return self._key(*checkpoint_path(version).split("/")) + "/"
+
+    def _checkpoint_objects(self, version: int) -> dict[str, int]:
+        prefix = self._checkpoint_prefix(version)
+        sizes: dict[str, int] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                sizes[obj["Key"][len(prefix) :]] = int(obj["Size"])
+        return sizes
+
+    def save_checkpoint(self, version: int, local_dir: Path) -> None:
+        prefix = self._checkpoint_prefix(version)
+        names = upload_order(local_dir)
+        with self._errors():
+            before = self._checkpoint_objects(version)
+            for name in names:
+                self.client.upload_file(
+                    str(local_dir / name),
+                    self.bucket,
+                    prefix + name,
+                    ExtraArgs=self._sse_args(),
+                    Config=_TRANSFER,
+                )
+            self._delete_quietly([prefix + name for name in stale_names(before, names)])
+
+    def load_checkpoint(self, version: int, local_dir: Path) -> bool:
+        prefix = self._checkpoint_prefix(version)
+        with self._errors():
+            sizes = self._checkpoint_objects(version)
+            if not sizes:
+                return False
+            check_download(sizes, source=self.checkpoint_uri(version))
+            local_dir.mkdir(parents=True, exist_ok=True)
+            for name in sizes:
+                key = prefix + name
+                if self.encryption:
+                    self._check_encrypted(self.client.head_object(Bucket=self.bucket, Key=key), key)
+                self.client.download_file(self.bucket, key, str(local_dir / name), Config=_TRANSFER)
+        return True
+
+    def save_logs(self, version: int, local_dir: Path) -> None:
+        with self._errors():
+            for path in log_files(local_dir):
+                key = self._key(
+                    LOGS_DIR, str(check_version(version)), *path.relative_to(local_dir).parts
+                )
+                self.client.upload_file(
+                    str(path), self.bucket, key, ExtraArgs=self._sse_args(), Config=_TRANSFER
+                )
+
+    def delete_checkpoint(self, version: int) -> None:
+        with self._errors():
+            self._delete_quietly(self._list_keys(self._checkpoint_prefix(version)))
 
     # -- cleaning ---------------------------------------------------------------------
     def gc(self) -> list[str]:

@@ -65,7 +65,7 @@ def test_a_missing_teacher_gets_a_condition_an_event_and_no_job() -> None:
     body = {
         "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 1},
         "spec": {
-            "storage": {"uri": "s3://b/m"},
+            "storage": {"uri": "s3://models/m"},
             "training": {
                 "dataset": {"uri": "builtin:chinese-reviews"},
                 "distillation": {"teacher": {"version": 7}},

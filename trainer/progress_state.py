@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,13 @@ MAX_METRICS = 32
 MAX_STATE_CHARS = 8 * 1024 * 1024
 
 
-def run_key(*, spec_json: str, dataset_fingerprint: str) -> str:
+def run_key(*, spec_json: str, dataset_fingerprint: str, vocabulary: Sequence[str] = ()) -> str:
+    """Which run a checkpoint belongs to. The vocabulary counts too: weights restored under
+    a vocabulary ordered differently would load without error and mean something else."""
     digest = hashlib.sha256()
-    digest.update(spec_json.encode("utf-8"))
-    digest.update(b"\0")
-    digest.update(dataset_fingerprint.encode("utf-8"))
+    for part in (spec_json, dataset_fingerprint, *vocabulary):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
     return digest.hexdigest()
 
 

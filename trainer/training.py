@@ -266,7 +266,11 @@ def _resumable_run(
     checkpointer = Checkpointer(
         store=checkpoints.store if checkpoints else None,
         version=checkpoints.version if checkpoints else 1,
-        run_key=run_key(spec_json=config.to_json(), dataset_fingerprint=data.fingerprint),
+        run_key=run_key(
+            spec_json=config.to_json(),
+            dataset_fingerprint=data.fingerprint,
+            vocabulary=[str(token) for token in pipeline.vectorizer.get_vocabulary()],
+        ),
         model=pipeline.model,
         optimizer=optimizer,
         strategy=pipeline.strategy,

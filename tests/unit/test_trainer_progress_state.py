@@ -82,3 +82,7 @@ def test_run_key_changes_with_spec_or_data() -> None:
     assert run_key(spec_json='{"a":2}', dataset_fingerprint="abc") != KEY
     assert run_key(spec_json='{"a":1}', dataset_fingerprint="abd") != KEY
     assert run_key(spec_json='{"a":1}', dataset_fingerprint="abc") == KEY
+    # The same tokens in another order are another model's weights.
+    ordered = run_key(spec_json="{}", dataset_fingerprint="x", vocabulary=["a", "b"])
+    assert ordered != run_key(spec_json="{}", dataset_fingerprint="x", vocabulary=["b", "a"])
+    assert ordered != run_key(spec_json="{}", dataset_fingerprint="x", vocabulary=["ab"])

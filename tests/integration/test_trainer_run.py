@@ -63,8 +63,10 @@ def test_export_reloads_with_the_same_predictions(architecture: str, tmp_path: P
     assert card["architecture"] == architecture and card["model"]["sequenceLength"] == 48
 
 
-def _tfmaas_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def _tfmaas_train(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "tfmaas.trainer", *args],
         capture_output=True,
@@ -163,3 +165,23 @@ def test_a_failing_run_publishes_nothing(data: str | bytes, fragment: str, tmp_p
     assert fragment in run.stderr and "Traceback" not in run.stderr
     assert fragment in json.loads(log.read_text(encoding="utf-8"))["error"]
     assert open_store(store_uri).list_versions() == []
+
+
+def test_an_unreachable_store_exits_for_a_retry_not_as_a_user_error(tmp_path: Path) -> None:
+    """The Job's podFailurePolicy fails the Job at once on the user-error status; a store that
+    did not answer must not count as one, so the Job's next pod can try (and resume) again."""
+    from tfmaas.dev.processes import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    log = tmp_path / "termination-log"
+    run = _tfmaas_train(
+        "--name", "tiny", "--version", "1", "--store", "s3://models/tiny",
+        "--training-json", json.dumps(_tiny("bag-of-ngrams")),
+        "--termination-log", str(log),
+        cwd=tmp_path,
+        env={"AWS_ENDPOINT_URL": closed, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+             "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"},
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert f"cannot reach the S3 endpoint {closed}" in run.stderr
+    assert "cannot reach" in json.loads(log.read_text(encoding="utf-8"))["error"]

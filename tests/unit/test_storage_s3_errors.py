@@ -4,7 +4,7 @@ import botocore.exceptions as bce
 import pytest
 
 from tfmaas.errors import UserError
-from tfmaas.storage import StoreAccessError, StoreError
+from tfmaas.storage import StoreAccessError, StoreError, StoreUnreachableError
 from tfmaas.storage.s3 import resolve_endpoint, s3_errors
 
 ENDPOINT = "http://minio.tfmaas-system:9000"
@@ -40,8 +40,10 @@ def test_other_server_errors_keep_their_code() -> None:
 
 
 def test_connection_failures_name_the_endpoint_and_how_to_set_it() -> None:
-    with pytest.raises(StoreAccessError) as caught, s3_errors(ENDPOINT, "s3://b/m", "b"):
+    with pytest.raises(StoreUnreachableError) as caught, s3_errors(ENDPOINT, "s3://b/m", "b"):
         raise bce.EndpointConnectionError(endpoint_url=ENDPOINT)
+    # Still a user-facing access error on the command line (exit 2).
+    assert isinstance(caught.value, StoreAccessError)
     assert f"cannot reach the S3 endpoint {ENDPOINT}" in str(caught.value)
     assert "AWS_ENDPOINT_URL" in str(caught.value)
     with (

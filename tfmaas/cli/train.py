@@ -69,6 +69,7 @@ def quiet_tensorflow(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_tensorflow(args)
     from tfmaas.api.loader import load_training_spec
+    from tfmaas.storage import StoreUnreachableError
     from tfmaas.trainer.checkpointing import TERMINATED_EXIT_CODE, Terminated
     from tfmaas.trainer.entrypoint import (
         DEFAULT_TERMINATION_LOG,
@@ -100,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
         # The error may quote a data file or a credential; what the Job's log and the
         # termination message show is redacted.
         write_termination_message(termination_log, failure_message(exc))
+        if isinstance(exc, StoreUnreachableError):
+            # Not the user-error status, which fails the Job at once: a store that did not
+            # answer may answer the next pod, which resumes from the last checkpoint.
+            print(safe_message(str(exc), limit=ERROR_LOG_CHARS), file=sys.stderr, flush=True)
+            return 1
         if isinstance(exc, UserError):
             raise UserError(safe_message(str(exc), limit=ERROR_LOG_CHARS)) from None
         trace = "".join(traceback.format_exception(exc))

@@ -44,6 +44,11 @@ class StoreAccessError(UserError):
     """The store cannot be reached or refuses us: endpoint, credentials, bucket."""
 
 
+class StoreUnreachableError(StoreAccessError):
+    """The store's endpoint did not answer: maybe a wrong URL, maybe a passing outage. A
+    command line says how to set the URL; a training pod lets its Job retry instead."""
+
+
 class CorruptVersionError(StoreError):
     """A published file does not match its manifest (size or sha256)."""
 

@@ -46,6 +46,7 @@ from tfmaas.storage.base import (
     ModelStore,
     StoreAccessError,
     StoreError,
+    StoreUnreachableError,
     VersionExistsError,
     check_version,
     version_from_name,
@@ -175,7 +176,7 @@ def s3_errors(endpoint: str | None, uri: str, bucket: str) -> Iterator[None]:
         bce.ReadTimeoutError,
         bce.ConnectionClosedError,
     ) as exc:
-        raise StoreAccessError(
+        raise StoreUnreachableError(
             f"cannot reach the S3 endpoint {where} for {uri} ({type(exc).__name__}); check "
             "that it is up and set the right URL with spec.storage.endpoint, --endpoint or "
             "AWS_ENDPOINT_URL"

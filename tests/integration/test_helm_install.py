@@ -270,8 +270,9 @@ def test_namespace_scope_release_is_confined_to_its_namespaces(
             str(CHART_DIR),
             "-n",
             "team-a",
-            "--skip-crds",
-            *set_args({"rbac.scope": "namespace", "networkPolicy.enabled": False}),
+            *set_args(
+                {"rbac.scope": "namespace", "networkPolicy.enabled": False, "crds.install": False}
+            ),
         )
         account = "system:serviceaccount:team-a:tenant-tfmaas"
 

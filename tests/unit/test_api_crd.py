@@ -18,7 +18,7 @@ from tfmaas.storage.uri import S3Location, parse_uri
 ROOT = Path(__file__).resolve().parents[2]
 COPIES = [
     ROOT / "deploy" / "crd" / "modelservices.tfmaas.io.yaml",
-    *sorted((ROOT / "charts" / "tfmaas" / "crds").glob("modelservices.tfmaas.io.yaml")),
+    ROOT / "charts" / "tfmaas" / "files" / "crds" / "modelservices.tfmaas.io.yaml",
 ]
 
 

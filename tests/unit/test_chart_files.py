@@ -18,11 +18,17 @@ def load_schema() -> dict:
 
 
 def test_chart_crd_is_the_same_bytes_as_the_api_source() -> None:
-    chart_copy = CHART_DIR / "crds" / "modelservices.tfmaas.io.yaml"
+    # templates/crds.yaml renders this copy; test_chart_render checks what it renders.
+    chart_copy = CHART_DIR / "files" / "crds" / "modelservices.tfmaas.io.yaml"
     assert chart_copy.read_bytes() == CRD_SOURCE.read_bytes(), (
-        "charts/tfmaas/crds/modelservices.tfmaas.io.yaml differs from tfmaas/api/crd.yaml: "
+        "charts/tfmaas/files/crds/modelservices.tfmaas.io.yaml differs from tfmaas/api/crd.yaml: "
         "copy the source over it"
     )
+
+
+def test_chart_has_no_crds_dir_helm_would_never_upgrade() -> None:
+    # Helm installs crds/ once and skips it on upgrade: a CRD there would silently go stale.
+    assert not (CHART_DIR / "crds").exists()
 
 
 def test_chart_version_and_app_version_follow_the_package() -> None:

@@ -109,6 +109,9 @@ def test_defaults_render_the_operator_cluster_wide(helm: Path) -> None:
             "Deployment",
             "Service",
             "NetworkPolicy",
+            "CustomResourceDefinition",  # modelservices.tfmaas.io
+            "CustomResourceDefinition",  # clusterkopfpeerings.kopf.dev
+            "CustomResourceDefinition",  # kopfpeerings.kopf.dev
         ]
     )
     operator = container(objects)
@@ -193,14 +196,39 @@ def test_two_replicas_use_kopf_peering(helm: Path) -> None:
     assert not find(namespaced, "ClusterKopfPeering")
 
 
-def test_peering_crds_ship_with_the_chart(helm: Path) -> None:
-    objects = render(helm, include_crds=True)
-    names = {o["metadata"]["name"] for o in find(objects, "CustomResourceDefinition")}
-    assert names == {
+def test_crds_render_as_their_sources_kept_on_uninstall(helm: Path) -> None:
+    objects = render(helm)
+    crds = {o["metadata"]["name"]: o for o in find(objects, "CustomResourceDefinition")}
+    assert set(crds) == {
         "modelservices.tfmaas.io",
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     }
+    sources = [
+        doc
+        for path in (
+            REPO_ROOT / "tfmaas" / "api" / "crd.yaml",
+            CHART_DIR / "files" / "crds" / "kopf-peering.yaml",
+        )
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    for source in sources:
+        rendered = dict(crds[source["metadata"]["name"]])
+        meta = rendered.pop("metadata")
+        # Everything but metadata as written, numbers included (no float round trip).
+        assert rendered == {k: v for k, v in source.items() if k != "metadata"}
+        assert meta["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert meta["labels"]["app.kubernetes.io/component"] == "crd"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "tfmaas"
+    # The `--include-crds` path Helm would use for a crds/ dir adds nothing: there is none.
+    assert len(find(render(helm, include_crds=True), "CustomResourceDefinition")) == 3
+
+
+def test_a_second_release_can_leave_the_crds_to_the_first(helm: Path) -> None:
+    objects = render(helm, {"crds.install": False, "rbac.scope": "namespace"}, release="tenant")
+    assert not find(objects, "CustomResourceDefinition")
+    assert find(objects, "Deployment")
 
 
 def test_monitors_render_only_with_the_prometheus_operator_api(helm: Path) -> None:
@@ -223,6 +251,7 @@ def test_monitors_render_only_with_the_prometheus_operator_api(helm: Path) -> No
         "ConfigMap",
         "Deployment",
         "Service",
+        "CustomResourceDefinition",
     }
 
 

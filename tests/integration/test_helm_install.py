@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fixtures.chart import CHART_DIR, REPO_ROOT, helm_binary, run_helm, set_args
+from tests.fixtures.chart import (
+    CHART_DIR,
+    REPO_ROOT,
+    adopt_crds,
+    helm_binary,
+    run_helm,
+    set_args,
+)
 from tfmaas.dev.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -104,6 +111,8 @@ def installed(cluster: LocalCluster, helm: Helm) -> Iterator[str]:
             }
         ),
     )
+    # Other modules of the session apply the CRD with kubectl.
+    adopt_crds(cluster.kubectl, release=RELEASE, namespace=NAMESPACE)
     output = helm("install", RELEASE, str(CHART_DIR), "-n", NAMESPACE).stdout
     yield output
     helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", check=False)

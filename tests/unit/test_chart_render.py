@@ -311,6 +311,9 @@ def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
         ({"operator.logFormat": "yaml"}, "logFormat"),
         ({"defaults.serving.gpuMemoryFraction": 0}, "gpuMemoryFraction"),
         ({"defaults.serving.gpuMemoryFraction": 1.5}, "gpuMemoryFraction"),
+        ({"defaults.serving.gpuMemoryFraction": "0"}, "gpuMemoryFraction"),
+        ({"defaults.serving.gpuMemoryFraction": "1.5"}, "gpuMemoryFraction"),
+        ({"defaults.serving.gpuMemoryFraction": "most"}, "gpuMemoryFraction"),
         ({"defaults.serving.gpuImage.repository": ""}, "repository"),
     ],
 )
@@ -371,6 +374,19 @@ def test_gpu_serving_values_reach_the_operator_config(helm: Path) -> None:
     config = OperatorConfig.load(environ=data)
     assert config.serving_gpu_image == "registry.example/serving:2.19.0-gpu"
     assert config.serving_gpu_memory_fraction == 0.3
+    # Plain --set, as an admin types it, makes a decimal a string.
+    out = run_helm(
+        helm,
+        "template",
+        "tfmaas",
+        str(CHART_DIR),
+        *kube_version_args(),
+        "--set",
+        "defaults.serving.gpuMemoryFraction=0.45",
+    ).stdout
+    rendered = [doc for doc in yaml.safe_load_all(out) if doc]
+    data = one(rendered, "ConfigMap", "tfmaas-defaults")["data"]
+    assert OperatorConfig.load(environ=data).serving_gpu_memory_fraction == 0.45
 
 
 def test_allowed_images_reach_the_operator_config(helm: Path) -> None:

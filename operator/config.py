@@ -16,6 +16,7 @@ from tfmaas.errors import UserError
 from tfmaas.release import (
     ACCESS_GATEWAY_REPOSITORY,
     OPERATOR_REPOSITORY,
+    SERVING_GPU_IMAGE,
     SERVING_IMAGE,
     TRAINER_REPOSITORY,
     image_reference,
@@ -34,6 +35,14 @@ class OperatorConfig:
     storage_initializer_image: str = image_reference(OPERATOR_REPOSITORY)
     serving_image: str = SERVING_IMAGE
     serving_image_pull_policy: str = "IfNotPresent"
+    # For ModelServices with spec.serving.resources.gpu and no spec.serving.image.
+    serving_gpu_image: str = SERVING_GPU_IMAGE
+    # TF Serving's --per_process_gpu_memory_fraction for GPU replicas: the share of each of
+    # the pod's GPUs the server may take. TF Serving otherwise takes nearly all of it, and
+    # cuBLAS/cuDNN handles and workspaces, allocated outside TensorFlow's allocator, then
+    # fail; 0.9 leaves them a tenth. The pod owns its GPU (one server per GPU pod), so it
+    # gets the rest; where a device plugin time-slices a GPU into N, set it below 1/N.
+    serving_gpu_memory_fraction: float = 0.9
     serving_command: tuple[str, ...] = ("tensorflow_model_server",)
     # For specs that name no storage.endpoint / secretRef / region.
     default_store_endpoint: str | None = None
@@ -74,6 +83,11 @@ class OperatorConfig:
         if self.access_mode not in ("none", "kubernetes"):
             raise UserError(
                 f"operator config: access_mode must be none or kubernetes, not {self.access_mode!r}"
+            )
+        # TF Serving reads 0 as "its default" (all the memory), the very thing this bounds.
+        if not 0.0 < self.serving_gpu_memory_fraction <= 1.0:
+            raise UserError(
+                "operator config: serving_gpu_memory_fraction must be above 0 and at most 1"
             )
 
     @classmethod

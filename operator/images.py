@@ -2,8 +2,9 @@
 credentials.
 
 Whoever may create a ModelService should not thereby run any image they like with the
-store's credentials: the operator's own images (trainer, serving, storage initializer) are
-always allowed, others only under a prefix the admin lists in allowedImages. The default
+store's credentials: the operator's own images (trainer, serving on CPU and GPU, storage
+initializer) are always allowed, others only under a prefix the admin lists in
+allowedImages. The default
 store secret goes only into the operator's own images; a spec's own storage.secretRef is
 the spec owner's to give to whatever allowed image they choose.
 """
@@ -21,7 +22,14 @@ IMAGE_SHOWN = 80
 
 
 def own_images(config: OperatorConfig) -> frozenset[str]:
-    return frozenset({config.trainer_image, config.serving_image, config.storage_initializer_image})
+    return frozenset(
+        {
+            config.trainer_image,
+            config.serving_image,
+            config.serving_gpu_image,
+            config.storage_initializer_image,
+        }
+    )
 
 
 def is_own_image(image: str, config: OperatorConfig) -> bool:

@@ -14,6 +14,9 @@ OPERATOR_REPOSITORY = "tfmaas/operator"
 ACCESS_GATEWAY_REPOSITORY = "tfmaas/access-gateway"
 # TF Serving's own published image, not built here; the chart's defaults.serving.image.
 SERVING_IMAGE = "tensorflow/serving:2.18.0"
+# TF Serving publishes each release built with CUDA under the same tag plus "-gpu"; the
+# CPU image cannot use a GPU. The chart's defaults.serving.gpuImage.
+SERVING_GPU_IMAGE = f"{SERVING_IMAGE}-gpu"
 
 
 @dataclass(frozen=True)

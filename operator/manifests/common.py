@@ -12,6 +12,8 @@ from tfmaas.operator.images import is_own_image
 from tfmaas.operator.naming import owner_reference
 from tfmaas.storage.encryption import ENCRYPTION_ENV, KMS_KEY_ID_ENV
 
+# The NVIDIA device plugin's extended resource: what GPU pods ask for, and the usual taint.
+GPU_RESOURCE = "nvidia.com/gpu"
 STORE_CA_VOLUME = "store-ca"
 STORE_CA_DIR = "/etc/tfmaas/store-ca"
 STORE_CA_FILE = "ca.crt"
@@ -36,6 +38,17 @@ def pod_security_context(config: OperatorConfig) -> dict[str, Any]:
         "fsGroup": config.run_as_user,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def gpu_placement(config: OperatorConfig) -> dict[str, Any]:
+    """Pod spec fields that put a GPU pod (training worker or serving replica) on the GPU
+    nodes: the operator's selector and the tolerations of their usual taint."""
+    placement: dict[str, Any] = {}
+    if config.gpu_node_selector:
+        placement["nodeSelector"] = dict(config.gpu_node_selector)
+    if config.gpu_tolerations:
+        placement["tolerations"] = [dict(toleration) for toleration in config.gpu_tolerations]
+    return placement
 
 
 def container_security_context() -> dict[str, Any]:

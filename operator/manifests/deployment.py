@@ -10,7 +10,9 @@ from tfmaas.api import ModelService
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.manifests.access import gateway_container, gateway_volumes, guarded
 from tfmaas.operator.manifests.common import (
+    GPU_RESOURCE,
     container_security_context,
+    gpu_placement,
     namespace_of,
     owner_of,
     pod_security_context,
@@ -69,6 +71,19 @@ def server_ports(service: ModelService, operator_config: OperatorConfig) -> tupl
     return GRPC_PORT, REST_PORT
 
 
+def serving_image(service: ModelService, operator_config: OperatorConfig) -> str:
+    """The spec's image, else TF Serving's CUDA build for a GPU replica, its CPU build
+    otherwise: the CPU build cannot use the GPU the pod was given."""
+    serving = service.spec.serving
+    if serving.image:
+        return serving.image
+    return (
+        operator_config.serving_gpu_image
+        if serving.resources.gpu
+        else operator_config.serving_image
+    )
+
+
 def server_args(service: ModelService, operator_config: OperatorConfig) -> list[str]:
     serving = service.spec.serving
     threads = whole_cpus(serving.resources.cpu)
@@ -92,6 +107,12 @@ def server_args(service: ModelService, operator_config: OperatorConfig) -> list[
         f"--tensorflow_intra_op_parallelism={threads}",
         f"--tensorflow_inter_op_parallelism={threads}",
     ]
+    if serving.resources.gpu:
+        # TF Serving takes nearly all of a GPU's memory by default; the operator's setting
+        # bounds it (see OperatorConfig.serving_gpu_memory_fraction).
+        args.append(
+            f"--per_process_gpu_memory_fraction={operator_config.serving_gpu_memory_fraction}"
+        )
     return args
 
 
@@ -146,7 +167,11 @@ def _storage_initializer(
 
 def _server(service: ModelService, track: str, operator_config: OperatorConfig) -> dict[str, Any]:
     serving = service.spec.serving
-    amounts = {"cpu": serving.resources.cpu, "memory": serving.resources.memory}
+    amounts: dict[str, Any] = {"cpu": serving.resources.cpu, "memory": serving.resources.memory}
+    limits = dict(amounts)
+    if serving.resources.gpu:
+        # An extended resource is requested through its limit (the request defaults to it).
+        limits[GPU_RESOURCE] = serving.resources.gpu
     grpc_port, rest_port = server_ports(service, operator_config)
     # Behind the gateway the names "grpc" and "http" are the gateway's (the Service targets
     # them), so TF Serving's own ports are probed by number and not declared.
@@ -160,13 +185,13 @@ def _server(service: ModelService, track: str, operator_config: OperatorConfig) 
     )
     return {
         "name": SERVING_CONTAINER,
-        "image": serving.image or operator_config.serving_image,
+        "image": serving_image(service, operator_config),
         "imagePullPolicy": operator_config.serving_image_pull_policy,
         "command": list(operator_config.serving_command),
         "args": server_args(service, operator_config),
         "env": scratch_env(),
         "ports": ports,
-        "resources": {"requests": amounts, "limits": dict(amounts)},
+        "resources": {"requests": amounts, "limits": limits},
         "securityContext": container_security_context(),
         # The server opens its ports only once the configured models have loaded, however
         # long that takes; the startup probe gives it up to ten minutes.
@@ -258,6 +283,8 @@ def build_deployment(
             },
         },
     }
+    if service.spec.serving.resources.gpu:
+        spec["template"]["spec"].update(gpu_placement(operator_config))
     if replicas is not None:
         spec["replicas"] = replicas
     return {

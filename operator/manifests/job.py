@@ -10,7 +10,9 @@ from tfmaas.api import ModelService
 from tfmaas.errors import USER_ERROR_EXIT_CODE
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.manifests.common import (
+    GPU_RESOURCE,
     container_security_context,
+    gpu_placement,
     namespace_of,
     owner_of,
     pod_security_context,
@@ -68,7 +70,7 @@ def _trainer_resources(service: ModelService) -> dict[str, Any]:
     amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
     limits = dict(amounts)
     if resources.gpu:
-        limits["nvidia.com/gpu"] = resources.gpu
+        limits[GPU_RESOURCE] = resources.gpu
     return {"requests": amounts, "limits": limits}
 
 
@@ -142,10 +144,7 @@ def build_training_job(
         ],
     }
     if training.resources.gpu:
-        if config.gpu_node_selector:
-            pod_spec["nodeSelector"] = dict(config.gpu_node_selector)
-        if config.gpu_tolerations:
-            pod_spec["tolerations"] = [dict(toleration) for toleration in config.gpu_tolerations]
+        pod_spec.update(gpu_placement(config))
     job_spec: dict[str, Any] = {
         "backoffLimit": config.training_backoff_limit,
         "podFailurePolicy": pod_failure_policy(),

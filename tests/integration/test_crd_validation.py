@@ -98,6 +98,8 @@ INVALID: list[tuple[str, Any, str]] = [
     ),
     ("spec.training.resources.cpu", "lots", "spec.training.resources.cpu"),
     ("spec.training.resources.gpu", -1, "spec.training.resources.gpu"),
+    ("spec.serving.resources.gpu", -1, "spec.serving.resources.gpu"),
+    ("spec.serving.resources.gpu", 2, "spec.serving.resources.gpu"),
     ("spec.training.workers", 0, "spec.training.workers"),
     ("spec.training.distillation", {}, "spec.training.distillation.teacher"),
     ("spec.training.distillation", {"teacher": {"version": 0}}, "teacher.version"),

@@ -134,6 +134,10 @@ def test_every_problem_is_reported_with_its_path() -> None:
         (("serving", "version"), 0, "spec.serving.version", "positive version"),
         (("serving", "canary"), {"replicas": 1}, "spec.serving.canary.version", "required"),
         (("serving", "replicas"), -1, "spec.serving.replicas", "at least 1"),
+        (("serving", "resources"), {"gpu": -1}, "spec.serving.resources.gpu", "at least 0"),
+        (("serving", "resources"), {"gpu": 2}, "spec.serving.resources.gpu", "at most 1"),
+        (("serving", "resources"), {"gpu": "1"}, "spec.serving.resources.gpu", "whole number"),
+        (("serving", "resources"), {"gpu": 0.5}, "spec.serving.resources.gpu", "whole number"),
         (("storage",), "s3://models/x", "spec.storage", "mapping"),
         # The apiserver drops a null in a non-nullable field, so it counts as absent.
         (("storage",), None, "spec.storage", "is required"),

@@ -338,6 +338,12 @@ def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
         ({"defaults.storage.endpoint": "minio:9000"}, "endpoint"),
         ({"allowedImages": "registry.example/team/"}, "allowedImages"),
         ({"operator.logFormat": "yaml"}, "logFormat"),
+        ({"defaults.serving.gpuMemoryFraction": 0}, "gpuMemoryFraction"),
+        ({"defaults.serving.gpuMemoryFraction": 1.5}, "gpuMemoryFraction"),
+        ({"defaults.serving.gpuMemoryFraction": "0"}, "gpuMemoryFraction"),
+        ({"defaults.serving.gpuMemoryFraction": "1.5"}, "gpuMemoryFraction"),
+        ({"defaults.serving.gpuMemoryFraction": "most"}, "gpuMemoryFraction"),
+        ({"defaults.serving.gpuImage.repository": ""}, "repository"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_message_naming_them(
@@ -382,6 +388,36 @@ def test_defaults_configmap_is_what_the_operator_config_reads(helm: Path) -> Non
     assert config.request_rate_metric == "tfserving_requests_per_second"
 
 
+def test_gpu_serving_values_reach_the_operator_config(helm: Path) -> None:
+    from tfmaas.operator.config import OperatorConfig
+
+    default = OperatorConfig.load(environ=one(render(helm), "ConfigMap", "tfmaas-defaults")["data"])
+    assert default.serving_gpu_image == default.serving_image + "-gpu"
+    assert default.serving_gpu_memory_fraction == 0.9
+    values = {
+        "defaults.serving.gpuImage.repository": "registry.example/serving",
+        "defaults.serving.gpuImage.tag": "2.19.0-gpu",
+        "defaults.serving.gpuMemoryFraction": 0.3,
+    }
+    data = one(render(helm, values), "ConfigMap", "tfmaas-defaults")["data"]
+    config = OperatorConfig.load(environ=data)
+    assert config.serving_gpu_image == "registry.example/serving:2.19.0-gpu"
+    assert config.serving_gpu_memory_fraction == 0.3
+    # Plain --set, as an admin types it, makes a decimal a string.
+    out = run_helm(
+        helm,
+        "template",
+        "tfmaas",
+        str(CHART_DIR),
+        *kube_version_args(),
+        "--set",
+        "defaults.serving.gpuMemoryFraction=0.45",
+    ).stdout
+    rendered = [doc for doc in yaml.safe_load_all(out) if doc]
+    data = one(rendered, "ConfigMap", "tfmaas-defaults")["data"]
+    assert OperatorConfig.load(environ=data).serving_gpu_memory_fraction == 0.45
+
+
 def test_allowed_images_reach_the_operator_config(helm: Path) -> None:
     from tfmaas.operator.config import OperatorConfig
 
@@ -396,8 +432,9 @@ def test_chart_sets_every_default_the_kustomize_deploy_sets(helm: Path) -> None:
     deploy = yaml.safe_load((REPO_ROOT / "deploy" / "operator" / "defaults.yaml").read_text())
     chart = one(render(helm), "ConfigMap", "tfmaas-defaults")["data"]
     assert set(deploy["data"]) <= set(chart)
-    for key in ("TFMAAS_TRAINER_IMAGE", "TFMAAS_SERVING_IMAGE", "TFMAAS_STORAGE_INITIALIZER_IMAGE"):
-        assert chart[key] == deploy["data"][key], key
+    for key in deploy["data"]:
+        if key.endswith("_IMAGE") or key.startswith("TFMAAS_SERVING_GPU"):
+            assert chart[key] == deploy["data"][key], key
 
 
 def test_access_control_roles_and_defaults(helm: Path) -> None:

@@ -15,6 +15,11 @@ def test_the_access_gateway_runs_from_its_own_local_image() -> None:
     }
     values = stack.chart_values(built)
     assert values["defaults.serving.image.repository"] == "tfmaas.local/serving"
+    # The local node's GPUs are fake: GPU replicas run the same local image, never pulled.
+    assert values["defaults.serving.gpuImage.repository"] == "tfmaas.local/serving"
+    assert values["defaults.serving.gpuImage.tag"] == "abc123"
+    assert "defaults.serving.gpuImage.pullPolicy" not in values
+    assert values["defaults.serving.image.pullPolicy"] == "Never"
     assert values["access.gateway.image.repository"] == "tfmaas.local/access-gateway"
     assert values["access.gateway.image.tag"] == "def456"
     assert "access.gateway.image.repository" not in stack.chart_values({})

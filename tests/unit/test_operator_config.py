@@ -43,3 +43,11 @@ def test_mistakes_are_user_errors(tmp_path: Path) -> None:
         OperatorConfig.load({"TFMAAS_OPERATOR_CONFIG": str(file)})
     with pytest.raises(UserError, match="resync_seconds"):
         OperatorConfig.load({"TFMAAS_RESYNC_SECONDS": "soon"})
+    # 0 is TF Serving's "take it all", the very thing the setting bounds.
+    for fraction in ("0", "-0.1", "1.5"):
+        with pytest.raises(UserError, match="serving_gpu_memory_fraction must be above 0"):
+            OperatorConfig.load({"TFMAAS_SERVING_GPU_MEMORY_FRACTION": fraction})
+    assert (
+        OperatorConfig.load({"TFMAAS_SERVING_GPU_MEMORY_FRACTION": "1"}).serving_gpu_memory_fraction
+        == 1.0
+    )

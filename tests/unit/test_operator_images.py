@@ -16,6 +16,7 @@ OWN = OperatorConfig(
     trainer_image="tfmaas/trainer:1.0",
     serving_image="tensorflow/serving:2.18.0",
     storage_initializer_image="tfmaas/tfmaas:1.0",
+    serving_gpu_image="tensorflow/serving:2.18.0-gpu",
 )
 
 
@@ -40,10 +41,13 @@ def model(**images: str) -> ModelService:
 
 
 def test_by_default_only_the_operator_s_own_images_run() -> None:
-    for image in ("tfmaas/trainer:1.0", "tensorflow/serving:2.18.0", "tfmaas/tfmaas:1.0"):
+    own = ("tfmaas/trainer:1.0", "tensorflow/serving:2.18.0", "tfmaas/tfmaas:1.0")
+    for image in (*own, "tensorflow/serving:2.18.0-gpu"):
         assert image_allowed(image, OWN)
     for image in ("tfmaas/trainer:1.1", "tensorflow/serving:latest", "evil/miner", ""):
         assert not image_allowed(image, OWN)
+    assert not image_allowed("tensorflow/serving:latest-gpu", OWN)
+    assert image_problem(model(serving="tensorflow/serving:2.18.0-gpu"), OWN) is None
     assert image_problem(model(), OWN) is None
     assert image_problem(model(training="tfmaas/trainer:1.0"), OWN) is None
 

@@ -11,13 +11,15 @@ from tfmaas.api import ModelService, load_model_service, load_training_spec
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.manifests.common import requests_per_second_quantity, whole_cpus
 from tfmaas.operator.manifests.configmap import build_config_map, serving_config
-from tfmaas.operator.manifests.deployment import build_deployment
+from tfmaas.operator.manifests.deployment import build_deployment, server_args
 from tfmaas.operator.manifests.hpa import build_hpa
 from tfmaas.operator.manifests.job import build_training_job, build_worker_service
 from tfmaas.operator.manifests.pdb import build_pdb
 from tfmaas.operator.manifests.service import build_headless_service, build_service, endpoint
 
-CONFIG = OperatorConfig(trainer_image="trainer:test", serving_image="serving:test")
+CONFIG = OperatorConfig(
+    trainer_image="trainer:test", serving_image="serving:test", serving_gpu_image="serving:gpu"
+)
 
 
 def service(**spec_overrides: Any) -> ModelService:
@@ -213,6 +215,76 @@ def test_serving_deployment() -> None:
         f"reviews-config-{settings.digest[:10]}"
     )
     assert restricted_violations(pod) == []
+
+
+def gpu_pod(model: ModelService, config: OperatorConfig = CONFIG) -> dict[str, Any]:
+    deployment = build_deployment(model, serving_config(model, "stable", 1), None, config)
+    return deployment["spec"]["template"]["spec"]
+
+
+def test_a_cpu_replica_asks_for_no_gpu_and_runs_the_cpu_image() -> None:
+    pod = gpu_pod(service(serving={"resources": {"gpu": 0}}))
+    (server,) = pod["containers"]
+    assert server["image"] == "serving:test"
+    assert "nvidia.com/gpu" not in json.dumps(pod)
+    assert not any("gpu" in arg for arg in server["args"])
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_a_gpu_replica_asks_for_its_gpu_runs_the_gpu_image_and_bounds_its_memory() -> None:
+    config = OperatorConfig(
+        serving_image="serving:test",
+        serving_gpu_image="serving:gpu",
+        gpu_node_selector={"accelerator": "h100"},
+        serving_gpu_memory_fraction=0.45,
+    )
+    pod = gpu_pod(service(serving={"resources": {"gpu": 1, "cpu": "4", "memory": "8Gi"}}), config)
+    (server,) = pod["containers"]
+    assert server["image"] == "serving:gpu"
+    # An extended resource is asked for by its limit; the request defaults to it.
+    assert server["resources"] == {
+        "requests": {"cpu": "4", "memory": "8Gi"},
+        "limits": {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": 1},
+    }
+    fractions = [arg for arg in server["args"] if arg.startswith("--per_process_gpu_memory")]
+    assert fractions == ["--per_process_gpu_memory_fraction=0.45"]
+    assert pod["nodeSelector"] == {"accelerator": "h100"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    # Only the server gets the GPU: the init container and the gateway stay CPU-only.
+    assert "nvidia.com/gpu" not in json.dumps(pod["initContainers"])
+    assert restricted_violations(pod) == []
+
+
+def test_a_gpu_replica_s_defaults_are_the_gpu_image_and_nine_tenths_of_its_gpu() -> None:
+    pod = gpu_pod(service(serving={"resources": {"gpu": 1}}), OperatorConfig())
+    (server,) = pod["containers"]
+    assert server["image"] == OperatorConfig().serving_image + "-gpu"
+    assert "--per_process_gpu_memory_fraction=0.9" in server["args"]
+
+
+def test_a_gpu_replica_runs_the_spec_s_own_image_when_it_names_one() -> None:
+    model = service(serving={"resources": {"gpu": 1}, "image": "team/serving:1-gpu"})
+    (server,) = gpu_pod(model)["containers"]
+    assert server["image"] == "team/serving:1-gpu"
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_a_guarded_gpu_replica_gives_the_gpu_to_the_server_only() -> None:
+    model = service(serving={"resources": {"gpu": 1}, "access": {"mode": "kubernetes"}})
+    server, gateway = gpu_pod(model)["containers"]
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in json.dumps(gateway)
+
+
+def test_tfmaas_serve_accepts_every_flag_a_gpu_replica_gets() -> None:
+    """The embedded server stands in for TF Serving in the GPU image's place too."""
+    from tfmaas.serving.flags import parse
+
+    model = service(serving={"resources": {"gpu": 1}})
+    flags = parse(server_args(model, CONFIG))
+    assert flags.per_process_gpu_memory_fraction == 0.9
 
 
 def test_a_stopping_server_waits_then_drains_within_its_grace_period() -> None:

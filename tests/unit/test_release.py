@@ -19,6 +19,7 @@ from tfmaas.release import (
     ACCESS_GATEWAY_REPOSITORY,
     OPERATOR_REPOSITORY,
     RELEASE_IMAGES,
+    SERVING_GPU_IMAGE,
     SERVING_IMAGE,
     TRAINER_REPOSITORY,
     image_reference,
@@ -43,6 +44,7 @@ def test_operator_defaults_are_the_release_images() -> None:
     assert config.storage_initializer_image == f"{OPERATOR_REPOSITORY}:{__version__}"
     assert config.access_gateway_image == f"{ACCESS_GATEWAY_REPOSITORY}:{__version__}"
     assert config.serving_image == SERVING_IMAGE
+    assert config.serving_gpu_image == SERVING_GPU_IMAGE == f"{SERVING_IMAGE}-gpu"
 
 
 def test_kustomize_names_the_operator_defaults() -> None:
@@ -66,6 +68,8 @@ def test_chart_values_name_the_release_repositories() -> None:
         assert (node["repository"], node["tag"]) == (image.repository, ""), image.chart_value
     serving = values["defaults"]["serving"]["image"]
     assert f"{serving['repository']}:{serving['tag']}" == SERVING_IMAGE
+    gpu = values["defaults"]["serving"]["gpuImage"]
+    assert f"{gpu['repository']}:{gpu['tag']}" == SERVING_GPU_IMAGE
 
 
 def _chart_images(objects: list[dict[str, Any]]) -> dict[str, str]:
@@ -77,6 +81,7 @@ def _chart_images(objects: list[dict[str, Any]]) -> dict[str, str]:
         "storage-initializer": data["TFMAAS_STORAGE_INITIALIZER_IMAGE"],
         "access-gateway": data["TFMAAS_ACCESS_GATEWAY_IMAGE"],
         "serving": data["TFMAAS_SERVING_IMAGE"],
+        "serving-gpu": data["TFMAAS_SERVING_GPU_IMAGE"],
     }
 
 
@@ -88,6 +93,7 @@ def test_the_rendered_chart_runs_the_operator_defaults() -> None:
         "storage-initializer": config.storage_initializer_image,
         "access-gateway": config.access_gateway_image,
         "serving": config.serving_image,
+        "serving-gpu": config.serving_gpu_image,
     }
 
 

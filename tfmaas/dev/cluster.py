@@ -478,13 +478,16 @@ class LocalCluster:
 
     # -- acting as the kubelet (there is no node that runs containers) ---------------------
 
-    def register_fake_node(self, name: str, *, cpu: str = "8", memory: str = "32Gi") -> None:
+    def register_fake_node(
+        self, name: str, *, cpu: str = "8", memory: str = "32Gi", gpus: int = 0
+    ) -> None:
         """A Ready Node the scheduler can bind pods to; nothing ever runs them.
 
         Pods bound to it stay Pending until a test moves them on with `finish_pod` or
         `mark_pod_ready`. Its heartbeat is never renewed, so after the node-monitor grace
         period (about a minute) the node lifecycle controller marks it unreachable; register
-        it right before use.
+        it right before use. `gpus` advertises that many `nvidia.com/gpu`, as a device plugin
+        would.
         """
         node = {
             "apiVersion": "v1",
@@ -494,6 +497,8 @@ class LocalCluster:
         self.kubectl("apply", "-f", "-", input=json.dumps(node))
         now = now_rfc3339()
         capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
+        if gpus:
+            capacity["nvidia.com/gpu"] = str(gpus)
         status = {
             "status": {
                 "capacity": capacity,

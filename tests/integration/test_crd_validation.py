@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,6 +260,22 @@ def test_modelservices_are_not_in_the_all_category(cluster: LocalCluster, namesp
         cluster.kubectl("delete", "ms", "hidden", "-n", namespace, check=False)
 
 
+def _server_dry_run(
+    cluster: LocalCluster, namespace: str, document: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl create --dry-run=server` of `document`: the API server's verdict, nothing kept."""
+    return cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(document),
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("path", "value", "reported_at", "says"),
     HOSTILE,
@@ -268,16 +285,7 @@ def test_hostile_value_is_refused_by_the_api_server_naming_its_field(
     cluster: LocalCluster, namespace: str, path: str, value: Any, reported_at: str, says: str
 ) -> None:
     document = with_value(minimal(f"bad-{uuid.uuid4().hex[:6]}"), path, value)
-    applied = cluster.kubectl(
-        "create",
-        "--dry-run=server",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input=json.dumps(document),
-        check=False,
-    )
+    applied = _server_dry_run(cluster, namespace, document)
     assert applied.returncode != 0, f"the API server accepted {path}={value!r}"
     assert f"{reported_at}: " in applied.stderr, applied.stderr
     assert says in applied.stderr, applied.stderr
@@ -287,16 +295,7 @@ def test_a_quoted_version_is_not_told_to_write_what_it_wrote(
     cluster: LocalCluster, namespace: str
 ) -> None:
     document = with_value(minimal("quoted"), "spec.serving.version", "3")
-    applied = cluster.kubectl(
-        "create",
-        "--dry-run=server",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input=json.dumps(document),
-        check=False,
-    )
+    applied = _server_dry_run(cluster, namespace, document)
     assert "drop the quotes" in applied.stderr and "such as 3" not in applied.stderr
 
 

@@ -5,14 +5,14 @@ scheduled only where a GPU is free (a tainted GPU node; never a CPU node)."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.integration.operator_harness import create_restricted_namespace, install_crd
+from tests.integration.test_helm_install import eventually
 from tfmaas.api import load_model_service
 from tfmaas.dev.cluster import LocalCluster
 from tfmaas.operator.config import OperatorConfig
@@ -22,14 +22,6 @@ from tfmaas.operator.manifests.deployment import build_deployment
 pytestmark = pytest.mark.integration
 
 GPU = "nvidia.com/gpu"
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.3)
 
 
 @pytest.fixture
@@ -95,8 +87,8 @@ def test_a_gpu_replica_is_admitted_and_lands_only_on_a_free_gpu(
             pods = _pods(cluster, namespace)
             return len(pods) == 2 and any(pod["spec"].get("nodeName") for pod in pods)
 
-        _eventually(placed, "the scheduler to bind one GPU replica")
-        _eventually(
+        eventually(placed, "the scheduler to bind one GPU replica")
+        eventually(
             lambda: any(
                 condition.get("reason") == "Unschedulable"
                 for pod in _pods(cluster, namespace)

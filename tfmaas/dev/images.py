@@ -115,23 +115,26 @@ def pause_image() -> BuiltImage:
     if archive.exists():
         return BuiltImage(reference, archive)
     with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch_name:
-        scratch = Path(scratch_name)
-        binary = scratch / "pause"
+        binary = Path(scratch_name) / "pause"
         env = {**os.environ, "CGO_ENABLED": "0"}
         _run(
             [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), "."],
             cwd=source,
             env=env,
         )
+        config = oci.ImageConfig(entrypoint=["/pause"], env=[], user="65535:65535")
+        return _one_binary_image(reference, archive, binary, path="/pause", config=config)
+
+
+def _one_binary_image(
+    reference: str, archive: Path, binary: Path, *, path: str, config: oci.ImageConfig
+) -> BuiltImage:
+    """An image of one static binary at `path` on an empty base, written to `archive`."""
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch_name:
         layer = oci.layer_from_files(
-            [oci.FileEntry("/pause", binary.read_bytes(), 0o755)], scratch / "layer.tar"
+            [oci.FileEntry(path, binary.read_bytes(), 0o755)], Path(scratch_name) / "layer.tar"
         )
-        oci.write_archive(
-            reference=reference,
-            layers=[layer],
-            config=oci.ImageConfig(entrypoint=["/pause"], env=[], user="65535:65535"),
-            dest=archive,
-        )
+        oci.write_archive(reference=reference, layers=[layer], config=config, dest=archive)
     return BuiltImage(reference, archive)
 
 
@@ -150,21 +153,10 @@ def access_gateway_image() -> BuiltImage:
     archive = cache_dir() / f"access-gateway-{key}.tar"
     if archive.exists():
         return BuiltImage(reference, archive)
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch_name:
-        scratch = Path(scratch_name)
-        layer = oci.layer_from_files(
-            [oci.FileEntry(ACCESS_GATEWAY_BINARY, binary.read_bytes(), 0o755)],
-            scratch / "layer.tar",
-        )
-        oci.write_archive(
-            reference=reference,
-            layers=[layer],
-            config=oci.ImageConfig(
-                entrypoint=["access-gateway"], env=["PATH=/usr/local/bin"], user="65532:65532"
-            ),
-            dest=archive,
-        )
-    return BuiltImage(reference, archive)
+    config = oci.ImageConfig(
+        entrypoint=["access-gateway"], env=["PATH=/usr/local/bin"], user="65532:65532"
+    )
+    return _one_binary_image(reference, archive, binary, path=ACCESS_GATEWAY_BINARY, config=config)
 
 
 def project_images(*, base: BuiltImage | None = None) -> dict[str, BuiltImage]:

@@ -118,15 +118,9 @@ class ServingMetrics:
         ]
         for (model_name, api, entrypoint), buckets, count, total in latency:
             base = (("model_name", model_name), ("API", api), ("entrypoint", entrypoint))
-            cumulative = 0
-            for bound, value in zip((*LATENCY_BOUNDS, float("inf")), buckets, strict=True):
-                cumulative += value
-                le = "+Inf" if bound == float("inf") else _number(bound)
-                lines.append(
-                    f"{REQUEST_LATENCY}_bucket{{{_labels((*base, ('le', le)))}}} {cumulative}"
-                )
-            lines.append(f"{REQUEST_LATENCY}_sum{{{_labels(base)}}} {_number(total)}")
-            lines.append(f"{REQUEST_LATENCY}_count{{{_labels(base)}}} {count}")
+            lines += _histogram_lines(
+                REQUEST_LATENCY, base, LATENCY_BOUNDS, buckets, count=count, total=total
+            )
         lines += [
             f"# HELP {LOAD_ATTEMPTS} The number of times a SavedModel was successfully loaded.",
             f"# TYPE {LOAD_ATTEMPTS} counter",
@@ -147,11 +141,29 @@ class ServingMetrics:
         ]
         for model_name, buckets, count, total in batch_sizes:
             model = (("model_name", model_name),)
-            cumulative = 0
-            for bound, value in zip((*BATCH_SIZE_BOUNDS, float("inf")), buckets, strict=True):
-                cumulative += value
-                le = "+Inf" if bound == float("inf") else _number(bound)
-                lines.append(f"{BATCH_SIZE}_bucket{{{_labels((*model, ('le', le)))}}} {cumulative}")
-            lines.append(f"{BATCH_SIZE}_sum{{{_labels(model)}}} {_number(total)}")
-            lines.append(f"{BATCH_SIZE}_count{{{_labels(model)}}} {count}")
+            lines += _histogram_lines(
+                BATCH_SIZE, model, BATCH_SIZE_BOUNDS, buckets, count=count, total=total
+            )
         return "\n".join(lines) + "\n"
+
+
+def _histogram_lines(
+    name: str,
+    labels: tuple[tuple[str, str], ...],
+    bounds: tuple[float, ...],
+    buckets: list[int],
+    *,
+    count: int,
+    total: float,
+) -> list[str]:
+    """One histogram series in the text format: cumulative buckets ending at +Inf, then sum
+    and count."""
+    lines = []
+    cumulative = 0
+    for bound, value in zip((*bounds, float("inf")), buckets, strict=True):
+        cumulative += value
+        le = "+Inf" if bound == float("inf") else _number(bound)
+        lines.append(f"{name}_bucket{{{_labels((*labels, ('le', le)))}}} {cumulative}")
+    lines.append(f"{name}_sum{{{_labels(labels)}}} {_number(total)}")
+    lines.append(f"{name}_count{{{_labels(labels)}}} {count}")
+    return lines

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,14 +15,6 @@ import (
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
-)
-
-// protocol is which of TF Serving's two APIs a listener fronts; it decides how a refusal is said.
-type protocol int
-
-const (
-	grpcAPI protocol = iota
-	restAPI
 )
 
 // gRPC status codes the gateway answers with itself (google.golang.org/grpc/codes).
@@ -59,38 +50,33 @@ type gateway struct {
 	counters *counters
 }
 
-// guard wraps the proxy of one API: only calls the caller's RBAC rules allow reach next.
-func (g *gateway) guard(api protocol, next http.Handler) http.Handler {
+// guard wraps the REST proxy: only calls the caller's RBAC rules allow reach next. The gRPC
+// port makes the same checks in relay.go.
+func (g *gateway) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var needed permission
-		var offered bool
-		if api == grpcAPI {
-			needed, offered = grpcPermission(r.URL.Path)
-		} else {
-			needed, offered = restPermission(r.Method, r.URL.Path)
-		}
+		needed, offered := restPermission(r.Method, r.URL.Path)
 		// Authentication comes first so that an anonymous caller learns nothing about which
 		// methods exist. On success the authenticator removes the token from the request, so
 		// it never reaches the model server.
 		answer, authenticated, err := g.authn.AuthenticateRequest(r)
 		if err != nil || !authenticated {
 			g.counters.unauthenticated.Add(1)
-			refuse(w, api, refuseUnauthenticated, unauthenticatedMessage)
+			refuse(w, refuseUnauthenticated, unauthenticatedMessage)
 			return
 		}
 		if !offered {
 			g.counters.forbidden.Add(1)
-			refuse(w, api, refuseForbidden, unknownMessage)
+			refuse(w, refuseForbidden, unknownMessage)
 			return
 		}
 		switch g.decide(r.Context(), answer.User, needed) {
 		case reviewFailed:
 			g.counters.reviewFailed.Add(1)
-			refuse(w, api, refuseUnavailable, reviewFailedMessage)
+			refuse(w, refuseUnavailable, reviewFailedMessage)
 			return
 		case forbidden:
 			g.counters.forbidden.Add(1)
-			refuse(w, api, refuseForbidden, g.target.deniedMessage(needed))
+			refuse(w, refuseForbidden, g.target.deniedMessage(needed))
 			return
 		}
 		g.counters.allowed.Add(1)
@@ -120,18 +106,9 @@ func (g *gateway) decide(ctx context.Context, caller user.Info, p permission) de
 	return forbidden
 }
 
-// refuse answers a call the gateway will not forward, as each API's clients expect: gRPC as a
-// real status (HTTP 200 with grpc-status, a "trailers-only" response), REST as TF Serving's
-// JSON error body.
-func refuse(w http.ResponseWriter, api protocol, how refusal, message string) {
+// refuse answers a REST call the gateway will not forward with TF Serving's JSON error body.
+func refuse(w http.ResponseWriter, how refusal, message string) {
 	header := w.Header()
-	if api == grpcAPI {
-		header.Set("Content-Type", "application/grpc")
-		header.Set("Grpc-Status", strconv.Itoa(how.grpcCode))
-		header.Set("Grpc-Message", encodeGrpcMessage(message))
-		w.WriteHeader(http.StatusOK)
-		return
-	}
 	if how.httpStatus == http.StatusUnauthorized {
 		header.Set("WWW-Authenticate", `Bearer realm="tfmaas"`)
 	}
@@ -158,22 +135,20 @@ func encodeGrpcMessage(message string) string {
 
 // newProxy forwards to the model server at upstream over transport. The bearer token is dropped
 // here as well, whatever the authenticator did, so no credential reaches the model server.
-func newProxy(api protocol, upstream *url.URL, transport http.RoundTripper) *httputil.ReverseProxy {
+func newProxy(upstream *url.URL, transport http.RoundTripper) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream)
 			pr.Out.Header.Del("Authorization")
 		},
 		Transport: transport,
-		// gRPC streams and trailers must pass as they come, not buffered.
-		FlushInterval: -1,
 		// Without a pool every call allocates a fresh 32 KiB copy buffer.
 		BufferPool: copyBuffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, http.ErrAbortHandler) {
 				panic(err)
 			}
-			refuse(w, api, refuseUnavailable, "the model server is not reachable")
+			refuse(w, refuseUnavailable, "the model server is not reachable")
 		},
 	}
 }
@@ -191,13 +166,6 @@ func (p *bufferPool) Get() []byte {
 func (p *bufferPool) Put(buffer []byte) { p.pool.Put(&buffer) }
 
 var copyBuffers = &bufferPool{}
-
-// h2cTransport speaks HTTP/2 without TLS to the gRPC port on loopback, as gRPC clients do.
-func h2cTransport() *http.Transport {
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
-	return &http.Transport{Protocols: &protocols, ForceAttemptHTTP2: true}
-}
 
 // restTransport keeps enough idle HTTP/1.1 connections for a busy pod.
 func restTransport() *http.Transport {

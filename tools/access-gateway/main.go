@@ -5,7 +5,8 @@
 // is checked with a TokenReview and the call with a SubjectAccessReview on the ModelService, both
 // through k8s.io/apiserver's delegating authenticator and authorizer and their caches, so a burst
 // of calls with one token costs the API server one review per cache TTL. Allowed calls are
-// forwarded unchanged (gRPC as h2c, REST as HTTP/1.1) without the token.
+// forwarded unchanged without the token: gRPC by relaying HTTP/2 frames (relay.go), REST through
+// a reverse proxy over HTTP/1.1.
 //
 // A third, unauthenticated listener serves what the cluster itself needs: TF Serving's
 // Prometheus metrics passed through at the same path, the gateway's own counters, and probes.
@@ -27,6 +28,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -205,9 +207,8 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	grpcURL := &url.URL{Scheme: "http", Host: o.grpcUpstream}
 	restURL := &url.URL{Scheme: "http", Host: o.restUpstream}
-	restProxy := newProxy(restAPI, restURL, restTransport())
+	restProxy := newProxy(restURL, restTransport())
 	ctx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
 	var certificate *servingCertificate
@@ -223,13 +224,18 @@ func run(o options) error {
 		handler     http.Handler
 		certificate *servingCertificate
 	}{
-		{"grpc", o.grpcListen, g.guard(grpcAPI, newProxy(grpcAPI, grpcURL, h2cTransport())), certificate},
-		{"rest", o.restListen, g.guard(restAPI, restProxy), certificate},
+		{"rest", o.restListen, g.guard(restProxy), certificate},
 		{"metrics", o.metricsListen, metricsHandler(o, g, restProxy, restURL), nil},
 	}
-	errs := make(chan error, len(listeners))
+	errs := make(chan error, len(listeners)+1)
 	servers := make([]*http.Server, 0, len(listeners))
-	banner := "listening"
+	grpcListener, err := net.Listen("tcp", o.grpcListen)
+	if err != nil {
+		return fmt.Errorf("grpc listener: %w", err)
+	}
+	relay := newGRPCRelay(g, o.grpcUpstream, certificate)
+	go func() { errs <- relay.serve(grpcListener) }()
+	banner := fmt.Sprintf("listening grpc=%d", grpcListener.Addr().(*net.TCPAddr).Port)
 	for _, l := range listeners {
 		listener, err := net.Listen("tcp", l.address)
 		if err != nil {
@@ -257,9 +263,17 @@ func run(o options) error {
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	_ = grpcListener.Close()
+	var drained sync.WaitGroup
+	drained.Add(1)
+	go func() {
+		defer drained.Done()
+		relay.shutdown(shutdown)
+	}()
 	for _, server := range servers {
 		_ = server.Shutdown(shutdown)
 	}
+	drained.Wait()
 	return nil
 }
 

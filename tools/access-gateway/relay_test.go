@@ -231,11 +231,17 @@ func statusOf(f http2.Frame) string {
 	return ""
 }
 
-func TestRefusedCallsBodiesDoNotStarveTheConnection(t *testing.T) {
+// hostileCaller is a raw HTTP/2 connection to a relay (guarding "sentiment") in front of a
+// model server.
+func hostileCaller(t *testing.T) (*modelServer, *grpcRelay, *rawClient) {
 	g, _ := newTestGateway("sentiment")
 	model := startModelServer(t)
-	_, address := startRelay(t, g, model.address)
-	c := dialRaw(t, address)
+	relay, address := startRelay(t, g, model.address)
+	return model, relay, dialRaw(t, address)
+}
+
+func TestRefusedCallsBodiesDoNotStarveTheConnection(t *testing.T) {
+	model, _, c := hostileCaller(t)
 	chunk := make([]byte, 16<<10)
 	// 200 refused calls with 64 KiB each: 12.5 MiB, far past any connection window, that the
 	// model server never sees and so never gives back.
@@ -271,10 +277,7 @@ func TestRefusedCallsBodiesDoNotStarveTheConnection(t *testing.T) {
 }
 
 func TestARequestOnAnOldStreamEndsTheConnection(t *testing.T) {
-	g, _ := newTestGateway("sentiment")
-	model := startModelServer(t)
-	_, address := startRelay(t, g, model.address)
-	c := dialRaw(t, address)
+	model, _, c := hostileCaller(t)
 	c.request(5, statusMethod, "good", true)
 	c.next(func(f http2.Frame) bool { return f.Header().StreamID == 5 })
 	// Stream 3 was never opened and is now closed: a request there must not pass unchecked.
@@ -289,10 +292,7 @@ func TestARequestOnAnOldStreamEndsTheConnection(t *testing.T) {
 }
 
 func TestAnEndlessHeaderBlockEndsTheConnection(t *testing.T) {
-	g, _ := newTestGateway("sentiment")
-	model := startModelServer(t)
-	_, address := startRelay(t, g, model.address)
-	c := dialRaw(t, address)
+	_, _, c := hostileCaller(t)
 	block := c.headerBlock(":method", "POST", ":path", predictMethod, "x-pad", strings.Repeat("a", 8000))
 	_ = c.framer.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block})
 	for range 20 { // CONTINUATION frames without END_HEADERS: 160 KB and counting
@@ -306,10 +306,7 @@ func TestAnEndlessHeaderBlockEndsTheConnection(t *testing.T) {
 }
 
 func TestExpandingHeaderReferencesAreBounded(t *testing.T) {
-	g, _ := newTestGateway("sentiment")
-	model := startModelServer(t)
-	_, address := startRelay(t, g, model.address)
-	c := dialRaw(t, address)
+	model, _, c := hostileCaller(t)
 	// One 4 KB field in the dynamic table, then thousands of one-byte references to it.
 	first := c.headerBlock(":method", "POST", ":path", statusMethod, "x-big", strings.Repeat("b", 4000))
 	c.block.Reset()
@@ -332,10 +329,7 @@ func TestExpandingHeaderReferencesAreBounded(t *testing.T) {
 }
 
 func TestShutdownLetsStartedCallsFinishAndRefusesNewStreams(t *testing.T) {
-	g, _ := newTestGateway("sentiment")
-	model := startModelServer(t)
-	relay, address := startRelay(t, g, model.address)
-	c := dialRaw(t, address)
+	_, relay, c := hostileCaller(t)
 	c.request(1, statusMethod, "good", false) // started, its message not sent yet
 	c.next(func(f http2.Frame) bool { _, ok := f.(*http2.SettingsFrame); return ok })
 	time.Sleep(100 * time.Millisecond)

@@ -164,10 +164,10 @@ def test_a_default_service_account_replaces_the_operator_s_default_store_secret(
 
 
 def test_behind_the_access_gateway_the_gateway_s_account_wins_and_keys_stay() -> None:
-    model = service(
-        serving_pod={"serviceAccountName": "models-reader"}, access={"mode": "kubernetes"}
-    )
-    pod = deployment(model)["spec"]["template"]["spec"]
+    # The spec cannot ask for both (the CRD refuses it); the operator's default mode can.
+    guarded = OperatorConfig(serving_image="serving:test", access_mode="kubernetes")
+    model = service(serving_pod={"serviceAccountName": "models-reader"})
+    pod = deployment(model, guarded)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "reviews-access-gateway"
     (init,) = pod["initContainers"]
     assert "AWS_ACCESS_KEY_ID" in env_names(init)

@@ -362,6 +362,11 @@ def _pod_rules(on: tuple[str, ...], *, label: str) -> list[Rule]:
     ]
 
 
+def _own_account_unguarded(serving: Mapping[str, Any]) -> bool:
+    account = (serving.get("pod") or {}).get("serviceAccountName")
+    return account is None or (serving.get("access") or {}).get("mode") != "kubernetes"
+
+
 def _replica_bounds(autoscaling: Mapping[str, Any]) -> bool:
     return int(autoscaling["minReplicas"]) <= int(autoscaling["maxReplicas"])
 
@@ -523,6 +528,13 @@ CROSS_FIELD_RULES: list[Rule] = [
         "serving.canary.version must differ from serving.version: the canary is a second "
         "version next to the pinned one",
         ".canary.version",
+    ),
+    Rule(
+        SERVING,
+        _own_account_unguarded,
+        "serving.pod.serviceAccountName cannot be used with access.mode kubernetes: guarded "
+        "serving pods run as the access gateway's ServiceAccount, which its RBAC binds",
+        ".pod.serviceAccountName",
     ),
     Rule(
         (*SERVING, "version"),

@@ -149,7 +149,9 @@ def _storage_initializer(
 ) -> dict[str, Any]:
     # The gateway's ServiceAccount is no store identity: a guarded pod keeps the store keys.
     identity = (
-        None if guarded(service, operator_config) else pod_service_account(service, operator_config)
+        None
+        if guarded(service, operator_config)
+        else placement_of(service, operator_config).service_account_name
     )
     return {
         "name": "storage-initializer",

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from tfmaas.api.loader import validate_pod_settings
 from tfmaas.errors import UserError
 from tfmaas.release import (
     ACCESS_GATEWAY_REPOSITORY,
@@ -51,10 +52,16 @@ class OperatorConfig:
     request_rate_metric: str = "tfserving_requests_per_second"
     training_backoff_limit: int = 1
     training_deadline_seconds: int = 86400
+    # What GPU pods (training or serving) add to their placement: the GPU pool's labels and
+    # the tolerations of its taint (the chart's defaults.gpu).
     gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
     gpu_tolerations: tuple[Mapping[str, Any], ...] = (
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
     )
+    # Every training / serving pod's placement and identity under its spec's `pod` (the
+    # chart's defaults.training.pod / defaults.serving.pod), in spec.<part>.pod's form.
+    training_pod: Mapping[str, Any] = field(default_factory=dict)
+    serving_pod: Mapping[str, Any] = field(default_factory=dict)
     config_poll_seconds: int = 60
     grpc_max_connection_age_ms: int = 30000
     resync_seconds: float = 60.0
@@ -89,6 +96,15 @@ class OperatorConfig:
             raise UserError(
                 "operator config: serving_gpu_memory_fraction must be above 0 and at most 1"
             )
+
+        # Held to the CRD's rules: a default reaches every pod, so it is checked at start.
+        validate_pod_settings(self.training_pod, "training", "operator config trainingPod")
+        validate_pod_settings(self.serving_pod, "serving", "operator config servingPod")
+        gpu = {
+            "nodeSelector": dict(self.gpu_node_selector),
+            "tolerations": list(self.gpu_tolerations),
+        }
+        validate_pod_settings(gpu, "serving", "operator config gpuNodeSelector/gpuTolerations")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> OperatorConfig:

@@ -1,5 +1,6 @@
 """Pieces every pod the operator creates shares: the restricted Pod Security profile,
-storage credentials by secretKeyRef, and quantity arithmetic."""
+storage credentials by secretKeyRef (or none, for a pod with its own identity), and
+quantity arithmetic."""
 
 from __future__ import annotations
 
@@ -40,17 +41,6 @@ def pod_security_context(config: OperatorConfig) -> dict[str, Any]:
     }
 
 
-def gpu_placement(config: OperatorConfig) -> dict[str, Any]:
-    """Pod spec fields that put a GPU pod (training worker or serving replica) on the GPU
-    nodes: the operator's selector and the tolerations of their usual taint."""
-    placement: dict[str, Any] = {}
-    if config.gpu_node_selector:
-        placement["nodeSelector"] = dict(config.gpu_node_selector)
-    if config.gpu_tolerations:
-        placement["tolerations"] = [dict(toleration) for toleration in config.gpu_tolerations]
-    return placement
-
-
 def container_security_context() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -61,16 +51,19 @@ def container_security_context() -> dict[str, Any]:
 
 
 def storage_env(
-    service: ModelService, config: OperatorConfig, *, image: str
+    service: ModelService, config: OperatorConfig, *, image: str, service_account: str | None
 ) -> list[dict[str, Any]]:
     """What a container running `image` needs to reach the model store; the secret's values
-    never leave the Secret. The operator's default store secret goes only to its own images."""
+    never leave the Secret. The operator's default store secret goes only to its own images.
+    A pod running as `service_account` gets no static keys at all: its identity (IRSA,
+    Workload Identity) is the credential, and boto3's default chain finds it; a key in the
+    environment would win over that chain and hide a misconfigured identity."""
     storage = service.spec.storage
     env: list[dict[str, Any]] = []
     secret = storage.secret_name or (
         config.default_store_secret if is_own_image(image, config) else None
     )
-    if secret and storage.uri.startswith("s3://"):
+    if secret and storage.uri.startswith("s3://") and not service_account:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     endpoint = storage.endpoint or config.default_store_endpoint

@@ -12,7 +12,6 @@ from tfmaas.operator.manifests.access import gateway_container, gateway_volumes,
 from tfmaas.operator.manifests.common import (
     GPU_RESOURCE,
     container_security_context,
-    gpu_placement,
     namespace_of,
     owner_of,
     pod_security_context,
@@ -28,6 +27,7 @@ from tfmaas.operator.manifests.configmap import (
     ServingConfig,
     model_base_path,
 )
+from tfmaas.operator.manifests.placement import Placement, serving_placement
 from tfmaas.operator.naming import (
     COMPONENT_LABEL,
     CONFIG_HASH_ANNOTATION,
@@ -130,9 +130,29 @@ def termination_grace_seconds(operator_config: OperatorConfig) -> int:
     return operator_config.serving_pre_stop_seconds + operator_config.serving_drain_seconds
 
 
+def placement_of(service: ModelService, operator_config: OperatorConfig) -> Placement:
+    serving = service.spec.serving
+    return serving_placement(serving.pod, gpu=serving.resources.gpu > 0, config=operator_config)
+
+
+def pod_service_account(service: ModelService, operator_config: OperatorConfig) -> str | None:
+    """The serving pods' ServiceAccount. Behind the access gateway it is the gateway's: its
+    token is what the gateway reviews callers' tokens with (RBAC binds that account only), so
+    spec.serving.pod.serviceAccountName gives way and the pods keep the store's keys."""
+    if guarded(service, operator_config):
+        return gateway_service_account_name(service.name)
+    return placement_of(service, operator_config).service_account_name
+
+
 def _storage_initializer(
     service: ModelService, version: int, operator_config: OperatorConfig
 ) -> dict[str, Any]:
+    # The gateway's ServiceAccount is no store identity: a guarded pod keeps the store keys.
+    identity = (
+        None
+        if guarded(service, operator_config)
+        else placement_of(service, operator_config).service_account_name
+    )
     return {
         "name": "storage-initializer",
         "image": operator_config.storage_initializer_image,
@@ -148,7 +168,12 @@ def _storage_initializer(
             model_base_path(service.name),
         ],
         "env": [
-            *storage_env(service, operator_config, image=operator_config.storage_initializer_image),
+            *storage_env(
+                service,
+                operator_config,
+                image=operator_config.storage_initializer_image,
+                service_account=identity,
+            ),
             *scratch_env(),
         ],
         "resources": {
@@ -243,6 +268,11 @@ def build_deployment(
         "prometheus.io/port": str(REST_PORT),
         "prometheus.io/path": METRICS_PATH,
     }
+    placed = placement_of(service, operator_config)
+    # The operator's labels and annotations go last: its selectors, rollouts and scraping
+    # rest on them (the CRD already refuses a spec that names them).
+    pod_labels = {**placed.labels, **pod_labels}
+    pod_annotations = {**placed.annotations, **pod_annotations}
     containers = [_server(service, track, operator_config)]
     volumes: list[dict[str, Any]] = [
         # A model that does not fit in the server's memory cannot be served, so
@@ -255,13 +285,16 @@ def build_deployment(
         },
         *store_ca_volumes(service),
     ]
-    access: dict[str, Any] = {}
+    pod_fields = placed.pod_spec_fields()
+    pod_fields.pop("serviceAccountName", None)
+    account = pod_service_account(service, operator_config)
+    if account:
+        pod_fields["serviceAccountName"] = account
     if guarded(service, operator_config):
         # The gateway passes TF Serving's metrics through on its own metrics port.
         pod_annotations["prometheus.io/port"] = str(GATEWAY_METRICS_PORT)
         containers.append(gateway_container(service, track, operator_config))
         volumes += gateway_volumes(service)
-        access["serviceAccountName"] = gateway_service_account_name(service.name)
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector(service.name, track)},
         "revisionHistoryLimit": 3,
@@ -276,15 +309,13 @@ def build_deployment(
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
                 "terminationGracePeriodSeconds": termination_grace_seconds(operator_config),
-                **access,
+                **pod_fields,
                 "initContainers": [_storage_initializer(service, version, operator_config)],
                 "containers": containers,
                 "volumes": volumes,
             },
         },
     }
-    if service.spec.serving.resources.gpu:
-        spec["template"]["spec"].update(gpu_placement(operator_config))
     if replicas is not None:
         spec["replicas"] = replicas
     return {
@@ -294,9 +325,15 @@ def build_deployment(
             deployment_name(service.name, track),
             namespace_of(service),
             owner_of(service),
-            labels(
-                service.name, SERVING_COMPONENT, **{TRACK_LABEL: track, VERSION_LABEL: str(version)}
-            ),
+            {
+                **placed.labels,
+                **labels(
+                    service.name,
+                    SERVING_COMPONENT,
+                    **{TRACK_LABEL: track, VERSION_LABEL: str(version)},
+                ),
+            },
+            dict(placed.annotations) or None,
         ),
         "spec": spec,
     }

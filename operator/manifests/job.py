@@ -12,7 +12,6 @@ from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.manifests.common import (
     GPU_RESOURCE,
     container_security_context,
-    gpu_placement,
     namespace_of,
     owner_of,
     pod_security_context,
@@ -21,6 +20,7 @@ from tfmaas.operator.manifests.common import (
     store_ca_mounts,
     store_ca_volumes,
 )
+from tfmaas.operator.manifests.placement import training_placement
 from tfmaas.operator.naming import (
     COMPLETION_INDEX_ANNOTATION,
     JOB_NAME_LABEL,
@@ -101,8 +101,15 @@ def build_training_job(
     training = service.spec.training
     name = job_name(service.name, version)
     version_labels = labels(service.name, TRAINING_COMPONENT, **{VERSION_LABEL: str(version)})
+    placed = training_placement(training.pod, gpu=training.resources.gpu > 0, config=config)
+    # The spec's labels cannot name the operator's (the CRD refuses them); the operator's
+    # still go last, so a default from elsewhere cannot break the Job's selectors either.
+    job_labels = {**placed.labels, **version_labels}
     image = training.image or config.trainer_image
-    env = [*storage_env(service, config, image=image), *scratch_env()]
+    env = [
+        *storage_env(service, config, image=image, service_account=placed.service_account_name),
+        *scratch_env(),
+    ]
     if training.workers > 1:
         env = [
             {
@@ -134,7 +141,9 @@ def build_training_job(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": pod_security_context(config),
+        # An identity webhook (IRSA) projects its own token; the API token stays out.
         "automountServiceAccountToken": False,
+        **placed.pod_spec_fields(),
         "containers": [container],
         # The export and the trainer's caches go to scratch; a model larger than the
         # trainer's memory could not have been trained, so that bounds the disk too.
@@ -143,13 +152,14 @@ def build_training_job(
             *store_ca_volumes(service),
         ],
     }
-    if training.resources.gpu:
-        pod_spec.update(gpu_placement(config))
+    template_meta: dict[str, Any] = {"labels": job_labels}
+    if placed.annotations:
+        template_meta["annotations"] = dict(placed.annotations)
     job_spec: dict[str, Any] = {
         "backoffLimit": config.training_backoff_limit,
         "podFailurePolicy": pod_failure_policy(),
         "activeDeadlineSeconds": config.training_deadline_seconds,
-        "template": {"metadata": {"labels": version_labels}, "spec": pod_spec},
+        "template": {"metadata": template_meta, "spec": pod_spec},
     }
     if training.workers > 1:
         pod_spec["subdomain"] = name
@@ -165,8 +175,8 @@ def build_training_job(
             name,
             namespace_of(service),
             owner_of(service),
-            version_labels,
-            {TRAINING_HASH_ANNOTATION: training.fingerprint()},
+            job_labels,
+            {**placed.annotations, TRAINING_HASH_ANNOTATION: training.fingerprint()},
         ),
         "spec": job_spec,
     }

@@ -615,3 +615,153 @@ def test_guarded_over_tls_only_a_bound_service_account_gets_answers(
 
 def _apply_json(cluster: Any, manifest: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+# Pod placement and identity (spec.<part>.pod) on the real node: a pool label and a taint of
+# its own, a GPU replica on the node's fake nvidia.com/gpu capacity, and a ServiceAccount.
+PLACED = "placed"
+POOL_LABEL = "e2e.example/pool"
+DEDICATED_TAINT = "e2e.example/dedicated"
+IDENTITY = "placed-models"
+
+
+def _placed_sample() -> dict[str, Any]:
+    spec = _small_sample()
+    spec["metadata"]["name"] = PLACED
+    spec["spec"]["storage"]["uri"] = f"s3://{stack.MODELS_BUCKET}/{PLACED}"
+    placement = {
+        "nodeSelector": {POOL_LABEL: "ml"},
+        "tolerations": [
+            {"key": DEDICATED_TAINT, "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+        ],
+        "labels": {"kueue.x-k8s.io/queue-name": "e2e"},
+    }
+    spec["spec"]["training"]["pod"] = placement
+    serving = spec["spec"]["serving"]
+    serving["pod"] = placement
+    # One replica: the node advertises one GPU, and a rollout's surge would need a second.
+    serving["autoscaling"] = {"enabled": False}
+    serving["replicas"] = 1
+    serving["resources"] = {"cpu": "250m", "memory": "1Gi", "gpu": 1}
+    return spec
+
+
+def _pods_of(cluster: Any, selector: str) -> list[dict[str, Any]]:
+    return list(cluster.kubectl_json("get", "pods", "-l", selector)["items"])
+
+
+def _env_names(pod: dict[str, Any]) -> set[str]:
+    containers = pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+    return {entry["name"] for c in containers for entry in c.get("env", [])}
+
+
+def test_placed_pods_run_on_a_tainted_pool_serve_on_a_gpu_and_take_an_identity(
+    node_cluster: NodeCluster, loop: Loop
+) -> None:
+    cluster, node = node_cluster.cluster, node_cluster.node
+
+    def diagnose() -> str:
+        parts = []
+        for args in (
+            ("get", "ms,jobs,pods,deploy", "-o", "wide"),
+            ("describe", "pods", "-l", f"tfmaas.io/model-service={PLACED}"),
+            ("get", "events", "--sort-by=.lastTimestamp"),
+            ("get", "ms", PLACED, "-o", "jsonpath={.status}"),
+        ):
+            parts.append(cluster.kubectl(*args, check=False).stdout[-4000:])
+        return "\n".join(parts)
+
+    # The chart's operator and the other tests' pods were placed before the taint, which
+    # (NoSchedule) leaves running pods alone; it goes again at the end, whatever happens.
+    cluster.kubectl("label", "node", node.name, f"{POOL_LABEL}=ml", "--overwrite")
+    cluster.kubectl("taint", "node", node.name, f"{DEDICATED_TAINT}=ml:NoSchedule", "--overwrite")
+    cluster.kubectl("create", "serviceaccount", IDENTITY, check=False)
+    try:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(_placed_sample()))
+
+        def job_done(name: str) -> dict[str, Any] | None:
+            job = cluster.kubectl("get", "job", name, "-o", "json", check=False)
+            if job.returncode != 0:
+                return None
+            status = json.loads(job.stdout).get("status", {})
+            return status if status.get("succeeded") or status.get("failed") else None
+
+        first = _wait(
+            "training Job placed-train-1 to finish",
+            lambda: job_done("placed-train-1"),
+            1200,
+            diagnose,
+        )
+        assert first.get("succeeded"), diagnose()
+        (trainer,) = _pods_of(cluster, "batch.kubernetes.io/job-name=placed-train-1")
+        assert trainer["spec"]["nodeName"] == node.name
+        assert trainer["spec"]["nodeSelector"] == {POOL_LABEL: "ml"}
+        assert any(t.get("key") == DEDICATED_TAINT for t in trainer["spec"]["tolerations"])
+        assert trainer["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "e2e"
+
+        def serving_ready() -> dict[str, Any] | None:
+            status = cluster.kubectl_json("get", "modelservice", PLACED).get("status", {})
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+            )
+            return status if ready and status.get("servingVersion") == 1 else None
+
+        _wait("ModelService placed Ready on its GPU replica", serving_ready, 600, diagnose)
+        serving = [
+            p
+            for p in _pods_of(
+                cluster, f"tfmaas.io/model-service={PLACED},app.kubernetes.io/component=serving"
+            )
+            if p["status"].get("phase") == "Running"
+        ]
+        assert len(serving) == 1, diagnose()
+        (replica,) = serving
+        assert replica["spec"]["nodeName"] == node.name
+        (server,) = [c for c in replica["spec"]["containers"] if c["name"] == SERVING_CONTAINER]
+        assert str(server["resources"]["limits"]["nvidia.com/gpu"]) == "1"
+        keys = {t.get("key") for t in replica["spec"]["tolerations"]}
+        assert {DEDICATED_TAINT, "nvidia.com/gpu"} <= keys
+        address = f"{cluster.kubectl_json('get', 'service', PLACED)['spec']['clusterIP']}:8500"
+        from tfmaas.client.grpc_client import GrpcClient
+
+        with GrpcClient(address, timeout=30, retries=5) as client:
+            assert client.predict(PLACED, ["这个东西很好，非常满意"])
+
+        # A ServiceAccount for training: version 2's pod runs as it with no store keys at
+        # all. This cluster has no identity provider (IRSA, Workload Identity), so boto3's
+        # default chain finds nothing and the trainer says where credentials come from,
+        # while version 1 keeps serving.
+        patch = {
+            "spec": {
+                "training": {
+                    "pod": {"serviceAccountName": IDENTITY},
+                    "hyperparameters": {"seed": 7},
+                }
+            }
+        }
+        cluster.kubectl("patch", "modelservice", PLACED, "--type=merge", "-p", json.dumps(patch))
+        second = _wait(
+            "training Job placed-train-2 to finish",
+            lambda: job_done("placed-train-2"),
+            900,
+            diagnose,
+        )
+        assert second.get("failed") and not second.get("succeeded"), diagnose()
+        pods = _pods_of(cluster, "batch.kubernetes.io/job-name=placed-train-2")
+        assert pods and all(p["spec"]["serviceAccountName"] == IDENTITY for p in pods)
+        assert all(not _env_names(p) & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} for p in pods)
+
+        def failure_reported() -> str | None:
+            text = json.dumps(cluster.kubectl_json("get", "modelservice", PLACED).get("status", {}))
+            return text if "no S3 credentials" in text else None
+
+        reported = _wait("version 2's failure in status", failure_reported, 120, diagnose)
+        assert "serviceAccountName" in reported
+        _wait("version 1 still served after version 2 failed", serving_ready, 120, diagnose)
+        with GrpcClient(address, timeout=30, retries=5) as client:
+            assert client.predict(PLACED, ["质量太差了，很失望"])
+    finally:
+        cluster.kubectl("delete", "modelservice", PLACED, "--wait=false", check=False)
+        cluster.kubectl("taint", "node", node.name, f"{DEDICATED_TAINT}-", check=False)
+        cluster.kubectl("label", "node", node.name, f"{POOL_LABEL}-", check=False)
+        cluster.kubectl("delete", "serviceaccount", IDENTITY, "--wait=false", check=False)

@@ -142,3 +142,18 @@ def test_adapter_values_snippet_is_a_prometheus_adapter_chart_values_file() -> N
     }
     for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
         assert placeholder in rule["metricsQuery"]
+
+
+@pytest.mark.parametrize("part", ["training", "serving"])
+def test_pod_defaults_schema_is_the_crd_s_own(part: str) -> None:
+    """defaults.<part>.pod reaches every pod, so helm holds it to spec.<part>.pod's schema,
+    copied from the CRD: change the CRD and this says to copy it again."""
+    from tfmaas.api import schema as crd_schema
+
+    crd = crd_schema.to_json_schema(
+        crd_schema.subschema(crd_schema.open_api_schema(), "spec", part, "pod")
+    )
+    values = load_schema()["properties"]["defaults"]["properties"][part]["properties"]["pod"]
+    assert {k: v for k, v in values.items() if k != "description"} == {
+        k: v for k, v in crd.items() if k != "description"
+    }

@@ -344,6 +344,11 @@ def test_chart_rbac_rules_equal_deploy_rbac(helm: Path) -> None:
         ({"defaults.serving.gpuMemoryFraction": "1.5"}, "gpuMemoryFraction"),
         ({"defaults.serving.gpuMemoryFraction": "most"}, "gpuMemoryFraction"),
         ({"defaults.serving.gpuImage.repository": ""}, "repository"),
+        ({"defaults.serving.pod": {"hostNetwork": True}}, "hostNetwork"),
+        ({"defaults.training.pod": {"tolerations": [{"operator": "Maybe"}]}}, "operator"),
+        ({"defaults.training.pod": {"serviceAccountName": "Team SA"}}, "serviceAccountName"),
+        ({"defaults.serving.pod": {"nodeSelector": {"pool": "bad value!"}}}, "pool"),
+        ({"defaults.gpu": {"tolerations": [{"effect": "Sometimes"}]}}, "effect"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_message_naming_them(
@@ -476,3 +481,58 @@ def test_access_control_roles_and_defaults(helm: Path) -> None:
     )
     assert not find(guarded, "ClusterRole", "tfmaas-model-caller")
     assert one(guarded, "ClusterRole", "tfmaas-access-gateway")
+
+
+def test_pod_defaults_and_the_gpu_pool_reach_the_operator_config(helm: Path) -> None:
+    from tfmaas.operator.config import OperatorConfig
+
+    default = OperatorConfig.load(environ=one(render(helm), "ConfigMap", "tfmaas-defaults")["data"])
+    assert default.training_pod == {} and default.serving_pod == {}
+    assert default.gpu_tolerations == (
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    )
+    training = {
+        "serviceAccountName": "irsa-trainer",
+        "imagePullSecrets": [{"name": "registry"}],
+        "priorityClassName": "batch-low",
+        "labels": {"kueue.x-k8s.io/queue-name": "ml"},
+    }
+    serving = {
+        "nodeSelector": {"pool": "serving"},
+        "tolerations": [{"key": "pool", "operator": "Equal", "value": "serving"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "annotations": {"example.com/owner": "ml platform"},
+    }
+    gpu = {"nodeSelector": {"accelerator": "h100"}, "tolerations": [{"operator": "Exists"}]}
+    values = {
+        "defaults.training.pod": training,
+        "defaults.serving.pod": serving,
+        "defaults.gpu": gpu,
+    }
+    config = OperatorConfig.load(
+        environ=one(render(helm, values), "ConfigMap", "tfmaas-defaults")["data"]
+    )
+    assert config.training_pod == training
+    assert config.serving_pod == serving
+    assert dict(config.gpu_node_selector) == {"accelerator": "h100"}
+    assert config.gpu_tolerations == ({"operator": "Exists"},)
+
+
+def test_extra_config_s_older_gpu_spelling_still_wins_without_a_second_key(helm: Path) -> None:
+    from tfmaas.operator.config import OperatorConfig
+
+    old = {
+        "gpuNodeSelector": {"gpu": "a"},
+        "gpuTolerations": [{"key": "gpu", "operator": "Exists"}],
+    }
+    values = {"operator.extraConfig": old, "defaults.gpu": {"nodeSelector": {"gpu": "b"}}}
+    out = run_helm(
+        helm, "template", "tfmaas", str(CHART_DIR), *kube_version_args(), *set_args(values)
+    ).stdout
+    # A ConfigMap key written twice would be refused by the API server (or one silently lost).
+    assert out.count("TFMAAS_GPU_NODE_SELECTOR:") == 1
+    assert out.count("TFMAAS_GPU_TOLERATIONS:") == 1
+    rendered = [doc for doc in yaml.safe_load_all(out) if doc]
+    config = OperatorConfig.load(environ=one(rendered, "ConfigMap", "tfmaas-defaults")["data"])
+    assert dict(config.gpu_node_selector) == {"gpu": "a"}
+    assert config.gpu_tolerations == ({"key": "gpu", "operator": "Exists"},)

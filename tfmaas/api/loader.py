@@ -129,3 +129,17 @@ def load_training_spec(source: str | Mapping[str, Any] | TrainingSpec) -> Traini
         except yaml.YAMLError as exc:
             raise UserError(f"{label}: neither JSON nor YAML: {exc}") from None
     return TrainingSpec.from_dict(validate_training(document, label))
+
+
+def validate_pod_settings(document: Any, part: str, source: str) -> dict[str, Any]:
+    """A `pod` mapping of spec.`part` (training or serving) held to the CRD's very rules: the
+    chart's defaults.<part>.pod reach every pod, so they must not be laxer than a spec's."""
+    root = ("spec", part, "pod")
+    pod_schema = crd_schema.subschema(crd_schema.open_api_schema(), *root)
+    errors = schema_errors(document, pod_schema, prefix=source)
+    if isinstance(document, Mapping):
+        wrapped = {"spec": {part: {"pod": document}}}
+        errors.extend(cross_field_errors(wrapped, root=root, prefix=source))
+    if errors:
+        raise SpecError(source, errors, what=f"spec.{part}.pod")
+    return dict(document)

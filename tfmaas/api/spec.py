@@ -198,6 +198,17 @@ class QualityGate:
         return problems
 
 
+# spec.training.pod / spec.serving.pod: where the pods run and who they run as. It shapes no
+# model, so the trainer never sees it and it is not hashed (see TrainingSpec.fingerprint).
+POD = "pod"
+
+
+def pod_settings(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The `pod` mapping of a spec.training or spec.serving document, as written (camelCase,
+    the pod spec's own field names); empty when absent."""
+    return copy.deepcopy(dict(data.get(POD) or {}))
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     dataset: DatasetSpec
@@ -209,7 +220,8 @@ class TrainingSpec:
     image: str | None
     distillation: DistillationSpec | None = None
     compression: CompressionSpec = CompressionSpec()
-    # The defaulted camelCase document: what the trainer receives and what is hashed.
+    pod: Mapping[str, Any] = field(default_factory=dict)
+    # The defaulted camelCase document; without `pod`, what the trainer receives and hashes.
     document: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -228,22 +240,25 @@ class TrainingSpec:
                 else None
             ),
             compression=CompressionSpec.from_dict(data.get("compression") or {"quantize": "none"}),
+            pod=pod_settings(data),
             document=copy.deepcopy(dict(data)),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(dict(self.document))
+        """What the trainer receives: everything but where its pods run."""
+        return {key: copy.deepcopy(value) for key, value in self.document.items() if key != POD}
 
     def to_json(self) -> str:
-        return json.dumps(self.document, sort_keys=True, separators=(",", ":"))
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     def fingerprint(self) -> str:
         """A short stable hash of what determines a trained model; equal specs, equal hash.
 
         The quality gate judges a version but does not shape it, so changing the gate
-        re-judges nothing and trains nothing. Distillation and compression shape it: they
+        re-judges nothing and trains nothing; nor does `pod` (placement and identity): a new
+        toleration must not retrain every model. Distillation and compression shape it: they
         are hashed with the rest (absent, they leave the hash of older specs as it was)."""
-        shaping = {key: value for key, value in self.document.items() if key != "qualityGate"}
+        shaping = {key: value for key, value in self.to_dict().items() if key != "qualityGate"}
         canonical = json.dumps(shaping, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -298,6 +313,7 @@ class ServingSpec:
     resources: ComputeResources
     image: str | None
     access: AccessSpec = AccessSpec(mode=None, tls_secret_name=None)
+    pod: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def pinned_version(self) -> int | None:
@@ -328,6 +344,7 @@ class ServingSpec:
             resources=ComputeResources.from_dict(data["resources"]),
             image=data.get("image"),
             access=AccessSpec.from_dict(data.get("access") or {}),
+            pod=pod_settings(data),
         )
 
 

@@ -97,6 +97,9 @@ def _schema_error_message(error: jsonschema.ValidationError) -> tuple[list[Any],
     if validator == "maximum":
         relation = "less than" if schema.get("exclusiveMaximum") else "at most"
         return parts, f"must be {relation} {expected} (got {_describe(value)}){hint}"
+    if validator in ("maxProperties", "maxItems"):
+        count = len(value) if isinstance(value, Mapping | list) else value
+        return parts, f"must have at most {expected} entries (got {count})"
     if validator in ("minLength", "maxLength"):
         relation = "at least" if validator == "minLength" else "at most"
         return parts, f"must be {relation} {expected} characters long (got {_describe(value)})"
@@ -151,6 +154,14 @@ IMAGE_REFERENCE = (
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
 )
+# Kubernetes' label and annotation key syntax ([prefix/]name) and label value syntax.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+# The keys the operator's selectors, rollouts and scraping rest on.
+RESERVED_LABEL = r"^(tfmaas\.io|app\.kubernetes\.io|batch\.kubernetes\.io)/"
+RESERVED_ANNOTATION = r"^(tfmaas\.io|prometheus\.io|batch\.kubernetes\.io)/"
 REGEXES = (
     S3_BUCKET,
     S3_BUCKET_AND_KEY,
@@ -162,6 +173,9 @@ REGEXES = (
     ZERO_MEMORY,
     WHOLE_NUMBER,
     IMAGE_REFERENCE,
+    LABEL_KEY,
+    RESERVED_LABEL,
+    RESERVED_ANNOTATION,
 )
 
 
@@ -264,6 +278,93 @@ def _image_reference(image: Any) -> bool:
     if not isinstance(image, str):
         raise TypeError("reported by the schema layer")
     return _matches(image, IMAGE_REFERENCE)
+
+
+def _keys_ok(keys: Any) -> bool:
+    if not isinstance(keys, Mapping):
+        raise TypeError("reported by the schema layer")
+    return all(
+        len(key) <= 317 and key.find("/") <= 253 and _matches(key, LABEL_KEY) for key in keys
+    )
+
+
+def _none_reserved(pattern: str) -> Check:
+    def check(keys: Any) -> bool:
+        if not isinstance(keys, Mapping):
+            raise TypeError("reported by the schema layer")
+        return not any(_matches(key, pattern) for key in keys)
+
+    return check
+
+
+def _tolerations(check: Callable[[Mapping[str, Any]], bool]) -> Check:
+    def all_pass(tolerations: Any) -> bool:
+        if not isinstance(tolerations, list) or not all(
+            isinstance(t, Mapping) for t in tolerations
+        ):
+            raise TypeError("reported by the schema layer")
+        return all(check(toleration) for toleration in tolerations)
+
+    return all_pass
+
+
+def _exists_has_no_value(toleration: Mapping[str, Any]) -> bool:
+    return toleration.get("value", "") == "" or toleration.get("operator") != "Exists"
+
+
+def _keyless_means_exists(toleration: Mapping[str, Any]) -> bool:
+    return toleration.get("key", "") != "" or toleration.get("operator") == "Exists"
+
+
+_KEY_WORDS = (
+    "[prefix/]name, the name 1-63 letters, digits, '-', '_' or '.' starting and ending with "
+    "a letter or digit, the prefix a lowercase DNS name of at most 253 characters"
+)
+
+
+def _pod_rules(on: tuple[str, ...], *, label: str) -> list[Rule]:
+    """spec.training.pod's and spec.serving.pod's rules, as in the CRD."""
+    return [
+        Rule(
+            (*on, "nodeSelector"),
+            _keys_ok,
+            f"{label}.nodeSelector keys must be label keys: {_KEY_WORDS}",
+        ),
+        Rule(
+            (*on, "tolerations"),
+            _tolerations(_exists_has_no_value),
+            f"{label}.tolerations: operator Exists takes no value",
+        ),
+        Rule(
+            (*on, "tolerations"),
+            _tolerations(_keyless_means_exists),
+            f"{label}.tolerations: a toleration without a key needs operator Exists (it then "
+            "tolerates every taint)",
+        ),
+        Rule((*on, "labels"), _keys_ok, f"{label}.labels keys must be label keys: {_KEY_WORDS}"),
+        Rule(
+            (*on, "labels"),
+            _none_reserved(RESERVED_LABEL),
+            f"{label}.labels may not set the operator's own labels (keys under tfmaas.io/, "
+            "app.kubernetes.io/ or batch.kubernetes.io/): its selectors depend on them",
+        ),
+        Rule(
+            (*on, "annotations"),
+            _keys_ok,
+            f"{label}.annotations keys must be annotation keys: {_KEY_WORDS}",
+        ),
+        Rule(
+            (*on, "annotations"),
+            _none_reserved(RESERVED_ANNOTATION),
+            f"{label}.annotations may not set the operator's own annotations (keys under "
+            "tfmaas.io/, prometheus.io/ or batch.kubernetes.io/)",
+        ),
+    ]
+
+
+def _own_account_unguarded(serving: Mapping[str, Any]) -> bool:
+    account = (serving.get("pod") or {}).get("serviceAccountName")
+    return account is None or (serving.get("access") or {}).get("mode") != "kubernetes"
 
 
 def _replica_bounds(autoscaling: Mapping[str, Any]) -> bool:
@@ -420,12 +521,20 @@ CROSS_FIELD_RULES: list[Rule] = [
     ),
     *_resource_rules((*TRAINING, "resources"), label="training.resources"),
     _image_rule((*TRAINING, "image"), label="training.image"),
+    *_pod_rules((*TRAINING, "pod"), label="training.pod"),
     Rule(
         SERVING,
         _canary_differs,
         "serving.canary.version must differ from serving.version: the canary is a second "
         "version next to the pinned one",
         ".canary.version",
+    ),
+    Rule(
+        SERVING,
+        _own_account_unguarded,
+        "serving.pod.serviceAccountName cannot be used with access.mode kubernetes: guarded "
+        "serving pods run as the access gateway's ServiceAccount, which its RBAC binds",
+        ".pod.serviceAccountName",
     ),
     Rule(
         (*SERVING, "version"),
@@ -453,6 +562,7 @@ CROSS_FIELD_RULES: list[Rule] = [
         "terminates TLS",
         ".tls",
     ),
+    *_pod_rules((*SERVING, "pod"), label="serving.pod"),
 ]
 
 

@@ -184,7 +184,10 @@ def s3_errors(endpoint: str | None, uri: str, bucket: str) -> Iterator[None]:
     except (bce.NoCredentialsError, bce.PartialCredentialsError):
         raise StoreAccessError(
             f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(in a cluster: spec.storage.secretRef names a Secret with those keys)"
+            "(in a cluster: spec.storage.secretRef names a Secret with those keys), or give "
+            "the pod an identity the default credential chain finds (in a cluster: "
+            "spec.training.pod / spec.serving.pod serviceAccountName, with IRSA or Workload "
+            "Identity)"
         ) from None
     except bce.ClientError as exc:
         raise _client_error(exc, where, uri, bucket) from None

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fixtures.chart import REPO_ROOT, adopt_crds, helm_binary
-from tests.fixtures.quickstart import Command, quickstart_commands, substituted
+from tests.fixtures.chart import adopt_crds, helm_binary
+from tests.fixtures.quickstart import Command, Shell, quickstart_commands, substituted
 from tests.integration.test_helm_install import eventually
 from tfmaas.dev.cluster import LocalCluster
 
@@ -30,37 +30,12 @@ NAMESPACE = "tfmaas-system"
 REGISTRY = "registry.invalid/team"
 
 
-class Shell:
-    """Runs argv as a user's shell would: helm and kubectl on PATH, KUBECONFIG set, in the
-    repository root."""
-
-    def __init__(self, cluster: LocalCluster, home: Path) -> None:
-        bin_dir = home / "bin"
-        bin_dir.mkdir()
-        (bin_dir / "helm").symlink_to(helm_binary())
-        (bin_dir / "kubectl").symlink_to(cluster.binary("kubectl"))
-        self.env = {
-            **cluster.kubectl_env(),
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def run(self, command: Command) -> str:
-        completed = subprocess.run(
-            command.argv, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=300
-        )
-        assert completed.returncode == 0, f"{command.argv}: {completed.stderr[-3000:]}"
-        return completed.stdout
-
-
 @pytest.fixture(scope="module")
 def quickstart(
     cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("quickstart")
-    shell = Shell(cluster, home)
+    shell = Shell(cluster, home, helm_binary())
     # The namespace helm creates, made first only to enforce the restricted Pod Security
     # Standard on everything the chart runs (`--create-namespace` takes an existing one).
     cluster.kubectl(
@@ -112,13 +87,7 @@ def quickstart(
                 operator.wait()
         cluster.kubectl("delete", "modelservice", "sentiment", "--wait=false", check=False)
         cluster.kubectl("delete", "jobs", "--all", "-n", "default", check=False)
-        helm = shell.env["PATH"].split(os.pathsep)[0] + "/helm"
-        subprocess.run(
-            [helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait"],
-            env=shell.env,
-            capture_output=True,
-            check=False,
-        )
+        shell.run(Command(("helm", "uninstall", RELEASE, "-n", NAMESPACE, "--wait")), check=False)
 
 
 def _start_operator(cluster: LocalCluster, log_path: Path) -> subprocess.Popen[bytes]:

@@ -206,8 +206,9 @@ def _serving_tensorflow(observed: Observed) -> tuple[str, str, str]:
         return (
             "Unknown",
             "ServingTensorFlowUnknown",
-            "spec.serving.image is not one of the operator's serving images, so the TensorFlow "
-            "it runs is not known; make sure it is at least the one each version was exported by",
+            "the TensorFlow of the serving image is not known (spec.serving.image is not one of "
+            "the operator's, or no defaults.serving.tensorflowVersion is set); make sure it is "
+            "at least the one each version was exported by (status.versions[].tensorflowVersion)",
         )
     exported = {r.version: r.tensorflow_version for r in observed.records}
     newer = [(v, exported[v]) for v in served if newer_than(exported.get(v) or "", serving)]

@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SAMPLE = images.REPO_ROOT / "deploy" / "samples" / "sentiment.yaml"
 NAME = "sentiment"
 NAMESPACE = "default"
+STORE_KEY_SECRET = "tfmaas-demo-store"
 
 
 @dataclass
@@ -706,6 +707,10 @@ def test_readme_quickstart_word_for_word_on_the_node(
             except AssertionError as exc:
                 pytest.fail(f"{exc}\n{diagnose()}")
         status = cluster.kubectl_json("get", "ms", NAME)["status"]
+        store_log = cluster.kubectl(
+            "logs", "-n", stack.SYSTEM_NAMESPACE, "deploy/tfmaas-demo-store", "--all-containers"
+        ).stdout
+        key = cluster.kubectl_json("get", "secret", STORE_KEY_SECRET, "-n", stack.SYSTEM_NAMESPACE)
     finally:
         if forward is not None:
             os.killpg(forward.pid, 15)
@@ -721,6 +726,11 @@ def test_readme_quickstart_word_for_word_on_the_node(
     assert "positive" in prediction or "negative" in prediction, prediction
     (endpoint,) = [v for k, v in outputs.items() if "jsonpath" in k]
     assert endpoint.endswith(":8500"), endpoint
+    # The store's generated key is in no output the user saw, nor in the store's log.
+    for encoded in key["data"].values():
+        secret = base64.b64decode(encoded).decode()
+        assert secret not in store_log
+        assert not [k for k, v in outputs.items() if secret in v or secret in k]
     # Published to the demo store by the CPU trainer, which said which TensorFlow exported it.
     assert status["servingVersion"] == 1
     assert status["versions"][0]["tensorflowVersion"]

@@ -42,7 +42,7 @@ tools:
 	scripts/bootstrap
 	.ci/build-tools
 
-# The release images (trainer, operator, access gateway: each whose Dockerfile exists),
+# The release images (trainer, operator, access gateway, demo store: each whose Dockerfile exists),
 # tagged [REGISTRY/]tfmaas/<name>:<version> as the chart expects; PUSH=1 pushes them.
 # BUILDER=docker|buildah picks the tool (default: whichever is installed); BUILD_ARGS="A=b C=d".
 REGISTRY ?=

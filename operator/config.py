@@ -19,9 +19,11 @@ from tfmaas.release import (
     OPERATOR_REPOSITORY,
     SERVING_GPU_IMAGE,
     SERVING_IMAGE,
+    SERVING_TENSORFLOW_VERSION,
     TRAINER_REPOSITORY,
     image_reference,
 )
+from tfmaas.tensorflow_versions import parse_version
 
 CONFIG_FILE_ENV = "TFMAAS_OPERATOR_CONFIG"
 
@@ -45,6 +47,10 @@ class OperatorConfig:
     # gets the rest; where a device plugin time-slices a GPU into N, set it below 1/N.
     serving_gpu_memory_fraction: float = 0.9
     serving_command: tuple[str, ...] = ("tensorflow_model_server",)
+    # The TensorFlow the default serving images (serving_image, serving_gpu_image) are built
+    # on; a version exported by a newer one gets ServingTensorFlowCompatible=False. Empty:
+    # unknown, no check.
+    serving_tensorflow_version: str = SERVING_TENSORFLOW_VERSION
     # For specs that name no storage.endpoint / secretRef / region.
     default_store_endpoint: str | None = None
     default_store_secret: str | None = None
@@ -90,6 +96,14 @@ class OperatorConfig:
         if self.access_mode not in ("none", "kubernetes"):
             raise UserError(
                 f"operator config: access_mode must be none or kubernetes, not {self.access_mode!r}"
+            )
+        if (
+            self.serving_tensorflow_version
+            and parse_version(self.serving_tensorflow_version) is None
+        ):
+            raise UserError(
+                "operator config: serving_tensorflow_version must be a TensorFlow version like "
+                "2.20.0, or empty"
             )
         # TF Serving reads 0 as "its default" (all the memory), the very thing this bounds.
         if not 0.0 < self.serving_gpu_memory_fraction <= 1.0:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tfmaas.operator.status import PHASE_FAILED, READY
+from tfmaas.operator.status import PHASE_FAILED, QUIET_REASONS, READY
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ def transitions(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list
         before = old.get(entry["type"]) or {}
         if (before.get("status"), before.get("reason")) == (entry["status"], entry["reason"]):
             continue
-        if entry["reason"] in ("NotStarted", "NoTrainedVersion"):
+        if entry["reason"] in QUIET_REASONS:
             continue
         kind = "Warning" if entry["status"] == "False" and entry["type"] != READY else "Normal"
         events.append(Event(kind, entry["reason"], entry["message"]))

@@ -69,6 +69,15 @@ def image_problem(service: ModelService, config: OperatorConfig) -> str | None:
     )
 
 
+def serving_tensorflow(service: ModelService, config: OperatorConfig) -> str | None:
+    """The TensorFlow version the ModelService's serving image runs, when the operator knows
+    it: one of its default serving images (CPU or GPU build of the same release)."""
+    image = service.spec.serving.image
+    if image and image not in (config.serving_image, config.serving_gpu_image):
+        return None
+    return config.serving_tensorflow_version or None
+
+
 def _shown(image: str) -> str:
     image = printable(image)
     return image if len(image) <= IMAGE_SHOWN else image[: IMAGE_SHOWN - 1] + "…"

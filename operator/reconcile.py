@@ -15,7 +15,7 @@ from tfmaas.api import API_VERSION, KIND, ModelService, SpecError, validate_mode
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.events import Event, transitions
-from tfmaas.operator.images import image_problem
+from tfmaas.operator.images import image_problem, serving_tensorflow
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.service import endpoint
 from tfmaas.operator.serving import apply_serving_objects
@@ -152,6 +152,7 @@ def reconcile(
         endpoint=endpoint(service),
         access_mode=access,
         blocked=blocked,
+        serving_tensorflow=serving_tensorflow(service, config),
     )
     status = build_status(observed, previous, now)
     if not unchanged(previous, status):

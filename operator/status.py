@@ -16,6 +16,7 @@ from tfmaas.operator.versions import (
     newest,
 )
 from tfmaas.serving_policy import Problem, ServingPlan
+from tfmaas.tensorflow_versions import newer_than
 
 PENDING = "Pending"
 PHASE_TRAINING = "Training"
@@ -29,6 +30,9 @@ GATE = "QualityGatePassed"
 READY = "Ready"
 VERSIONS_RESOLVED = "VersionsResolved"
 SPEC_VALID = "SpecValid"
+SERVING_TENSORFLOW = "ServingTensorFlowCompatible"
+# Reasons of conditions that say nothing yet, so no Event tells of them.
+QUIET_REASONS = ("NotStarted", "NoTrainedVersion", "NoServedVersion")
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class Observed:
     access_mode: str | None = None
     blocked: str | None = None
     """Why the Job of the current spec.training was not started (a distillation teacher)."""
+    serving_tensorflow: str | None = None
+    """The TensorFlow of the serving image; None when the operator does not know it (an image
+    of the spec's own, or none configured)."""
 
 
 def condition(
@@ -190,6 +197,47 @@ def _ready(observed: Observed) -> tuple[str, str, str]:
     )
 
 
+def _serving_tensorflow(observed: Observed) -> tuple[str, str, str]:
+    served = [v for v in (observed.plan.stable, observed.plan.canary) if v is not None]
+    if not served:
+        return "Unknown", "NoServedVersion", "no version is to be served yet"
+    serving = observed.serving_tensorflow
+    if not serving:
+        return (
+            "Unknown",
+            "ServingTensorFlowUnknown",
+            "the TensorFlow of the serving image is not known (spec.serving.image is not one of "
+            "the operator's, or no defaults.serving.tensorflowVersion is set); make sure it is "
+            "at least the one each version was exported by (status.versions[].tensorflowVersion)",
+        )
+    exported = {r.version: r.tensorflow_version for r in observed.records}
+    newer = [(v, exported[v]) for v in served if newer_than(exported.get(v) or "", serving)]
+    if newer:
+        version, tensorflow = newer[0]
+        return (
+            "False",
+            "ExportedByNewerTensorFlow",
+            f"version {version} was exported by TensorFlow {tensorflow}, newer than the serving "
+            f"image's {serving}: it loads there only if it uses no op {serving} lacks (a failed "
+            "load shows in the serving pod's log). Serve it with a TF Serving image of that "
+            "TensorFlow or newer (chart defaults.serving.image and "
+            "defaults.serving.tensorflowVersion), or train with the serving image's TensorFlow",
+        )
+    unknown = [v for v in served if not exported.get(v)]
+    if unknown:
+        return (
+            "Unknown",
+            "ExportTensorFlowUnknown",
+            f"version {unknown[0]} recorded no TensorFlow version (trained by an older trainer)",
+        )
+    listed = " and ".join(f"{v} (TensorFlow {exported[v]})" for v in served)
+    return (
+        "True",
+        "Compatible",
+        f"version {listed}: exported by a TensorFlow not newer than the serving image's {serving}",
+    )
+
+
 def _resolved(problems: Sequence[Problem]) -> tuple[str, str, str]:
     if not problems:
         return "True", "Resolved", "the pinned and canary versions exist"
@@ -234,6 +282,7 @@ def build_status(observed: Observed, previous: Mapping[str, Any], now: str) -> d
         GATE: _gate(observed.records),
         READY: _ready(observed),
         VERSIONS_RESOLVED: _resolved(observed.plan.problems),
+        SERVING_TENSORFLOW: _serving_tensorflow(observed),
     }
     conditions = [
         condition(kind, status, reason, message, generation, old_conditions, now)

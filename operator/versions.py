@@ -12,6 +12,7 @@ from typing import Any
 from tfmaas.api import QualityGate, ServingSpec
 from tfmaas.api.spec import METRIC_NAMES
 from tfmaas.serving_policy import ServingPlan, judge_gate
+from tfmaas.tensorflow_versions import parse_version
 
 TRAINING = "Training"
 SUCCEEDED = "Succeeded"
@@ -33,6 +34,8 @@ class VersionStatus:
     promoted: bool | None = None
     message: str | None = None
     resumed_from_epoch: int | None = None
+    tensorflow_version: str | None = None
+    """The TensorFlow that exported the version, as its trainer reported it."""
 
     @property
     def servable(self) -> bool:
@@ -45,6 +48,7 @@ class VersionStatus:
             "job": self.job,
             "trainedAt": self.trained_at,
             "resumedFromEpoch": self.resumed_from_epoch,
+            "tensorflowVersion": self.tensorflow_version,
             "metrics": dict(self.metrics) if self.metrics else None,
             "promoted": self.promoted,
             "message": self.message,
@@ -64,6 +68,7 @@ class VersionStatus:
             promoted=entry.get("promoted"),
             message=entry.get("message"),
             resumed_from_epoch=_epoch(entry.get("resumedFromEpoch")),
+            tensorflow_version=tensorflow_version(entry.get("tensorflowVersion")),
         )
 
 
@@ -86,6 +91,7 @@ class TrainingResult:
     metrics: dict[str, float]
     trained_at: str | None
     resumed_from_epoch: int | None = None
+    tensorflow_version: str | None = None
 
 
 # Epochs are bounded by the spec far below this; anything larger is not the trainer's.
@@ -97,6 +103,14 @@ def _epoch(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_EPOCH:
         return None
     return value
+
+
+def tensorflow_version(value: object) -> str | None:
+    """A TensorFlow version the pod reported ("2.21.0", "2.22.0-dev20260101"), if it is one:
+    the pod writes its own termination message, so anything else is dropped, not shown."""
+    if isinstance(value, str) and parse_version(value) is not None:
+        return value
+    return None
 
 
 def parse_termination_message(text: str | None) -> TrainingResult:
@@ -126,6 +140,7 @@ def parse_termination_message(text: str | None) -> TrainingResult:
         scores,
         str(trained_at) if trained_at else None,
         _epoch(document.get("resumedFromEpoch")),
+        tensorflow_version(document.get("tensorflowVersion")),
     )
 
 
@@ -176,6 +191,7 @@ def record_from_observation(observation: JobObservation, gate: QualityGate) -> V
         promoted=promoted,
         message=message,
         resumed_from_epoch=result.resumed_from_epoch,
+        tensorflow_version=result.tensorflow_version,
     )
 
 

@@ -12,8 +12,15 @@ TRAINER_REPOSITORY = "tfmaas/trainer"
 # The operator image also runs `tfmaas store pull` as the serving pods' storage initializer.
 OPERATOR_REPOSITORY = "tfmaas/operator"
 ACCESS_GATEWAY_REPOSITORY = "tfmaas/access-gateway"
-# TF Serving's own published image, not built here; the chart's defaults.serving.image.
-SERVING_IMAGE = "tensorflow/serving:2.18.0"
+# MinIO for the chart's opt-in demo store (demoStore.enabled): MinIO publishes no community
+# images any more, so the release builds one from the MinIO module the project pins.
+DEMO_STORE_REPOSITORY = "tfmaas/demo-store"
+# TF Serving's newest release: its own published image, not built here (the chart's
+# defaults.serving.image). Each release is built against the TensorFlow of the same version
+# (the chart's defaults.serving.tensorflowVersion), which the operator compares with the
+# TensorFlow that exported each version.
+SERVING_TENSORFLOW_VERSION = "2.20.0"
+SERVING_IMAGE = f"tensorflow/serving:{SERVING_TENSORFLOW_VERSION}"
 # TF Serving publishes each release built with CUDA under the same tag plus "-gpu"; the
 # CPU image cannot use a GPU. The chart's defaults.serving.gpuImage.
 SERVING_GPU_IMAGE = f"{SERVING_IMAGE}-gpu"
@@ -32,6 +39,7 @@ RELEASE_IMAGES = (
     ReleaseImage(
         ACCESS_GATEWAY_REPOSITORY, "images/Dockerfile.access-gateway", "access.gateway.image"
     ),
+    ReleaseImage(DEMO_STORE_REPOSITORY, "images/Dockerfile.demo-store", "demoStore.image"),
 )
 
 

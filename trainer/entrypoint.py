@@ -26,6 +26,8 @@ TERMINATION_MESSAGE_LIMIT = 4096
 # With control characters gone a character of the error takes at most 4 bytes as UTF-8 JSON,
 # so this many fit in 4 KiB with room for {"error":""}.
 TERMINATION_ERROR_CHARS = 1000
+# "2.21.0", or a local build's "2.22.0-dev20260101": bounded so the message stays small.
+TENSORFLOW_VERSION_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class TrainResult:
     published: bool = True
     resumed_from_epoch: int | None = None
     """The epochs the run's checkpoint had done when this process resumed it."""
+    tensorflow_version: str = ""
+    """The TensorFlow that exported the version: a server built on an older one may lack an op."""
 
     def termination_message(self) -> str:
         message = {
@@ -52,6 +56,8 @@ class TrainResult:
         }
         if self.resumed_from_epoch is not None:
             message["resumedFromEpoch"] = self.resumed_from_epoch
+        if self.tensorflow_version:
+            message["tensorflowVersion"] = self.tensorflow_version[:TENSORFLOW_VERSION_CHARS]
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
         if len(text.encode("utf-8")) >= TERMINATION_MESSAGE_LIMIT:
             raise ValueError("termination message exceeds 4 KiB; the store URI is too long")
@@ -134,7 +140,14 @@ def train_and_publish(
         examples=dict(trained.examples),
         published=trained.is_chief,
         resumed_from_epoch=trained.resumed_from_epoch,
+        tensorflow_version=_tensorflow_version(),
     )
+
+
+def _tensorflow_version() -> str:
+    import tensorflow as tf
+
+    return str(tf.__version__)
 
 
 def write_termination_message(path: str | Path, message: str) -> bool:

@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SAMPLE = images.REPO_ROOT / "deploy" / "samples" / "sentiment.yaml"
 NAME = "sentiment"
 NAMESPACE = "default"
+STORE_KEY_SECRET = "tfmaas-demo-store"
 
 
 @dataclass
@@ -765,3 +766,127 @@ def test_placed_pods_run_on_a_tainted_pool_serve_on_a_gpu_and_take_an_identity(
         cluster.kubectl("taint", "node", node.name, f"{DEDICATED_TAINT}-", check=False)
         cluster.kubectl("label", "node", node.name, f"{POOL_LABEL}-", check=False)
         cluster.kubectl("delete", "serviceaccount", IDENTITY, "--wait=false", check=False)
+
+def test_readme_quickstart_word_for_word_on_the_node(
+    node_cluster: NodeCluster, tmp_path: Path, figures: dict[str, str]
+) -> None:
+    """The README's cluster quickstart as a user types it, on a node whose pods run: a clean
+    `helm install` with the demo store, the CPU sample trained and served, a prediction through
+    `kubectl port-forward`. Only the images are replaced: `make images`' Dockerfiles are built
+    here as the local stack builds them (no registry), and the chart is pointed at those tags."""
+    import socket
+
+    from tests.fixtures.chart import helm_binary
+    from tests.fixtures.quickstart import Command, Shell, quickstart_commands, substituted
+
+    cluster, node = node_cluster.cluster, node_cluster.node
+    if cluster.kubectl("get", "ns", stack.SYSTEM_NAMESPACE, check=False).returncode == 0:
+        pytest.skip(
+            "the chart is already installed in this session (the loop fixture): a clean install "
+            "needs its own run, -k readme_quickstart"
+        )
+    try:
+        built = images.project_images()
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the project's images cannot be built: {exc}")
+        pytest.skip(f"the project's images cannot be built here: {exc}")
+    for image in built.values():
+        node.import_image(image)
+    values = stack.chart_values(built)
+    by_prefix: dict[str, dict[str, str]] = {}
+    for key, value in values.items():
+        prefix, _, field = key.rpartition(".")
+        by_prefix.setdefault(prefix, {})[field] = value
+    readme_prefixes = {"image", "defaults.trainer.image", "demoStore.image"}
+    # The images the README leaves at their defaults (TF Serving's, pulled from its registry)
+    # are the local stand-ins here, which no registry serves.
+    extra = [
+        arg
+        for prefix, fields in by_prefix.items()
+        if prefix not in readme_prefixes
+        for key, value in fields.items()
+        for arg in ("--set", f"{prefix}.{key}={value}")
+    ]
+    local_port = 8500
+    if _listening(local_port):  # another engineer's server: the README's port is taken
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            local_port = free.getsockname()[1]
+    shell = Shell(cluster, tmp_path, helm_binary())
+
+    def diagnose() -> str:
+        return "\n".join(
+            cluster.kubectl(*args, check=False).stdout[-3000:]
+            for args in (
+                ("get", "ms,jobs,pods,deploy,svc", "-A", "-o", "wide"),
+                ("get", "events", "-A", "--sort-by=.lastTimestamp"),
+                ("logs", "-n", stack.SYSTEM_NAMESPACE, "deploy/tfmaas", "--tail=30"),
+            )
+        )
+
+    started = time.monotonic()
+    forward = None
+    outputs: dict[str, str] = {}
+    try:
+        for command in quickstart_commands():
+            if command.argv[:2] == ("make", "images"):
+                continue  # built above, from the same Dockerfiles' recipes
+            command = substituted(command, registry="unused", images=by_prefix)
+            if command.argv[:2] == ("helm", "install"):
+                command = Command((*command.argv, *extra))
+            argv = tuple(
+                w.replace("8500:8500", f"{local_port}:8500").replace(
+                    "127.0.0.1:8500", f"127.0.0.1:{local_port}"
+                )
+                for w in command.argv
+            )
+            command = Command(argv, command.background)
+            if command.background:
+                forward = shell.start(command, tmp_path / "port-forward.log")
+                _wait(
+                    "kubectl port-forward to listen",
+                    lambda: _listening(local_port),
+                    60,
+                    lambda: (tmp_path / "port-forward.log").read_text(),
+                )
+                continue
+            try:
+                outputs[" ".join(command.argv)] = shell.run(command, timeout=1900)
+            except AssertionError as exc:
+                pytest.fail(f"{exc}\n{diagnose()}")
+        status = cluster.kubectl_json("get", "ms", NAME)["status"]
+        store_log = cluster.kubectl(
+            "logs", "-n", stack.SYSTEM_NAMESPACE, "deploy/tfmaas-demo-store", "--all-containers"
+        ).stdout
+        key = cluster.kubectl_json("get", "secret", STORE_KEY_SECRET, "-n", stack.SYSTEM_NAMESPACE)
+    finally:
+        if forward is not None:
+            os.killpg(forward.pid, 15)
+            forward.wait(timeout=30)
+        # Later tests of the session install the chart their own way.
+        cluster.kubectl("delete", "ms", NAME, "--wait=true", "--timeout=120s", check=False)
+        uninstall = Command(("helm", "uninstall", "tfmaas", "-n", stack.SYSTEM_NAMESPACE, "--wait"))
+        shell.run(uninstall, check=False)
+    figures["README cluster quickstart, helm install → prediction (CPU training)"] = (
+        f"{time.monotonic() - started:.0f} s"
+    )
+    (prediction,) = [v for k, v in outputs.items() if k.startswith(".venv/bin/tfmaas predict")]
+    assert "positive" in prediction or "negative" in prediction, prediction
+    (endpoint,) = [v for k, v in outputs.items() if "jsonpath" in k]
+    assert endpoint.endswith(":8500"), endpoint
+    # The store's generated key is in no output the user saw, nor in the store's log.
+    for encoded in key["data"].values():
+        secret = base64.b64decode(encoded).decode()
+        assert secret not in store_log
+        assert not [k for k, v in outputs.items() if secret in v or secret in k]
+    # Published to the demo store by the CPU trainer, which said which TensorFlow exported it.
+    assert status["servingVersion"] == 1
+    assert status["versions"][0]["tensorflowVersion"]
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0

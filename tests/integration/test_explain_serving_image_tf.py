@@ -40,7 +40,7 @@ def plain(value):
 texts = tf.constant(json.loads(sys.argv[2]))
 loaded = tf.saved_model.load(sys.argv[1])
 answers = {"tensorflow": tf.__version__}
-for name in ("serving_default", "explain"):
+for name in json.loads(sys.argv[3]):
     outputs = loaded.signatures[name](text=texts)
     answers[name] = {k: plain(v.numpy().tolist()) for k, v in outputs.items()}
 print(json.dumps(answers))
@@ -48,8 +48,11 @@ print(json.dumps(answers))
 
 
 def serving_image_tensorflow() -> str:
-    """The TensorFlow version of the operator's default serving image (its tag)."""
-    return OperatorConfig().serving_image.rsplit(":", 1)[1]
+    """The TensorFlow version of the operator's default serving image: TF Serving <v> is
+    built on TensorFlow <v>, and the image's tag is <v>."""
+    version = OperatorConfig().serving_tensorflow_version
+    assert OperatorConfig().serving_image.endswith(f":{version}")
+    return version
 
 
 @pytest.fixture(scope="session")
@@ -109,16 +112,23 @@ def test_export_answers_the_same_in_the_serving_image_tensorflow(
         "compression": {"quantize": quantize},
     }
     target = export(train(training, log=lambda line: None), tmp_path / "1")
+    # The model card says which TensorFlow exported it (the operator's check reads the same).
+    card = json.loads((target / "model_card.json").read_text())
+    assert card["tensorflowVersion"] == tf.__version__
     loaded = tf.saved_model.load(str(target))
+    # Every signature the export carries, not a list that a new one could slip past.
+    signatures = sorted(loaded.signatures)
+    assert {"serving_default", "explain"} <= set(signatures)
     here: dict[str, dict[str, Any]] = {
         name: {
             k: v.numpy() for k, v in loaded.signatures[name](text=tf.constant(SENTENCES)).items()
         }
-        for name in ("serving_default", "explain")
+        for name in signatures
     }
 
+    arguments = [str(target), json.dumps(SENTENCES), json.dumps(signatures)]
     run = subprocess.run(
-        [str(serving_image_python), "-c", _LOAD_AND_RUN, str(target), json.dumps(SENTENCES)],
+        [str(serving_image_python), "-c", _LOAD_AND_RUN, *arguments],
         capture_output=True,
         text=True,
         timeout=600,

@@ -37,10 +37,18 @@ def errors_of(document: dict[str, Any]) -> dict[str, str]:
 def test_sample_loads() -> None:
     service = load_model_service(SAMPLE)
     assert service.name == "sentiment"
-    assert service.spec.training.resources.gpu == 1
+    # The quickstart trains on any cluster: no GPU (sentiment-gpu.yaml asks for one).
+    assert service.spec.training.resources.gpu == 0
     assert service.spec.training.quality_gate.min_accuracy == 0.8
     assert service.spec.serving.batching.max_batch_size == 32
     assert service.spec.serving.pinned_version is None
+
+
+def test_gpu_sample_loads() -> None:
+    service = load_model_service(SAMPLE.with_name("sentiment-gpu.yaml"))
+    assert service.name == "sentiment-gpu"
+    assert service.spec.training.resources.gpu == 1
+    assert service.spec.serving.resources.gpu == 1
 
 
 def test_minimal_spec_gets_contract_defaults() -> None:

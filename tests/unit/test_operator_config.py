@@ -51,3 +51,14 @@ def test_mistakes_are_user_errors(tmp_path: Path) -> None:
         OperatorConfig.load({"TFMAAS_SERVING_GPU_MEMORY_FRACTION": "1"}).serving_gpu_memory_fraction
         == 1.0
     )
+
+
+@pytest.mark.parametrize("version", ["2.20", "latest", "2.20.0; rm", "9" * 30 + ".0.0"])
+def test_a_careless_serving_tensorflow_version_is_refused(version: str) -> None:
+    with pytest.raises(UserError, match="serving_tensorflow_version"):
+        OperatorConfig.load(environ={"TFMAAS_SERVING_TENSORFLOW_VERSION": version})
+
+
+def test_an_empty_serving_tensorflow_version_turns_the_check_off() -> None:
+    config = OperatorConfig.load(environ={"TFMAAS_SERVING_TENSORFLOW_VERSION": ""})
+    assert config.serving_tensorflow_version == ""

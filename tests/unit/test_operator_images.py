@@ -114,3 +114,14 @@ def test_a_refused_image_is_an_invalid_spec_and_starts_nothing() -> None:
     (status,) = kube.statuses
     (condition,) = status["conditions"]
     assert (condition["type"], condition["status"]) == ("SpecValid", "False")
+
+
+def test_the_serving_tensorflow_is_known_only_for_the_operators_serving_images() -> None:
+    from tfmaas.operator.images import serving_tensorflow
+
+    config = OperatorConfig(serving_tensorflow_version="2.20.0")
+    assert serving_tensorflow(model(), config) == "2.20.0"
+    assert serving_tensorflow(model(serving=config.serving_image), config) == "2.20.0"
+    assert serving_tensorflow(model(serving=config.serving_gpu_image), config) == "2.20.0"
+    assert serving_tensorflow(model(serving="registry.invalid/serving:9"), config) is None
+    assert serving_tensorflow(model(), OperatorConfig(serving_tensorflow_version="")) is None

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from tfmaas.operator.events import transitions
 from tfmaas.operator.status import (
     DeploymentState,
@@ -152,3 +156,55 @@ def test_a_resumed_version_says_so_in_status_and_its_trained_event() -> None:
     )
     # The entry round-trips through status, as the next reconcile reads it back.
     assert VersionStatus.from_status(status["versions"][0]) == resumed
+
+
+def exported(version: int, tensorflow: str | None) -> VersionStatus:
+    return replace(ok(version), tensorflow_version=tensorflow)
+
+
+def tensorflow_condition(records, plan, serving="2.20.0", previous=None):  # type: ignore[no-untyped-def]
+    observed = Observed(3, records, plan, deployment(plan.stable or 1), None, ENDPOINT)
+    observed = replace(observed, serving_tensorflow=serving)
+    status = build_status(observed, previous or {}, "T1")
+    return status, conditions(status)["ServingTensorFlowCompatible"]
+
+
+def test_a_version_exported_by_a_newer_tensorflow_is_a_condition_and_a_warning() -> None:
+    status, found = tensorflow_condition([exported(1, "2.21.0")], ServingPlan(1, None))
+    assert (found["status"], found["reason"]) == ("False", "ExportedByNewerTensorFlow")
+    assert "version 1" in found["message"] and "2.21.0" in found["message"]
+    assert "2.20.0" in found["message"]
+    # It warns, once; serving goes on (Ready is not this condition's to decide).
+    assert conditions(status)["Ready"]["status"] == "True"
+    warnings = [e for e in transitions({}, status) if e.reason == "ExportedByNewerTensorFlow"]
+    assert [e.type for e in warnings] == ["Warning"]
+    assert not [e for e in transitions(status, status) if e.reason == "ExportedByNewerTensorFlow"]
+
+
+def test_the_canary_is_checked_too() -> None:
+    records = [exported(1, "2.20.0"), exported(2, "2.22.0")]
+    _, found = tensorflow_condition(records, ServingPlan(1, 2))
+    assert found["reason"] == "ExportedByNewerTensorFlow" and "version 2" in found["message"]
+
+
+@pytest.mark.parametrize(
+    ("tensorflow", "serving", "status", "reason"),
+    [
+        ("2.20.0", "2.20.0", "True", "Compatible"),
+        ("2.20.9", "2.20.0", "True", "Compatible"),
+        ("2.18.0", "2.20.0", "True", "Compatible"),
+        (None, "2.20.0", "Unknown", "ExportTensorFlowUnknown"),
+        ("2.21.0", None, "Unknown", "ServingTensorFlowUnknown"),
+    ],
+)
+def test_the_tensorflow_condition(
+    tensorflow: str | None, serving: str | None, status: str, reason: str
+) -> None:
+    _, found = tensorflow_condition([exported(1, tensorflow)], ServingPlan(1, None), serving)
+    assert (found["status"], found["reason"]) == (status, reason)
+
+
+def test_nothing_to_serve_yet_says_nothing() -> None:
+    status, found = tensorflow_condition([exported(1, "2.21.0")], ServingPlan(None, None))
+    assert (found["status"], found["reason"]) == ("Unknown", "NoServedVersion")
+    assert not [e for e in transitions({}, status) if e.reason == "NoServedVersion"]

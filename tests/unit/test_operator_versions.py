@@ -229,3 +229,26 @@ def test_resumed_from_epoch_is_taken_only_when_it_is_a_plausible_count(
     (record,) = merge_records([], observed, GATE)
     assert record.resumed_from_epoch == recorded
     assert ("resumedFromEpoch" in record.to_status()) == (recorded is not None)
+
+
+@pytest.mark.parametrize(
+    ("reported", "recorded"),
+    [
+        ("2.21.0", "2.21.0"),
+        ("2.21", None),
+        (2.21, None),
+        ("2.21.0\x1b[31m", None),
+        ("x" * 5000, None),
+        (None, None),
+    ],
+)
+def test_the_exporting_tensorflow_is_recorded_only_when_it_is_a_version(
+    reported: object, recorded: str | None
+) -> None:
+    document = json.loads(message(0.9))
+    document["tensorflowVersion"] = reported
+    observed = [JobObservation(1, "x-train-1", "a", SUCCEEDED, json.dumps(document))]
+    (record,) = merge_records([], observed, GATE)
+    assert record.tensorflow_version == recorded
+    assert record.to_status().get("tensorflowVersion") == recorded
+    assert VersionStatus.from_status(record.to_status()) == record

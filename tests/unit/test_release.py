@@ -17,10 +17,12 @@ from tfmaas.errors import UserError
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.release import (
     ACCESS_GATEWAY_REPOSITORY,
+    DEMO_STORE_REPOSITORY,
     OPERATOR_REPOSITORY,
     RELEASE_IMAGES,
     SERVING_GPU_IMAGE,
     SERVING_IMAGE,
+    SERVING_TENSORFLOW_VERSION,
     TRAINER_REPOSITORY,
     image_reference,
 )
@@ -129,6 +131,7 @@ def test_images_whose_dockerfile_is_missing_are_skipped(tmp_path: Path) -> None:
     assert {image.repository for image in skipped} == {
         TRAINER_REPOSITORY,
         ACCESS_GATEWAY_REPOSITORY,
+        DEMO_STORE_REPOSITORY,
     }
     reference = f"{REGISTRY}/{OPERATOR_REPOSITORY}:{__version__}"
     assert builds[0].commands == (
@@ -179,3 +182,29 @@ def test_no_builder_is_a_user_error() -> None:
         pick_builder(which=lambda name: None, docker_answers=lambda: False)
     with pytest.raises(UserError, match="BUILDER must be"):
         pick_builder(wanted="podman; rm")
+
+
+def test_the_serving_tensorflow_version_is_the_serving_images_release() -> None:
+    assert f"tensorflow/serving:{SERVING_TENSORFLOW_VERSION}" == SERVING_IMAGE
+    assert OperatorConfig().serving_tensorflow_version == SERVING_TENSORFLOW_VERSION
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert values["defaults"]["serving"]["tensorflowVersion"] == SERVING_TENSORFLOW_VERSION
+    data = one(render(helm_binary()), "ConfigMap", "tfmaas-defaults")["data"]
+    assert OperatorConfig.load(environ=data).serving_tensorflow_version == (
+        SERVING_TENSORFLOW_VERSION
+    )
+    kustomize = yaml.safe_load((DEPLOY / "defaults.yaml").read_text())["data"]
+    assert kustomize["TFMAAS_SERVING_TENSORFLOW_VERSION"] == SERVING_TENSORFLOW_VERSION
+
+
+def test_the_demo_store_dockerfile_builds_the_pinned_minio() -> None:
+    from tfmaas.dev import tools
+
+    dockerfile = (REPO_ROOT / "images" / "Dockerfile.demo-store").read_text()
+    assert f"ARG MINIO_RELEASE_TIME={tools.MINIO_RELEASE_TIME}\n" in dockerfile
+    assert f"ARG MINIO_COMMIT={tools.MINIO_COMMIT}\n" in dockerfile
+    go_mod = (REPO_ROOT / "tools" / "minio" / "go.mod").read_text()
+    assert f"github.com/minio/minio {tools.MINIO_VERSION}" in go_mod
+    assert "COPY tools/minio/go.mod tools/minio/go.sum" in dockerfile
+    # Non-root, as the chart's restricted pod expects.
+    assert "\nUSER 65532:65532\n" in dockerfile

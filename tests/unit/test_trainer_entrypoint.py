@@ -49,6 +49,11 @@ def test_termination_message_is_compact_json_per_contract() -> None:
         "examples": {"train": 8, "validation": 1, "test": 1},
         "uri": "s3://models/sentiment/3/",
     }
+    reported = json.loads(_result(tensorflow_version="2.21.0").termination_message())
+    assert reported["tensorflowVersion"] == "2.21.0"
+    # A local build's long version string cannot crowd the 4 KiB message.
+    long = json.loads(_result(tensorflow_version="2.22.0-" + "d" * 500).termination_message())
+    assert len(long["tensorflowVersion"]) == 40
 
 
 def test_failure_message_stays_under_4_kib() -> None:

@@ -159,11 +159,32 @@ def access_gateway_image() -> BuiltImage:
     return _one_binary_image(reference, archive, binary, path=ACCESS_GATEWAY_BINARY, config=config)
 
 
+DEMO_STORE_BINARY = "/usr/local/bin/minio"
+
+
+def demo_store_image() -> BuiltImage:
+    """The chart's demo store (MinIO), as images/Dockerfile.demo-store's final stage makes it,
+    from the MinIO binary built on the host from the same pinned module."""
+    from tfmaas.dev import tools
+
+    binary = tools.ensure("minio")
+    dockerfile = REPO_ROOT / "images" / "Dockerfile.demo-store"
+    key = _hash_parts([_file_digest(binary), _file_digest(dockerfile)])
+    reference = f"{REGISTRY}/demo-store:{key}"
+    archive = cache_dir() / f"demo-store-{key}.tar"
+    if archive.exists():
+        return BuiltImage(reference, archive)
+    config = oci.ImageConfig(entrypoint=["minio"], env=["PATH=/usr/local/bin"], user="65532:65532")
+    return _one_binary_image(reference, archive, binary, path=DEMO_STORE_BINARY, config=config)
+
+
 def project_images(*, base: BuiltImage | None = None) -> dict[str, BuiltImage]:
-    """Every image the chart runs, built locally: PROJECT_DOCKERFILES and the access gateway."""
+    """Every image the chart runs, built locally: PROJECT_DOCKERFILES, the access gateway and
+    the demo store."""
     base = base or base_image()
     built = {name: project_image(name, base=base) for name in PROJECT_DOCKERFILES}
     built["access-gateway"] = access_gateway_image()
+    built["demo-store"] = demo_store_image()
     return built
 
 

@@ -133,13 +133,19 @@ def chart_values(built: Mapping[str, images.BuiltImage]) -> dict[str, str]:
         # The local node's GPUs are a fake capacity: its GPU replicas run the same image.
         ("defaults.serving.gpuImage", "serving"),
         ("access.gateway.image", "access-gateway"),
+        ("demoStore.image", "demo-store"),
     ):
         if name in built:
             repository, tag = _repository_and_tag(built[name])
             values[f"{prefix}.repository"] = repository
             values[f"{prefix}.tag"] = tag
             # The gateway and GPU images take their pull policy from defaults.serving.image.
-            if prefix in ("image", "defaults.trainer.image", "defaults.serving.image"):
+            if prefix in (
+                "image",
+                "defaults.trainer.image",
+                "defaults.serving.image",
+                "demoStore.image",
+            ):
                 values[f"{prefix}.pullPolicy"] = "Never"
     return values
 

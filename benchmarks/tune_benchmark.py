@@ -158,6 +158,9 @@ def main() -> int:
         print(
             f"tuned − default {metric}: {mean * 100:+.2f} ± {se * 100:.2f} points (paired by seed)"
         )
+    if args.max_examples:
+        print("(a subsample: the full-data bars 0.8525 and TF-IDF + LR 0.8514 do not apply)")
+        return 0
     for bar, name in ((0.8525, "the best default (0.8525)"), (0.8514, "TF-IDF + LR (0.8514)")):
         acc, se = _mean_se([s["accuracy"] for s in tuned_scores])
         print(f"tuned vs {name}: {(acc - bar) * 100:+.2f} ± {se * 100:.2f} points")

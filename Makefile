@@ -62,6 +62,7 @@ bench:
 	$(PY) benchmarks/access_gateway_benchmark.py
 	$(PY) benchmarks/explain_benchmark.py
 	$(PY) benchmarks/checkpoint_benchmark.py
+	$(PY) benchmarks/tune_benchmark.py
 
 clean:
 	rm -rf .tfmaas build *.egg-info

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tfmaas.operator.search import search_summary
 from tfmaas.operator.status import PHASE_FAILED, QUIET_REASONS, READY
+from tfmaas.operator.versions import FAILED, SUCCEEDED
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ def transitions(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list
             continue
         kind = "Warning" if entry["status"] == "False" and entry["type"] != READY else "Normal"
         events.append(Event(kind, entry["reason"], entry["message"]))
+    events.extend(_search_finished(previous.get("tuning"), current.get("tuning")))
     if previous.get("phase") != current.get("phase"):
         events.append(
             Event(
@@ -37,3 +40,19 @@ def transitions(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list
             )
         )
     return events
+
+
+def _search_finished(previous: Any, current: Any) -> list[Event]:
+    """One Event when a search ends: which configuration won (or that every trial failed)."""
+    if not isinstance(current, Mapping) or current.get("phase") not in (SUCCEEDED, FAILED):
+        return []
+    before = previous if isinstance(previous, Mapping) else {}
+    same_search = before.get("trainingHash") == current.get("trainingHash")
+    if same_search and before.get("phase") == current.get("phase"):
+        return []
+    summary = search_summary(current)
+    if current["phase"] == FAILED:
+        return [Event("Warning", "SearchFailed", f"hyperparameter search failed: {summary}")]
+    version = current.get("version")
+    then = f"; training version {version} with it" if version is not None else ""
+    return [Event("Normal", "SearchSucceeded", f"hyperparameter search done: {summary}{then}")]

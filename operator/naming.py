@@ -17,10 +17,16 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# A hyperparameter search's trial Jobs: which search (spec.training's hash) and trial number,
+# and the configuration the trial trains (what the operator reads back, not the command).
+SEARCH_LABEL = "tfmaas.io/search"
+TRIAL_LABEL = "tfmaas.io/trial"
+TRIAL_PARAMETERS_ANNOTATION = "tfmaas.io/trial-parameters"
 
 STABLE = "stable"
 CANARY = "canary"
 TRAINING_COMPONENT = "training"
+TUNING_COMPONENT = "tuning"
 SERVING_COMPONENT = "serving"
 TRAINER_CONTAINER = "trainer"
 SERVING_CONTAINER = "tfserving"
@@ -37,6 +43,12 @@ WORKER_PORT = 2222
 
 def job_name(service: str, version: int) -> str:
     return f"{service}-train-{version}"
+
+
+def trial_job_name(service: str, training_hash: str, trial: int) -> str:
+    """Each search (spec.training's hash) names its trials apart, so a new search never
+    meets an old one's Job. A 40-character service name leaves this under 63."""
+    return f"{service}-tune-{training_hash[:6]}-{trial}"
 
 
 def deployment_name(service: str, track: str) -> str:

@@ -18,9 +18,17 @@ from tfmaas.operator.events import Event, transitions
 from tfmaas.operator.images import image_problem, serving_tensorflow
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.service import endpoint
+from tfmaas.operator.search import search_summary, trial_table
 from tfmaas.operator.serving import apply_serving_objects
-from tfmaas.operator.status import Observed, build_status, invalid_spec_status
+from tfmaas.operator.status import (
+    SEARCH_FAILED,
+    TEACHER_NOT_PUBLISHED,
+    Observed,
+    build_status,
+    invalid_spec_status,
+)
 from tfmaas.operator.training import delete_finished_jobs, observe_training, start_training
+from tfmaas.operator.tuning import advance_search, delete_trial_jobs, stop_other_searches
 from tfmaas.operator.versions import (
     FINAL_STATES,
     VersionStatus,
@@ -106,12 +114,44 @@ def reconcile(
     records = merge_records(known, observations, service.spec.training.quality_gate)
 
     started = blocked = None
-    if needs_training(records, service.spec.training.fingerprint()):
-        distillation = service.spec.training.distillation
+    blocked_reason = TEACHER_NOT_PUBLISHED
+    training = service.spec.training
+    fingerprint = training.fingerprint()
+    # status.tuning stays while it reports this spec.training's search, and goes with it.
+    tuning_status = previous.get("tuning") if training.tuning is not None else None
+    if isinstance(tuning_status, dict) and tuning_status.get("trainingHash") != fingerprint:
+        tuning_status = None
+    trial_jobs_done: list[str] = []
+    if needs_training(records, fingerprint):
+        stop_other_searches(kube, service, fingerprint if training.tuning else None)
+        distillation = training.distillation
         if distillation is not None:
             latest = previous.get("latestVersion")
             blocked = teacher_problem(records, distillation.teacher_version, latest)
-        if blocked is None:
+        if training.tuning is not None:
+            step = advance_search(kube, service, previous.get("tuning"), config)
+            tuning_status, trial_jobs_done = step.status, step.finished_jobs
+            best = step.search.best
+            if step.search.finished and best is not None:
+                started = next_version(records, previous.get("latestVersion"))
+                records = start_training(
+                    kube,
+                    service,
+                    started,
+                    records,
+                    config,
+                    training=training.with_parameters(best.parameters),
+                    tuning_table=trial_table(step.search),
+                )
+                tuning_status["version"] = started
+            elif step.search.finished:
+                blocked_reason = SEARCH_FAILED
+                blocked = (
+                    f"every trial of the search failed ({search_summary(tuning_status)}); "
+                    "status.tuning.trials says why. No version is trained: fix the cause, then "
+                    "change spec.training to search again"
+                )
+        elif blocked is None:
             started = next_version(records, previous.get("latestVersion"))
             records = start_training(kube, service, started, records, config)
 
@@ -153,12 +193,15 @@ def reconcile(
         access_mode=access,
         blocked=blocked,
         serving_tensorflow=serving_tensorflow(service, config),
+        blocked_reason=blocked_reason,
+        tuning=tuning_status,
     )
     status = build_status(observed, previous, now)
     if not unchanged(previous, status):
         kube.patch_status(API_VERSION, KIND, namespace, name, status)
         # Only now that status records their results may the finished Jobs go.
         delete_finished_jobs(kube, service, finished_jobs(known, records))
+        delete_trial_jobs(kube, service, trial_jobs_done)
     already_final = {record.version for record in known if record.state in FINAL_STATES}
     finished = tuple(
         o.seconds

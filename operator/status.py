@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfmaas.operator.naming import VERSION_LABEL
+from tfmaas.operator.search import SEARCHING, search_summary
 from tfmaas.operator.versions import (
     FAILED,
     SUCCEEDED,
@@ -33,6 +34,8 @@ SPEC_VALID = "SpecValid"
 SERVING_TENSORFLOW = "ServingTensorFlowCompatible"
 # Reasons of conditions that say nothing yet, so no Event tells of them.
 QUIET_REASONS = ("NotStarted", "NoTrainedVersion", "NoServedVersion")
+TEACHER_NOT_PUBLISHED = "TeacherNotPublished"
+SEARCH_FAILED = "SearchFailed"
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,18 @@ class Observed:
     endpoint: Mapping[str, str] | None
     access_mode: str | None = None
     blocked: str | None = None
-    """Why the Job of the current spec.training was not started (a distillation teacher)."""
+    """Why the Job of the current spec.training was not started (a distillation teacher, a
+    search whose every trial failed), with `blocked_reason` the Trained condition's reason."""
+    blocked_reason: str = TEACHER_NOT_PUBLISHED
+    tuning: Mapping[str, Any] | None = None
+    """status.tuning: the search of the current spec.training, if it asks for one."""
     serving_tensorflow: str | None = None
     """The TensorFlow of the serving image; None when the operator does not know it (an image
     of the spec's own, or none configured)."""
+
+    @property
+    def searching(self) -> bool:
+        return self.tuning is not None and self.tuning.get("phase") == SEARCHING
 
 
 def condition(
@@ -120,9 +131,12 @@ def _metrics_text(record: VersionStatus) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in record.metrics.items())
 
 
-def _trained(records: Sequence[VersionStatus], blocked: str | None) -> tuple[str, str, str]:
+def _trained(observed: Observed) -> tuple[str, str, str]:
+    records, blocked = observed.records, observed.blocked
     if blocked is not None:
-        return "False", "TeacherNotPublished", blocked
+        return "False", observed.blocked_reason, blocked
+    if observed.searching and observed.tuning is not None:
+        return "Unknown", "Searching", f"hyperparameter search: {search_summary(observed.tuning)}"
     last = newest(records)
     if last is None:
         return "Unknown", "NotStarted", "no training has started yet"
@@ -254,7 +268,7 @@ def phase_of(observed: Observed, ready_status: str) -> str:
         return ROLLING_OUT
     if stable is not None and stable.version is not None and stable.total > 0:
         return DEGRADED if stable.version == observed.plan.stable else ROLLING_OUT
-    if last is not None and last.state == TRAINING:
+    if (last is not None and last.state == TRAINING) or observed.searching:
         return PHASE_TRAINING
     if observed.blocked is not None and observed.plan.stable is None:
         return PHASE_FAILED
@@ -278,7 +292,7 @@ def build_status(observed: Observed, previous: Mapping[str, Any], now: str) -> d
     old_conditions = {c.get("type"): c for c in previous.get("conditions") or [] if c.get("type")}
     generation = observed.generation
     parts = {
-        TRAINED: _trained(observed.records, observed.blocked),
+        TRAINED: _trained(observed),
         GATE: _gate(observed.records),
         READY: _ready(observed),
         VERSIONS_RESOLVED: _resolved(observed.plan.problems),
@@ -307,6 +321,7 @@ def build_status(observed: Observed, previous: Mapping[str, Any], now: str) -> d
         "endpoint": dict(observed.endpoint) if observed.endpoint and stable else None,
         "accessMode": observed.access_mode,
         "versions": [record.to_status() for record in observed.records],
+        "tuning": dict(observed.tuning) if observed.tuning is not None else None,
         "conditions": conditions,
     }
 

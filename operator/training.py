@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tfmaas.api import ModelService
+from tfmaas.api import ModelService, TrainingSpec
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.job import build_training_job, build_worker_service
@@ -187,13 +187,20 @@ def start_training(
     version: int,
     records: Sequence[VersionStatus],
     config: OperatorConfig,
+    *,
+    training: TrainingSpec | None = None,
+    tuning_table: Mapping[str, Any] | None = None,
 ) -> list[VersionStatus]:
-    """Create version `version`'s Job, stop older trainings it supersedes; the new records."""
+    """Create version `version`'s Job, stop older trainings it supersedes; the new records.
+    `training` is what it trains when that is not spec.training as written (a search's best
+    configuration, whose trial table `tuning_table` the model card records)."""
     namespace = service.namespace or "default"
     worker_service = build_worker_service(service, version)
     if worker_service is not None:
         kube.apply(worker_service)
-    kube.apply(build_training_job(service, version, config))
+    kube.apply(
+        build_training_job(service, version, config, training=training, tuning_table=tuning_table)
+    )
     stopped = supersede(records, version)
     for old, new in zip(records, stopped, strict=True):
         if old.state != new.state and old.job:

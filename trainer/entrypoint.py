@@ -76,9 +76,11 @@ def train_and_publish(
     endpoint: str | None = None,
     encryption: StoreEncryption | None = None,
     log: Callable[[str], Any] = print,
+    tuning: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train `training` (the spec's `training` object) and publish it as `version` of the store.
 
+    `tuning` is the search that chose this configuration, for the model card.
     `version=None` takes the store's latest + 1. Everything that can be checked before
     training (spec, store, version) is checked first, so a mistake costs seconds, not a run.
     """
@@ -120,6 +122,8 @@ def train_and_publish(
         log=log,
         teacher=teacher,
     )
+    if tuning is not None:
+        trained.tuning = dict(tuning)
     export_root = Path(tempfile.mkdtemp(prefix=f"tfmaas-{name}-{version}-"))
     export_dir = export(trained, export_root / str(version), name=name, version=version)
     if trained.is_chief:
@@ -148,6 +152,70 @@ def _tensorflow_version() -> str:
     import tensorflow as tf
 
     return str(tf.__version__)
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial of a hyperparameter search: its scores on the validation split."""
+
+    trial: int
+    metrics: dict[str, Any]
+    epochs: int
+
+    def termination_message(self) -> str:
+        return json.dumps(
+            {
+                "trial": self.trial,
+                "evaluatedOn": "validation",
+                "metrics": {k: round(float(self.metrics[k]), 6) for k in _HEADLINE},
+                "epochs": self.epochs,
+            },
+            separators=(",", ":"),
+        )
+
+
+MAX_TRIAL = 1000
+
+
+def run_trial(
+    training: Mapping[str, Any] | TrainingSpec,
+    *,
+    trial: int,
+    endpoint: str | None = None,
+    log: Callable[[str], Any] = print,
+) -> TrialResult:
+    """Train one trial's configuration and score it on the validation split. Nothing is
+    published and no checkpoint is kept: a trial is small, and one that dies is retried from
+    its start or counted as failed, which does not fail the search."""
+    config = load_training_spec(training)
+    if not 0 <= trial < MAX_TRIAL:
+        raise UserError(f"--trial must be 0 to {MAX_TRIAL - 1}, got {trial}")
+    if config.tuning is not None or config.distillation is not None:
+        raise UserError(
+            "a trial trains one configuration: its spec.training has no tuning or distillation"
+        )
+    from tfmaas.trainer.training import train
+
+    log(f"trial {trial}: training on the training split, scoring on the validation split")
+    trained = train(config, endpoint=endpoint, log=log, trial=True)
+    return TrialResult(trial=trial, metrics=trained.metrics, epochs=trained.epochs_run)
+
+
+# 50 trials of five parameters take a few KiB; anything far larger was not the operator's.
+TUNING_TABLE_LIMIT = 64 * 1024
+
+
+def parse_tuning_table(text: str | None) -> dict[str, Any] | None:
+    """--tuning-json: the search the operator ran, a JSON object for the model card."""
+    if text is None:
+        return None
+    if len(text) > TUNING_TABLE_LIMIT:
+        raise UserError(f"--tuning-json is over {TUNING_TABLE_LIMIT} characters")
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--tuning-json is not JSON: {exc.msg} at character {exc.pos}") from None
+    if not isinstance(table, dict):
+        raise UserError("--tuning-json must be a JSON object")
+    return table
 
 
 def write_termination_message(path: str | Path, message: str) -> bool:

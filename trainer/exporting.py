@@ -78,6 +78,9 @@ def export(
     tf.saved_model.save(module, str(target), signatures=signatures)
     card = model_card(trained, name=name, version=version)
     card.update(lineage(trained, target, name=name))
+    if trained.tuning is not None:
+        # The search that chose this version's configuration: every trial and its score.
+        card["tuning"] = trained.tuning
     _write_json(target / METRICS_FILE, trained.metrics)
     _write_json(target / MODEL_CARD_FILE, card)
     (target / REPORT_FILE).write_text(

@@ -65,6 +65,8 @@ class TrainedModel:
     """The epochs a checkpoint had done when this run resumed it (None: trained from scratch)."""
     checkpointer: Any = None
     """The run's `Checkpointer`, so the caller can discard the checkpoint once published."""
+    tuning: dict[str, Any] | None = None
+    """The hyperparameter search that chose this configuration (the model card's trial table)."""
 
     def predict(self, texts: list[str]) -> dict[str, np.ndarray]:
         import tensorflow as tf
@@ -102,11 +104,16 @@ def train(
     checkpoints: CheckpointTarget | None = None,
     log: Log = print,
     teacher: Teacher | None = None,
+    trial: bool = False,
 ) -> TrainedModel:
     """Train `training`; with `teacher` (spec.training.distillation's version, pulled from the
     store) as a distilled student; with `checkpoints`, resume the version's checkpoint if the
     store has one and checkpoint every epoch (SIGTERM saves and raises
-    `checkpointing.Terminated`)."""
+    `checkpointing.Terminated`).
+
+    A `trial` of a hyperparameter search is scored on the validation split and never reads
+    the test split: the search must not choose by the figures the tuned version is judged
+    on. It is not compressed or explained either (nothing of it is published)."""
     config = load_training_spec(training)
     if config.distillation is not None and teacher is None:
         raise ValueError("spec.training.distillation needs the teacher pulled from the store")
@@ -141,25 +148,26 @@ def train(
                 run.summaries.close()
     training_seconds = time.perf_counter() - started
     trained_at = now_rfc3339()
-    metrics = _evaluate(pipeline, splits, placement)
+    held_out = splits.validation if trial else splits.test
+    metrics = _evaluate(pipeline, held_out, splits.classes, placement)
     module: Any = ServingModule(
         pipeline.vectorizer,
         pipeline.model,
         splits.classes,
         architecture=pipeline.architecture.name,
     )
-    if config.compression.quantize != QUANTIZE_NONE:
+    if config.compression.quantize != QUANTIZE_NONE and not trial:
         module, metrics = _quantized(module, metrics, splits, config.compression.quantize, log)
     metrics.update(
         {
             "examples": splits.counts(),
             "training_seconds": round(training_seconds, 3),
             "architecture": pipeline.architecture.name,
-            "evaluated_on": "test",
+            "evaluated_on": "validation" if trial else "test",
         }
     )
     log(
-        f"test ({len(splits.test)} examples): "
+        f"{metrics['evaluated_on']} ({len(held_out)} examples): "
         f"accuracy={metrics['accuracy']:.4f} "
         f"precision={metrics['precision']:.4f} recall={metrics['recall']:.4f} "
         f"f1={metrics['f1']:.4f}; trained in {training_seconds:.1f}s, "
@@ -179,7 +187,9 @@ def train(
         is_chief=placement.role.is_chief,
         placement=placement.describe(),
         history={key: [float(v) for v in values] for key, values in history.items()},
-        global_explanation=global_explanation(module, splits.test.texts, splits.classes),
+        global_explanation=(
+            {} if trial else global_explanation(module, splits.test.texts, splits.classes)
+        ),
         teacher=teacher,
         vocabulary_size=int(pipeline.vectorizer.vocabulary_size()),
         resumed_from_epoch=run.resumed_from,
@@ -437,12 +447,14 @@ def _fit_model(
     return _fit(pipeline.model, train_batches, validation_batches, hp, epoch_log, run)
 
 
-def _evaluate(pipeline: _Pipeline, splits: Splits, placement: Any) -> dict[str, Any]:
-    """Metrics on the held-out test split. The spec requires testFraction > 0 and the split
-    refuses to leave it empty, so the quality gate always judges held-out test examples."""
+def _evaluate(
+    pipeline: _Pipeline, held_out: Split, classes: list[str], placement: Any
+) -> dict[str, Any]:
+    """Metrics on a held-out split: the test split for a version (the spec requires
+    testFraction > 0 and the split refuses to leave it empty, so the quality gate always
+    judges held-out test examples), the validation split for a search's trial."""
     from tfmaas.trainer.evaluate import classification_metrics
 
-    held_out = splits.test
     batches = pipeline.batches(held_out, shuffle=False)
     if placement.role.distributed:
         from tfmaas.trainer.multiworker import predict_locally
@@ -450,7 +462,7 @@ def _evaluate(pipeline: _Pipeline, splits: Splits, placement: Any) -> dict[str, 
         scores = predict_locally(pipeline.model, batches)
     else:
         scores = pipeline.model.predict(batches, verbose=0)
-    return classification_metrics(held_out.label_ids, np.argmax(scores, axis=-1), splits.classes)
+    return classification_metrics(held_out.label_ids, np.argmax(scores, axis=-1), classes)
 
 
 def _fit(

@@ -4,9 +4,10 @@ asks for several workers), running contract 5's `tfmaas train`."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from tfmaas.api import ModelService
+from tfmaas.api import ModelService, TrainingSpec
 from tfmaas.errors import USER_ERROR_EXIT_CODE
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.manifests.common import (
@@ -24,14 +25,19 @@ from tfmaas.operator.manifests.placement import training_placement
 from tfmaas.operator.naming import (
     COMPLETION_INDEX_ANNOTATION,
     JOB_NAME_LABEL,
+    SEARCH_LABEL,
     TRAINER_CONTAINER,
     TRAINING_COMPONENT,
     TRAINING_HASH_ANNOTATION,
+    TRIAL_LABEL,
+    TRIAL_PARAMETERS_ANNOTATION,
+    TUNING_COMPONENT,
     VERSION_LABEL,
     WORKER_PORT,
     job_name,
     labels,
     metadata,
+    trial_job_name,
 )
 
 WORKER_INDEX_ENV = "TFMAAS_WORKER_INDEX"
@@ -50,8 +56,16 @@ def tf_config_template(service: ModelService, version: int) -> str:
     return f'{{"cluster":{cluster},"task":{{"type":"worker","index":$({WORKER_INDEX_ENV})}}}}'
 
 
-def trainer_command(service: ModelService, version: int) -> list[str]:
-    return [
+def trainer_command(
+    service: ModelService,
+    version: int,
+    *,
+    training: TrainingSpec | None = None,
+    tuning_table: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """`training` is what to train when it is not spec.training as written (a search's best
+    configuration, whose trial table `tuning_table` goes to the model card)."""
+    command = [
         "tfmaas",
         "train",
         "--name",
@@ -61,7 +75,25 @@ def trainer_command(service: ModelService, version: int) -> list[str]:
         "--store",
         service.spec.storage.uri,
         "--training-json",
-        service.spec.training.to_json(),
+        (training or service.spec.training).to_json(),
+    ]
+    if tuning_table is not None:
+        command += ["--tuning-json", json.dumps(tuning_table, separators=(",", ":"))]
+    return command
+
+
+def trial_command(service: ModelService, trial: int, training: TrainingSpec) -> list[str]:
+    return [
+        "tfmaas",
+        "train",
+        "--name",
+        service.name,
+        "--trial",
+        str(trial),
+        "--store",
+        service.spec.storage.uri,
+        "--training-json",
+        training.to_json(),
     ]
 
 
@@ -96,21 +128,81 @@ def pod_failure_policy() -> dict[str, Any]:
 
 
 def build_training_job(
-    service: ModelService, version: int, config: OperatorConfig
+    service: ModelService,
+    version: int,
+    config: OperatorConfig,
+    *,
+    training: TrainingSpec | None = None,
+    tuning_table: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    training = service.spec.training
+    """Version `version`'s Job. It trains `training` when given (a search's best
+    configuration) but carries spec.training's hash: it is that spec's version."""
     name = job_name(service.name, version)
     version_labels = labels(service.name, TRAINING_COMPONENT, **{VERSION_LABEL: str(version)})
+    command = trainer_command(service, version, training=training, tuning_table=tuning_table)
+    return _job(
+        service,
+        config,
+        name=name,
+        object_labels=version_labels,
+        annotations={TRAINING_HASH_ANNOTATION: service.spec.training.fingerprint()},
+        command=command,
+        workers=service.spec.training.workers,
+        tf_config=tf_config_template(service, version),
+    )
+
+
+def build_trial_job(
+    service: ModelService,
+    trial: int,
+    parameters: Mapping[str, float | int],
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    """Trial `trial` of spec.training.tuning's search: one worker with training.resources,
+    training spec.training with `parameters`, scored on the validation split."""
+    fingerprint = service.spec.training.fingerprint()
+    name = trial_job_name(service.name, fingerprint, trial)
+    trial_labels = labels(
+        service.name, TUNING_COMPONENT, **{SEARCH_LABEL: fingerprint, TRIAL_LABEL: str(trial)}
+    )
+    training = service.spec.training.with_parameters(parameters)
+    return _job(
+        service,
+        config,
+        name=name,
+        object_labels=trial_labels,
+        annotations={
+            TRAINING_HASH_ANNOTATION: fingerprint,
+            TRIAL_PARAMETERS_ANNOTATION: json.dumps(dict(parameters), sort_keys=True),
+        },
+        command=trial_command(service, trial, training),
+        workers=1,
+        tf_config="",
+    )
+
+
+def _job(
+    service: ModelService,
+    config: OperatorConfig,
+    *,
+    name: str,
+    object_labels: dict[str, str],
+    annotations: dict[str, str],
+    command: list[str],
+    workers: int,
+    tf_config: str,
+) -> dict[str, Any]:
+    training = service.spec.training
     placed = training_placement(training.pod, gpu=training.resources.gpu > 0, config=config)
     # The spec's labels cannot name the operator's (the CRD refuses them); the operator's
     # still go last, so a default from elsewhere cannot break the Job's selectors either.
-    job_labels = {**placed.labels, **version_labels}
+    job_labels = {**placed.labels, **object_labels}
     image = training.image or config.trainer_image
     env = [
         *storage_env(service, config, image=image, service_account=placed.service_account_name),
         *scratch_env(),
     ]
-    if training.workers > 1:
+    if workers > 1:
         env = [
             {
                 "name": WORKER_INDEX_ENV,
@@ -120,14 +212,14 @@ def build_training_job(
                     }
                 },
             },
-            {"name": "TF_CONFIG", "value": tf_config_template(service, version)},
+            {"name": "TF_CONFIG", "value": tf_config},
             *env,
         ]
     container: dict[str, Any] = {
         "name": TRAINER_CONTAINER,
         "image": image,
         "imagePullPolicy": config.trainer_image_pull_policy,
-        "command": trainer_command(service, version),
+        "command": command,
         "env": env,
         "resources": _trainer_resources(service),
         "securityContext": container_security_context(),
@@ -136,7 +228,7 @@ def build_training_job(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}, *store_ca_mounts(service)],
     }
-    if training.workers > 1:
+    if workers > 1:
         container["ports"] = [{"name": "worker", "containerPort": WORKER_PORT}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -161,13 +253,9 @@ def build_training_job(
         "activeDeadlineSeconds": config.training_deadline_seconds,
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
-    if training.workers > 1:
+    if workers > 1:
         pod_spec["subdomain"] = name
-        job_spec.update(
-            completionMode="Indexed",
-            completions=training.workers,
-            parallelism=training.workers,
-        )
+        job_spec.update(completionMode="Indexed", completions=workers, parallelism=workers)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -176,7 +264,7 @@ def build_training_job(
             namespace_of(service),
             owner_of(service),
             job_labels,
-            {**placed.annotations, TRAINING_HASH_ANNOTATION: training.fingerprint()},
+            {**placed.annotations, **annotations},
         ),
         "spec": job_spec,
     }

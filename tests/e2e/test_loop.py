@@ -890,3 +890,108 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+# --- Preemption: a training pod deleted mid-run resumes from its checkpoint (issue 17) ---
+
+PREEMPTED = "preempted"
+
+
+def _preempted_sample(epochs: int) -> dict[str, Any]:
+    """The small sample under another name, every epoch run (no early stopping)."""
+    spec = _small_sample()
+    spec["metadata"]["name"] = PREEMPTED
+    spec["spec"]["storage"]["uri"] = f"s3://{stack.MODELS_BUCKET}/{PREEMPTED}"
+    spec["spec"]["training"]["hyperparameters"].update(
+        {"epochs": epochs, "earlyStoppingPatience": 0}
+    )
+    return spec
+
+
+def _epoch_seconds(log: str) -> list[float]:
+    """The `time=…s` of each `epoch k/N` line the trainer logged."""
+    found = []
+    for line in log.splitlines():
+        if line.startswith("epoch ") and " time=" in line:
+            found.append(float(line.split(" time=")[1].split("s")[0]))
+    return found
+
+
+def test_a_training_pod_deleted_midway_resumes_from_its_checkpoint_and_publishes(
+    node_cluster: NodeCluster, loop: Loop, figures: dict[str, str]
+) -> None:
+    cluster = node_cluster.cluster
+    job, epochs = f"{PREEMPTED}-train-1", 5
+
+    def diagnose() -> str:
+        parts = [
+            cluster.kubectl("get", "jobs,pods", "-o", "wide", check=False).stdout[-3000:],
+            cluster.kubectl("logs", f"job/{job}", "--tail=30", check=False).stdout[-3000:],
+            cluster.kubectl("get", "ms", PREEMPTED, "-o", "jsonpath={.status}", check=False).stdout[
+                -3000:
+            ],
+        ]
+        return "\n".join(parts)
+
+    def pods() -> list[dict[str, Any]]:
+        listed = cluster.kubectl_json("get", "pods", "-l", f"batch.kubernetes.io/job-name={job}")
+        return list(listed.get("items") or [])
+
+    def log_of(pod: str) -> str:
+        return cluster.kubectl("logs", pod, check=False).stdout
+
+    applied = time.monotonic()
+    _apply_json(cluster, _preempted_sample(epochs))
+    first = _wait("the training pod", lambda: pods(), 600, diagnose)[0]["metadata"]["name"]
+    _wait(
+        "epoch 2 to finish in the first pod",
+        lambda: f"epoch 2/{epochs} " in log_of(first),
+        1200,
+        diagnose,
+    )
+    killed_at = time.monotonic() - applied
+    first_log = log_of(first)
+    cluster.kubectl("delete", "pod", first, "--wait=true", "--timeout=120s")
+
+    def second_pod() -> str | None:
+        others = [p["metadata"]["name"] for p in pods() if p["metadata"]["name"] != first]
+        return others[0] if others else None
+
+    second = _wait("the Job's next pod", second_pod, 600, diagnose)
+    resumed_line = _wait(
+        "the next pod to resume",
+        lambda: next((ln for ln in log_of(second).splitlines() if "resumed from epoch" in ln), ""),
+        900,
+        diagnose,
+    )
+
+    def published() -> dict[str, Any] | None:
+        status = cluster.kubectl_json("get", "ms", PREEMPTED).get("status", {})
+        versions = [v for v in status.get("versions") or [] if v.get("version") == 1]
+        return versions[0] if versions and versions[0].get("state") == "Succeeded" else None
+
+    version = _wait("version 1 to publish", published, 1800, diagnose)
+    total = time.monotonic() - applied
+    resumed_from = int(resumed_line.split("resumed from epoch ")[1].split()[0])
+    assert 2 <= resumed_from < epochs, resumed_line
+    assert version["resumedFromEpoch"] == resumed_from
+    second_log = log_of(second)
+    assert f"epoch {resumed_from + 1}/{epochs} " in second_log
+    assert f"epoch 1/{epochs} " not in second_log  # it did not start over
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in loop.minio.env.items():
+            patch.setenv(key, value)
+        from tfmaas.storage import open_store
+
+        store = open_store(f"s3://{stack.MODELS_BUCKET}/{PREEMPTED}", endpoint=loop.minio.endpoint)
+        assert store.list_versions() == [1]
+
+    # A restart from scratch would have redone the epochs the checkpoint kept: the time until
+    # the kill, plus the whole run, the epochs it kept included (their own measured times).
+    redone = sum(_epoch_seconds(first_log)[:resumed_from])
+    scratch = total + redone
+    print(
+        f"\npreempted at {killed_at:.0f} s (after epoch {resumed_from}/{epochs}); resumed run "
+        f"published at {total:.0f} s; a restart from scratch: ≈ {scratch:.0f} s "
+        f"(+{redone:.0f} s of epochs redone)"
+    )
+    figures["training pod deleted mid-run → version published (resumed)"] = f"{total:.0f} s"
+    figures["same, restarting from scratch (estimated)"] = f"{scratch:.0f} s"

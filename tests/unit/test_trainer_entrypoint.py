@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,50 @@ def test_cluster_roles_from_tf_config() -> None:
     assert not worker.is_chief
     with pytest.raises(UserError, match="TF_CONFIG is not valid"):
         cluster_role({"TF_CONFIG": "{not json"})
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[1, 2]", "must be a JSON object"),
+        ("{not json", "is not JSON"),
+        ('"a string"', "must be a JSON object"),
+        ("{" + " " * 70_000 + "}", "over 65536 characters"),
+    ],
+)
+def test_a_tuning_table_that_is_not_the_operators_is_refused(text: str, fragment: str) -> None:
+    from tfmaas.trainer.entrypoint import parse_tuning_table
+
+    with pytest.raises(UserError, match=fragment):
+        parse_tuning_table(text)
+
+
+def test_a_tuning_table_is_read_and_absent_is_none() -> None:
+    from tfmaas.trainer.entrypoint import parse_tuning_table
+
+    assert parse_tuning_table(None) is None
+    assert parse_tuning_table('{"bestTrial": 2, "trials": []}') == {"bestTrial": 2, "trials": []}
+
+
+@pytest.mark.parametrize(
+    ("training", "trial", "fragment"),
+    [
+        ({"dataset": {"uri": "builtin:chinese-reviews"}}, -1, "--trial must be 0 to 999"),
+        ({"dataset": {"uri": "builtin:chinese-reviews"}}, 1000, "--trial must be 0 to 999"),
+        (
+            {
+                "dataset": {"uri": "builtin:chinese-reviews"},
+                "tuning": {"parameters": {"ngrams": {"choices": [1, 2]}}},
+            },
+            0,
+            "has no tuning or distillation",
+        ),
+    ],
+)
+def test_a_trial_refuses_what_is_not_one_configuration_before_training(
+    training: dict[str, Any], trial: int, fragment: str
+) -> None:
+    from tfmaas.trainer.entrypoint import run_trial
+
+    with pytest.raises(UserError, match=fragment):
+        run_trial(training, trial=trial, log=lambda _: None)

@@ -20,10 +20,12 @@ from tfmaas.api.spec import (
     ModelArchitectureSpec,
     ModelService,
     ModelServiceSpec,
+    ParameterSearch,
     QualityGate,
     ServingSpec,
     StorageSpec,
     TrainingSpec,
+    TuningSpec,
 )
 from tfmaas.api.validation import FieldError, SpecError
 
@@ -47,11 +49,13 @@ __all__ = [
     "ModelArchitectureSpec",
     "ModelService",
     "ModelServiceSpec",
+    "ParameterSearch",
     "QualityGate",
     "ServingSpec",
     "SpecError",
     "StorageSpec",
     "TrainingSpec",
+    "TuningSpec",
     "crd",
     "crd_text",
     "load_model_service",

@@ -148,6 +148,74 @@ class CompressionSpec:
         )
 
 
+# Where each tunable parameter lives in spec.training: (section, field). One place decides it,
+# so a trial's spec and the best configuration's spec are built the same way.
+TUNABLE_PARAMETERS: dict[str, tuple[str, str]] = {
+    "learningRate": ("hyperparameters", "learningRate"),
+    "batchSize": ("hyperparameters", "batchSize"),
+    "embeddingDim": ("model", "embeddingDim"),
+    "ngrams": ("model", "ngrams"),
+    "maxTokens": ("model", "maxTokens"),
+}
+FLOAT_PARAMETERS = frozenset({"learningRate"})
+OBJECTIVES = {"valAccuracy": "accuracy", "valMacroF1": "f1"}
+"""Each objective and the validation metric (as classification_metrics names it) it reads."""
+
+
+@dataclass(frozen=True)
+class ParameterSearch:
+    """One searched parameter: a range (`low`..`high`, maybe on a log scale) or `choices`."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[float, ...] | None = None
+
+    @property
+    def is_float(self) -> bool:
+        return self.name in FLOAT_PARAMETERS
+
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> ParameterSearch:
+        number = float if name in FLOAT_PARAMETERS else int
+        choices = data.get("choices")
+        return cls(
+            name=name,
+            low=number(data["min"]) if "min" in data else None,
+            high=number(data["max"]) if "max" in data else None,
+            log=bool(data.get("log", False)),
+            # Repeated choices would only weigh a value twice: the search keeps one of each.
+            choices=tuple(sorted({number(c) for c in choices})) if choices else None,
+        )
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    objective: str
+    max_trials: int
+    parallel_trials: int
+    parameters: tuple[ParameterSearch, ...]
+
+    @property
+    def metric(self) -> str:
+        return OBJECTIVES[self.objective]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TuningSpec:
+        parameters = data["parameters"]
+        return cls(
+            objective=str(data["objective"]),
+            max_trials=int(data["maxTrials"]),
+            parallel_trials=int(data["parallelTrials"]),
+            parameters=tuple(
+                ParameterSearch.from_dict(name, parameters[name])
+                for name in TUNABLE_PARAMETERS
+                if name in parameters
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class ComputeResources:
     cpu: str
@@ -221,6 +289,7 @@ class TrainingSpec:
     distillation: DistillationSpec | None = None
     compression: CompressionSpec = CompressionSpec()
     pod: Mapping[str, Any] = field(default_factory=dict)
+    tuning: TuningSpec | None = None
     # The defaulted camelCase document; without `pod`, what the trainer receives and hashes.
     document: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -241,12 +310,25 @@ class TrainingSpec:
             ),
             compression=CompressionSpec.from_dict(data.get("compression") or {"quantize": "none"}),
             pod=pod_settings(data),
+            tuning=TuningSpec.from_dict(data["tuning"]) if data.get("tuning") else None,
             document=copy.deepcopy(dict(data)),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """What the trainer receives: everything but where its pods run."""
         return {key: copy.deepcopy(value) for key, value in self.document.items() if key != POD}
+
+    def with_parameters(self, parameters: Mapping[str, float | int]) -> TrainingSpec:
+        """This spec with `parameters` (tunable names, as a trial or the search's best
+        configuration has them) set and no `tuning`: what one trial or the tuned version trains.
+        KeyError for a name that is not tunable."""
+        document = self.to_dict()
+        document.pop("tuning", None)
+        for name, value in parameters.items():
+            section, key = TUNABLE_PARAMETERS[name]
+            number = float if name in FLOAT_PARAMETERS else int
+            document.setdefault(section, {})[key] = number(value)
+        return TrainingSpec.from_dict(document)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -256,8 +338,9 @@ class TrainingSpec:
 
         The quality gate judges a version but does not shape it, so changing the gate
         re-judges nothing and trains nothing; nor does `pod` (placement and identity): a new
-        toleration must not retrain every model. Distillation and compression shape it: they
-        are hashed with the rest (absent, they leave the hash of older specs as it was)."""
+        toleration must not retrain every model. Distillation, compression and tuning shape it:
+        they are hashed with the rest (absent, they leave the hash of older specs as it was), so
+        changing only `tuning` runs a new search and trains a new version."""
         shaping = {key: value for key, value in self.to_dict().items() if key != "qualityGate"}
         canonical = json.dumps(shaping, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -17,6 +17,7 @@ from typing import Any, cast
 import jsonschema
 
 from tfmaas.api import schema as crd_schema
+from tfmaas.api.spec import TUNABLE_PARAMETERS
 from tfmaas.errors import UserError
 
 
@@ -250,6 +251,47 @@ def _prune_below_max_tokens(training: Mapping[str, Any]) -> bool:
     return prune is None or int(prune) < int(training["model"]["maxTokens"])
 
 
+def _tuning_has_validation(training: Mapping[str, Any]) -> bool:
+    hyper = training.get("hyperparameters") or {}
+    return "tuning" not in training or float(hyper.get("validationFraction", 0.1)) > 0
+
+
+def _tuning_without_distillation(training: Mapping[str, Any]) -> bool:
+    return "tuning" not in training or "distillation" not in training
+
+
+def _parallel_within_max(tuning: Mapping[str, Any]) -> bool:
+    return int(tuning.get("parallelTrials", 1)) <= int(tuning.get("maxTrials", 50))
+
+
+def _range_or_choices(parameter: Mapping[str, Any]) -> bool:
+    if "choices" in parameter:
+        return "min" not in parameter and "max" not in parameter
+    return "min" in parameter and "max" in parameter
+
+
+def _min_below_max(parameter: Mapping[str, Any]) -> bool:
+    if "min" not in parameter or "max" not in parameter:
+        return True
+    return float(parameter["min"]) < float(parameter["max"])
+
+
+def _tuning_parameter_rules() -> list[Rule]:
+    rules = []
+    for name in TUNABLE_PARAMETERS:
+        on = (*TUNING, "parameters", name)
+        label = f"training.tuning.parameters.{name}"
+        rules.append(
+            Rule(
+                on,
+                _range_or_choices,
+                f"{label} needs either min and max (a range) or choices, not both",
+            )
+        )
+        rules.append(Rule(on, _min_below_max, f"{label}.max must be above min", ".max"))
+    return rules
+
+
 def _canary_differs(serving: Mapping[str, Any]) -> bool:
     canary, version = serving.get("canary"), serving["version"]
     return canary is None or isinstance(version, str) or canary["version"] != version
@@ -443,6 +485,7 @@ def _image_rule(on: tuple[str, ...], *, label: str) -> Rule:
 STORAGE = ("spec", "storage")
 TRAINING = ("spec", "training")
 DATASET = (*TRAINING, "dataset")
+TUNING = (*TRAINING, "tuning")
 SERVING = ("spec", "serving")
 
 CROSS_FIELD_RULES: list[Rule] = [
@@ -500,6 +543,26 @@ CROSS_FIELD_RULES: list[Rule] = [
         "training.compression.pruneVocabulary must be below model.maxTokens, or it prunes nothing",
         ".compression.pruneVocabulary",
     ),
+    Rule(
+        TRAINING,
+        _tuning_has_validation,
+        "training.tuning needs hyperparameters.validationFraction above 0: trials are judged on "
+        "the validation split",
+        ".hyperparameters.validationFraction",
+    ),
+    Rule(
+        TRAINING,
+        _tuning_without_distillation,
+        "training.tuning and training.distillation cannot be combined; tune the teacher instead",
+        ".tuning",
+    ),
+    Rule(
+        TUNING,
+        _parallel_within_max,
+        "training.tuning.parallelTrials must not exceed maxTrials",
+        ".parallelTrials",
+    ),
+    *_tuning_parameter_rules(),
     Rule(
         DATASET,
         _dataset_scheme_ok,

@@ -49,6 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="spec.training as JSON, or @path to a file holding it",
     )
     parser.add_argument(
+        "--trial",
+        type=int,
+        default=None,
+        help="run trial N of a hyperparameter search: score on the validation split, "
+        "publish nothing",
+    )
+    parser.add_argument(
+        "--tuning-json",
+        default=None,
+        metavar="JSON",
+        help="the search that chose this configuration, for the model card",
+    )
+    parser.add_argument(
         "--termination-log",
         default=None,
         metavar="PATH",
@@ -73,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from tfmaas.trainer.checkpointing import TERMINATED_EXIT_CODE, Terminated
     from tfmaas.trainer.entrypoint import (
         DEFAULT_TERMINATION_LOG,
+        TrainResult,
+        TrialResult,
         failure_message,
+        parse_tuning_table,
+        run_trial,
         train_and_publish,
         write_termination_message,
     )
@@ -85,13 +102,18 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         training = load_training_spec(args.training_json)
-        result = train_and_publish(
-            training,
-            name=args.name,
-            store_uri=args.store,
-            version=args.version,
-            log=log,
-        )
+        result: TrainResult | TrialResult
+        if args.trial is not None:
+            result = run_trial(training, trial=args.trial, log=log)
+        else:
+            result = train_and_publish(
+                training,
+                name=args.name,
+                store_uri=args.store,
+                version=args.version,
+                log=log,
+                tuning=parse_tuning_table(args.tuning_json),
+            )
     except Terminated as exc:
         # The pod is being stopped (preemption, eviction, deletion): the checkpoint is saved,
         # and the Job's next pod resumes from it.

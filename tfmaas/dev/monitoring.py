@@ -29,6 +29,13 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 
 SERVING_SELECTOR = "app.kubernetes.io/component=serving,app.kubernetes.io/part-of=tfmaas"
 REST_PORT = 8501
+# The chart's PodMonitor relabelings: pod label -> series label (the dashboard's and KEDA's
+# trigger query's names).
+POD_LABELS = {
+    "tfmaas.io/model-service": "model_service",
+    "tfmaas.io/version": "model_version",
+    "tfmaas.io/track": "track",
+}
 # kubectl-style lister: label selector -> the pod objects of all namespaces
 PodLister = Callable[[str], list[dict[str, Any]]]
 
@@ -49,7 +56,8 @@ def scrape_config(targets_file: Path, *, interval: str = "5s") -> dict[str, Any]
 
 def file_sd_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Running pods with an IP become targets at the port they advertise (TF Serving's REST
-    port when they say none), labelled namespace/pod."""
+    port when they say none), labelled namespace/pod and, as the chart's PodMonitor does, with
+    their ModelService, version and track."""
     targets = []
     for pod in pods:
         status = pod.get("status", {})
@@ -57,15 +65,12 @@ def file_sd_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         annotations = pod["metadata"].get("annotations") or {}
         port = annotations.get("prometheus.io/port", str(REST_PORT))
-        targets.append(
-            {
-                "targets": [f"{status['podIP']}:{port}"],
-                "labels": {
-                    "namespace": pod["metadata"]["namespace"],
-                    "pod": pod["metadata"]["name"],
-                },
-            }
+        labels = {"namespace": pod["metadata"]["namespace"], "pod": pod["metadata"]["name"]}
+        pod_labels = pod["metadata"].get("labels") or {}
+        labels.update(
+            {name: pod_labels[key] for key, name in POD_LABELS.items() if pod_labels.get(key)}
         )
+        targets.append({"targets": [f"{status['podIP']}:{port}"], "labels": labels})
     return sorted(targets, key=lambda target: target["labels"]["pod"])
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import threading
 import urllib.parse
 import urllib.request
@@ -40,10 +42,13 @@ POD_LABELS = {
 PodLister = Callable[[str], list[dict[str, Any]]]
 
 
-def scrape_config(targets_file: Path, *, interval: str = "5s") -> dict[str, Any]:
+def scrape_config(
+    targets_file: Path, *, interval: str = "5s", rule_files: tuple[Path, ...] = ()
+) -> dict[str, Any]:
     """One job: every serving pod's REST port, from the discovered targets file."""
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [
             {
                 "job_name": "tfmaas-serving",
@@ -114,6 +119,34 @@ class LocalPrometheus:
         )
         self._discovery.start()
         return self
+
+    def load_rules(self, rule_files: tuple[Path, ...], *, timeout: float = 30.0) -> None:
+        """Evaluate these rule files (the chart's PrometheusRule groups) from now on: the
+        config is rewritten and Prometheus reloads it on SIGHUP."""
+        if self.process is None:
+            raise UserError("Prometheus is not running")
+        config = self.directory / "prometheus.yml"
+        config.write_text(yaml.safe_dump(scrape_config(self.targets_file, rule_files=rule_files)))
+        os.kill(self.process.pid, signal.SIGHUP)
+        wanted = {
+            group["name"]
+            for path in rule_files
+            for group in (yaml.safe_load(path.read_text()) or {}).get("groups", [])
+        }
+        processes.wait_until(
+            lambda: wanted <= {group["name"] for group in self.rule_groups()},
+            timeout=timeout,
+            what="Prometheus to load the rules",
+            processes=[self.process],
+        )
+
+    def rule_groups(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=10) as response:
+            return list(json.load(response)["data"]["groups"])
+
+    def alerts(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=10) as response:
+            return list(json.load(response)["data"]["alerts"])
 
     def discover_once(self) -> None:
         targets = file_sd_targets(self.list_pods(SERVING_SELECTOR))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,6 +27,8 @@ from tfmaas.release import (
 from tfmaas.tensorflow_versions import parse_version
 
 CONFIG_FILE_ENV = "TFMAAS_OPERATOR_CONFIG"
+_PROMQL_DURATION = re.compile(r"(?:[1-9][0-9]{0,5}(?:ms|s|m|h|d))+")
+_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]{1,253}(?:/[A-Za-z0-9._~/\-]{0,200})?")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class OperatorConfig:
     default_store_secret: str | None = None
     default_store_region: str | None = None
     request_rate_metric: str = "tfserving_requests_per_second"
+    # The rate() window of the adapter rule, used by the KEDA trigger's query as well.
+    rate_window: str = "2m"
+    # The Prometheus KEDA's trigger queries (spec.serving.autoscaling.engine keda).
+    keda_prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
     training_backoff_limit: int = 1
     training_deadline_seconds: int = 86400
     # What GPU pods (training or serving) add to their placement: the GPU pool's labels and
@@ -104,6 +111,15 @@ class OperatorConfig:
             raise UserError(
                 "operator config: serving_tensorflow_version must be a TensorFlow version like "
                 "2.20.0, or empty"
+            )
+        # Both go verbatim into every ScaledObject: a typo would only show as a blind scaler.
+        if not _PROMQL_DURATION.fullmatch(self.rate_window):
+            raise UserError(
+                "operator config: rate_window must be a Prometheus duration such as 2m or 90s"
+            )
+        if not _HTTP_URL.fullmatch(self.keda_prometheus_address):
+            raise UserError(
+                "operator config: keda_prometheus_address must be an http:// or https:// URL"
             )
         # TF Serving reads 0 as "its default" (all the memory), the very thing this bounds.
         if not 0.0 < self.serving_gpu_memory_fraction <= 1.0:

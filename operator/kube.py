@@ -25,6 +25,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "clusterrolebindings",
     ("tfmaas.io/v1alpha1", "ModelService"): "modelservices",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
 }
 
 

@@ -1,4 +1,4 @@
-"""The serving steps of a reconcile: converge the ConfigMaps, Deployments, Services, HPA and
+"""The serving steps of a reconcile: converge the ConfigMaps, Deployments, Services, autoscaler and
 PDB of the planned versions, observe the rollout, and drop configurations no longer used."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 from tfmaas.api import ModelService
 from tfmaas.api.spec import ACCESS_KUBERNETES
 from tfmaas.operator.apply import Applier
+from tfmaas.operator.autoscaling import converge_autoscaler
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.access import (
@@ -20,7 +21,6 @@ from tfmaas.operator.manifests.access import (
 )
 from tfmaas.operator.manifests.configmap import build_config_map, serving_config
 from tfmaas.operator.manifests.deployment import build_deployment
-from tfmaas.operator.manifests.hpa import build_hpa
 from tfmaas.operator.manifests.pdb import build_pdb
 from tfmaas.operator.manifests.service import build_headless_service, build_service
 from tfmaas.operator.naming import (
@@ -34,8 +34,6 @@ from tfmaas.operator.naming import (
 from tfmaas.operator.status import DeploymentState
 from tfmaas.operator.training import owned_by
 from tfmaas.serving_policy import ServingPlan
-
-HPA = "HorizontalPodAutoscaler"
 
 
 @dataclass(frozen=True)
@@ -91,10 +89,7 @@ def converge_serving(
             applier.forget_object("apps/v1", "Deployment", namespace, canary_name)
     applier.apply(build_service(service))
     applier.apply(build_headless_service(service))
-    if serving.autoscaling.enabled:
-        applier.apply(build_hpa(service, config.request_rate_metric))
-    elif full_pass and kube.delete("autoscaling/v2", HPA, namespace, service.name):
-        applier.forget_object("autoscaling/v2", HPA, namespace, service.name)
+    converge_autoscaler(kube, applier, service, config, full_pass=full_pass)
     applier.apply(build_pdb(service))
     return in_use, full_pass
 

@@ -3,6 +3,7 @@ prometheus-adapter serves as the Pods metric `tfserving_requests_per_second`."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from tfmaas.api import ModelService
@@ -14,6 +15,12 @@ from tfmaas.operator.manifests.common import (
 from tfmaas.operator.naming import SERVING_COMPONENT, STABLE, deployment_name, labels, metadata
 
 REQUEST_RATE_METRIC = "tfserving_requests_per_second"
+
+# A model server takes a while to load; scale up at once, down slowly. KEDA's HPA gets the same.
+SCALING_BEHAVIOR: dict[str, Any] = {
+    "scaleUp": {"stabilizationWindowSeconds": 0},
+    "scaleDown": {"stabilizationWindowSeconds": 300},
+}
 
 
 def build_hpa(service: ModelService, metric: str = REQUEST_RATE_METRIC) -> dict[str, Any]:
@@ -46,10 +53,6 @@ def build_hpa(service: ModelService, metric: str = REQUEST_RATE_METRIC) -> dict[
                     },
                 }
             ],
-            # A model server takes a while to load; scale up at once, down slowly.
-            "behavior": {
-                "scaleUp": {"stabilizationWindowSeconds": 0},
-                "scaleDown": {"stabilizationWindowSeconds": 300},
-            },
+            "behavior": copy.deepcopy(SCALING_BEHAVIOR),
         },
     }

@@ -995,3 +995,57 @@ def test_a_training_pod_deleted_midway_resumes_from_its_checkpoint_and_publishes
     )
     figures["training pod deleted mid-run → version published (resumed)"] = f"{total:.0f} s"
     figures["same, restarting from scratch (estimated)"] = f"{scratch:.0f} s"
+
+
+def test_a_shipped_alert_fires_in_the_real_prometheus_on_the_node(
+    node_cluster: NodeCluster,
+    loop: Loop,
+    figures: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The chart's PrometheusRule, rendered by helm with only the latency alert's threshold
+    and `for:` made testable (1 µs, 0s; the expression and labels are the shipped ones), is
+    loaded into the Prometheus scraping the node's serving pods; real calls through the
+    Service make TfmaasServingLatencyHigh fire for this ModelService in /api/v1/alerts."""
+    from tests.fixtures.chart import helm_binary, one, render
+
+    cluster = node_cluster.cluster
+    # Self-contained after the guarded test: plain calls need the model open again.
+    patch = {"spec": {"serving": {"access": {"mode": "none"}}}}
+    cluster.kubectl("patch", "modelservice", NAME, "--type=merge", "-p", json.dumps(patch))
+    values = {"monitoring.prometheusRule.p99LatencySeconds": 0.000001}
+    values["monitoring.prometheusRule.latencyFor"] = "0s"  # type: ignore[assignment]
+    api = ["monitoring.coreos.com/v1", "monitoring.coreos.com/v1/PrometheusRule"]
+    rule = one(render(helm_binary(), values, api_versions=api), "PrometheusRule")
+    rules = tmp_path_factory.mktemp("e2e-rules") / "tfmaas-rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    loop.prometheus.load_rules((rules,))
+
+    def firing() -> list[dict[str, Any]]:
+        return [
+            alert
+            for alert in loop.prometheus.alerts()
+            if alert["state"] == "firing"
+            and alert["labels"]["alertname"] == "TfmaasServingLatencyHigh"
+            and alert["labels"].get("model_service") == NAME
+        ]
+
+    def diagnose() -> str:
+        return (
+            json.dumps(loop.prometheus.alerts())[-3000:]
+            + "\n"
+            + json.dumps(loop.prometheus.query(":tensorflow:serving:request_count"))[-2000:]
+        )
+
+    _wait("a Ready serving pod", lambda: _ready_serving_pods(node_cluster), 180, diagnose)
+    load = PlainLoad(_service_address(cluster), NAME, threads=1, interval=0.5)
+    started = time.monotonic()
+    with load:
+        (alert,) = _wait("TfmaasServingLatencyHigh firing", firing, 180, diagnose)
+    figures["shipped alert firing on the node (load start → firing)"] = (
+        f"{time.monotonic() - started:.0f} s"
+    )
+    assert alert["labels"]["namespace"] == NAMESPACE
+    assert alert["labels"]["severity"] == "warning"
+    assert alert["annotations"]["runbook"].endswith("#tfmaasservinglatencyhigh")
+    assert load.ok > 0

@@ -49,3 +49,28 @@ def test_discovered_pods_become_scrape_targets(prometheus: LocalPrometheus) -> N
         time.sleep(1)
     assert [t["labels"]["pod"] for t in active] == ["web-1"]
     assert active[0]["scrapeUrl"] == "http://127.0.0.1:8501/monitoring/prometheus/metrics"
+
+
+def test_rules_loaded_into_a_running_prometheus_are_evaluated(
+    prometheus: LocalPrometheus, tmp_path: Path
+) -> None:
+    import time
+
+    import yaml
+
+    rules = tmp_path / "rules.yaml"
+    group = {"name": "t", "rules": [{"alert": "AlwaysFiring", "expr": "vector(1)", "for": "0s"}]}
+    rules.write_text(yaml.safe_dump({"groups": [group]}))
+    assert prometheus.alerts() == []
+    prometheus.load_rules((rules,))
+    deadline = time.monotonic() + 30
+    while not prometheus.alerts() and time.monotonic() < deadline:
+        time.sleep(1)
+    (alert,) = prometheus.alerts()
+    assert alert["labels"]["alertname"] == "AlwaysFiring" and alert["state"] == "firing"
+    # A broken rule file is refused by Prometheus, which keeps the last good rules: no wait
+    # for groups that never load passes silently.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump({"groups": [{"name": "b", "rules": [{"alert": "X"}]}]}))
+    with pytest.raises(Exception, match="rules"):
+        prometheus.load_rules((broken,), timeout=5)

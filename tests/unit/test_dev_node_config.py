@@ -99,7 +99,16 @@ def test_prometheus_scrapes_serving_pods_rest_port_at_tf_serving_path(tmp_path: 
     assert job["file_sd_configs"][0]["files"] == [str(tmp_path / "targets.json")]
     pods = [
         {
-            "metadata": {"namespace": "ml", "name": "b"},
+            "metadata": {
+                "namespace": "ml",
+                "name": "b",
+                "labels": {
+                    "tfmaas.io/model-service": "reviews",
+                    "tfmaas.io/version": "3",
+                    "tfmaas.io/track": "stable",
+                    "app": "not-copied",
+                },
+            },
             "status": {"phase": "Running", "podIP": "10.244.0.7"},
         },
         {"metadata": {"namespace": "ml", "name": "a"}, "status": {"phase": "Pending"}},
@@ -114,6 +123,29 @@ def test_prometheus_scrapes_serving_pods_rest_port_at_tf_serving_path(tmp_path: 
         },
     ]
     assert file_sd_targets(pods) == [
-        {"targets": ["10.244.0.7:8501"], "labels": {"namespace": "ml", "pod": "b"}},
+        {
+            "targets": ["10.244.0.7:8501"],
+            "labels": {
+                "namespace": "ml",
+                "pod": "b",
+                "model_service": "reviews",
+                "model_version": "3",
+                "track": "stable",
+            },
+        },
         {"targets": ["10.244.0.8:8502"], "labels": {"namespace": "ml", "pod": "c"}},
     ]
+
+
+def test_local_prometheus_labels_serving_series_as_the_charts_pod_monitor_does() -> None:
+    import re
+
+    from tfmaas.dev.monitoring import POD_LABELS
+
+    template = (
+        Path(__file__).resolve().parents[2] / "charts" / "tfmaas" / "templates" / "_monitoring.tpl"
+    ).read_text()
+    block = template.split('define "tfmaas.podMonitorRelabelings"')[1].split("{{- end }}")[0]
+    pairs = re.findall(r"__meta_kubernetes_pod_label_(\w+)\]\s+targetLabel: (\w+)", block)
+    # Prometheus writes a pod label's "." and "/" as "_" in its meta label.
+    assert {re.sub(r"[./-]", "_", key): name for key, name in POD_LABELS.items()} == dict(pairs)

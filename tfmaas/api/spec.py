@@ -352,12 +352,19 @@ class CanarySpec:
     replicas: int
 
 
+# Which object scales the stable track: the operator's own HPA, or a KEDA ScaledObject (from
+# which KEDA makes an HPA of its own).
+AUTOSCALING_HPA = "hpa"
+AUTOSCALING_KEDA = "keda"
+
+
 @dataclass(frozen=True)
 class AutoscalingSpec:
     enabled: bool
     min_replicas: int
     max_replicas: int
     target_requests_per_second: float
+    engine: str = AUTOSCALING_HPA
 
 
 @dataclass(frozen=True)
@@ -416,6 +423,7 @@ class ServingSpec:
                 min_replicas=int(autoscaling["minReplicas"]),
                 max_replicas=int(autoscaling["maxReplicas"]),
                 target_requests_per_second=float(autoscaling["targetRequestsPerSecond"]),
+                engine=str(autoscaling.get("engine", AUTOSCALING_HPA)),
             ),
             batching=BatchingSpec(
                 enabled=bool(batching["enabled"]),

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import threading
 import urllib.parse
 import urllib.request
@@ -29,14 +31,24 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 
 SERVING_SELECTOR = "app.kubernetes.io/component=serving,app.kubernetes.io/part-of=tfmaas"
 REST_PORT = 8501
+# The chart's PodMonitor relabelings: pod label -> series label (the dashboard's and KEDA's
+# trigger query's names).
+POD_LABELS = {
+    "tfmaas.io/model-service": "model_service",
+    "tfmaas.io/version": "model_version",
+    "tfmaas.io/track": "track",
+}
 # kubectl-style lister: label selector -> the pod objects of all namespaces
 PodLister = Callable[[str], list[dict[str, Any]]]
 
 
-def scrape_config(targets_file: Path, *, interval: str = "5s") -> dict[str, Any]:
+def scrape_config(
+    targets_file: Path, *, interval: str = "5s", rule_files: tuple[Path, ...] = ()
+) -> dict[str, Any]:
     """One job: every serving pod's REST port, from the discovered targets file."""
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [
             {
                 "job_name": "tfmaas-serving",
@@ -49,7 +61,8 @@ def scrape_config(targets_file: Path, *, interval: str = "5s") -> dict[str, Any]
 
 def file_sd_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Running pods with an IP become targets at the port they advertise (TF Serving's REST
-    port when they say none), labelled namespace/pod."""
+    port when they say none), labelled namespace/pod and, as the chart's PodMonitor does, with
+    their ModelService, version and track."""
     targets = []
     for pod in pods:
         status = pod.get("status", {})
@@ -57,15 +70,12 @@ def file_sd_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         annotations = pod["metadata"].get("annotations") or {}
         port = annotations.get("prometheus.io/port", str(REST_PORT))
-        targets.append(
-            {
-                "targets": [f"{status['podIP']}:{port}"],
-                "labels": {
-                    "namespace": pod["metadata"]["namespace"],
-                    "pod": pod["metadata"]["name"],
-                },
-            }
+        labels = {"namespace": pod["metadata"]["namespace"], "pod": pod["metadata"]["name"]}
+        pod_labels = pod["metadata"].get("labels") or {}
+        labels.update(
+            {name: pod_labels[key] for key, name in POD_LABELS.items() if pod_labels.get(key)}
         )
+        targets.append({"targets": [f"{status['podIP']}:{port}"], "labels": labels})
     return sorted(targets, key=lambda target: target["labels"]["pod"])
 
 
@@ -109,6 +119,34 @@ class LocalPrometheus:
         )
         self._discovery.start()
         return self
+
+    def load_rules(self, rule_files: tuple[Path, ...], *, timeout: float = 30.0) -> None:
+        """Evaluate these rule files (the chart's PrometheusRule groups) from now on: the
+        config is rewritten and Prometheus reloads it on SIGHUP."""
+        if self.process is None:
+            raise UserError("Prometheus is not running")
+        config = self.directory / "prometheus.yml"
+        config.write_text(yaml.safe_dump(scrape_config(self.targets_file, rule_files=rule_files)))
+        os.kill(self.process.pid, signal.SIGHUP)
+        wanted = {
+            group["name"]
+            for path in rule_files
+            for group in (yaml.safe_load(path.read_text()) or {}).get("groups", [])
+        }
+        processes.wait_until(
+            lambda: wanted <= {group["name"] for group in self.rule_groups()},
+            timeout=timeout,
+            what="Prometheus to load the rules",
+            processes=[self.process],
+        )
+
+    def rule_groups(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=10) as response:
+            return list(json.load(response)["data"]["groups"])
+
+    def alerts(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=10) as response:
+            return list(json.load(response)["data"]["alerts"])
 
     def discover_once(self) -> None:
         targets = file_sd_targets(self.list_pods(SERVING_SELECTOR))

@@ -33,6 +33,7 @@ ETCD_VERSION = "v3.6.5"
 HELM_VERSION = "v3.22.0"
 COREDNS_VERSION = "v1.14.7"
 GHZ_VERSION = "v0.93.0"
+KEDA_VERSION = "v2.21.0"
 GRPC_FRONTEND_VERSION = "v1"
 ACCESS_GATEWAY_VERSION = "v1"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
@@ -172,6 +173,22 @@ TOOLS: Mapping[str, Tool] = {
             module="access-gateway",
             package="tfmaas.dev/tools/access-gateway",
             own_source=True,
+        ),
+        # KEDA (built on demand only): its operator turns a ModelService's ScaledObject into an
+        # HPA, and its metrics server answers that HPA's external metric from Prometheus.
+        *(
+            Tool(
+                name=name,
+                component="keda",
+                version=KEDA_VERSION,
+                module="keda",
+                package=f"github.com/kedacore/keda/v2/cmd/{package}",
+                ldflags=(
+                    f"-X github.com/kedacore/keda/v2/version.Version={KEDA_VERSION.lstrip('v')}",
+                    f"-X github.com/kedacore/keda/v2/version.GitCommit={KEDA_VERSION}",
+                ),
+            )
+            for name, package in (("keda-operator", "operator"), ("keda-adapter", "adapter"))
         ),
         Tool(
             name="helm",

@@ -23,6 +23,7 @@ import collections
 import concurrent.futures
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -47,6 +48,8 @@ from tfmaas.dev.cluster import COMPONENTS, LocalCluster, service_account_user  #
 NAMESPACE = "bench"
 MAX_COUNT = 1000
 POLL_SECONDS = 1.0
+# The operator's default periodic resync, not the tests' fast one.
+RESYNC_SECONDS = 60
 # The audit log is read once per phase; a line is a few hundred bytes, so this bounds a run
 # far above what even a misbehaving operator writes in one.
 AUDIT_MAX_MB = 500
@@ -213,6 +216,8 @@ def main() -> int:
     if not 10.0 <= args.steady_seconds <= 3600.0:
         parser.error("--steady-seconds must be within 10..3600")
 
+    # A run stopped with SIGTERM (a timeout, a background kill) still stops what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     binaries = {name: tools.ensure(name) for name in (*COMPONENTS, "kubectl", "kwok")}
     with tempfile.TemporaryDirectory(prefix="tfmaas-bench-") as scratch:
         directory = Path(scratch)
@@ -234,12 +239,11 @@ def main() -> int:
 def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout: float) -> int:
     install_crd(cluster)
     create_restricted_namespace(cluster, NAMESPACE)
-    # The operator's default periodic resync, not the tests' fast one.
     operator = OperatorProcess(
         operator_kubeconfig(cluster, NAMESPACE),
         NAMESPACE,
         scratch / "operator.log",
-        extra_env={"TFMAAS_RESYNC_SECONDS": str(60)},
+        extra_env={"TFMAAS_RESYNC_SECONDS": str(RESYNC_SECONDS)},
     )
     audit_log = scratch / "audit" / "audit.log"
     operator.start()
@@ -271,6 +275,17 @@ def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout
         for key, value in during.most_common(8):
             print(f"  {value:7d} {key}")
 
+        # The reconcile that found each one Ready wrote its status; the next resync finds
+        # nothing to change. What it asks for until then is the cost of settling.
+        time.sleep(RESYNC_SECONDS + 15)
+        settling, offset = count_requests(audit_log, offset)
+        print(
+            f"settling (the first {RESYNC_SECONDS + 15}s after all Ready): "
+            f"{sum(settling.values())} API requests"
+        )
+        for key, value in settling.most_common(5):
+            print(f"  {value:7d} {key}")
+        cpu_converged = cpu.seconds()
         # Converged: nothing changes from here on, so whatever the operator asks now is its
         # steady-state cost.
         time.sleep(steady)
@@ -278,7 +293,7 @@ def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout
         cpu_steady = cpu.seconds() - cpu_converged
         total = sum(quiet.values())
         print(
-            f"steady state ({steady:.0f}s after all Ready): {total} API requests, "
+            f"steady state (the {steady:.0f}s after that): {total} API requests, "
             f"{total / count / (steady / 60):.3f} per ModelService per minute; "
             f"operator CPU {cpu_steady:.1f}s ({100 * cpu_steady / steady:.1f}% of a core)"
         )

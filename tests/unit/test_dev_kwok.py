@@ -15,7 +15,7 @@ from tfmaas.operator.versions import parse_termination_message
 
 def _render_message(template: str, *, version: str, now: str) -> str:
     """What kwok's Go template engine makes of the two actions the message holds."""
-    rendered = template.replace("{{ index .metadata.labels `tfmaas.io/version` }}", version)
+    rendered = template.replace("{{ index $.metadata.labels `tfmaas.io/version` }}", version)
     rendered = rendered.replace("{{ $now }}", now)
     assert "{{" not in rendered, f"an action the test does not render: {rendered}"
     return rendered
@@ -39,6 +39,9 @@ def test_the_training_stage_quotes_the_message_for_yaml_without_breaking_the_act
     # raw string, not a quoted one that YAML quoting escapes.
     for action in re.findall(r"\{\{.*?\}\}", template):
         assert "\\" not in action, action
+        # The message sits in a range over the containers, where `.` is a container: the
+        # pod's labels are `$.metadata`, or kwok fails every pod with "index of untyped nil".
+        assert ".metadata" not in action.replace("$.metadata", ""), action
     line = next(line for line in template.splitlines() if "message:" in line)
     quoted = line.split("message:", 1)[1].strip()
     rendered = _render_message(yaml.safe_load(quoted), version="1", now="t")

@@ -101,9 +101,10 @@ def termination_message_template(accuracy: float = SIMULATED_ACCURACY) -> str:
     metrics = {name: accuracy for name in ("accuracy", "precision", "recall", "f1")}
     # Go template actions inside a JSON string: the label is digits (the operator sets it),
     # the timestamp is RFC 3339; neither needs escaping. The label's name is a Go raw string
-    # (backquotes) so that quoting the message for YAML leaves the action intact.
+    # (backquotes) so that quoting the message for YAML leaves the action intact; `$` is the
+    # pod, since the message sits inside a range over its containers.
     return (
-        '{"version":{{ index .metadata.labels `' + _VERSION_LABEL + "` }},"
+        '{"version":{{ index $.metadata.labels `' + _VERSION_LABEL + "` }},"
         f'"metrics":{json.dumps(metrics, separators=(",", ":"))},'
         '"trainedAt":"{{ $now }}",'
         '"examples":{"train":80,"validation":10,"test":10}}'
@@ -190,6 +191,8 @@ def kwok_args(*, kubeconfig: Path, config: Path) -> list[str]:
         f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}={NODE_ANNOTATION_VALUE}",
         # Leases, not node status writes, as heartbeats: a tenth of the API traffic.
         f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+        # A line per lease renewal and pod patch at INFO: thousands a minute at scale.
+        "--v=WARN",
         # Pod IPs come from this range; nothing routes to them.
         "--cidr=10.128.0.0/12",
         "--node-ip=10.127.0.1",

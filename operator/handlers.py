@@ -65,10 +65,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 async def _reconcile_with_retries(
-    namespace: str | None, name: str, memo: Any, trigger: str
+    namespace: str | None, name: str, memo: Any, trigger: str, resource_version: str | None = None
 ) -> None:
     try:
-        await _reconciler(memo).run(namespace or "default", name, trigger)
+        await _reconciler(memo).run(
+            namespace or "default", name, trigger, resource_version=resource_version
+        )
     except InvalidModelService as exc:
         raise kopf.PermanentError(str(exc)) from None
     except KubeError as exc:
@@ -89,8 +91,15 @@ async def model_service_changed(
 @kopf.timer(
     GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds
 )
-async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _reconcile_with_retries(namespace, name, memo, trigger="resync")
+async def resync(
+    namespace: str | None, name: str, memo: Any, body: Mapping[str, Any], **_: Any
+) -> None:
+    # kopf keeps a timer's body current from its watch: a settled ModelService whose
+    # resourceVersion has not moved costs no request at all.
+    resource_version = (body.get("metadata") or {}).get("resourceVersion")
+    await _reconcile_with_retries(
+        namespace, name, memo, trigger="resync", resource_version=resource_version
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -102,9 +111,16 @@ async def model_service_event(
 
 
 # Pods need no watch: a training pod's end shows in its Job, a serving pod's readiness in its
-# Deployment's status.
+# Deployment's status. The rest of what a ModelService owns is watched so that a hand edit
+# or deletion is undone at once, without a periodic re-send of everything (resync).
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+@kopf.on.event("", "v1", "configmaps", labels=OWNED)
+@kopf.on.event("", "v1", "services", labels=OWNED)
+@kopf.on.event("", "v1", "serviceaccounts", labels=OWNED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=OWNED)
 async def owned_object_changed(
     type: str,
     body: Mapping[str, Any],

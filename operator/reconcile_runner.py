@@ -7,9 +7,11 @@ kopf's handlers (handlers.py) only register triggers and call in here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -21,7 +23,7 @@ from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError
 from tfmaas.operator.naming import VERSION_LABEL, gateway_cluster_role_binding_name
-from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile
+from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile, unchanged
 from tfmaas.redact import safe_message
 
 log = logging.getLogger(__name__)
@@ -37,24 +39,57 @@ class Reconciler:
     """Runs reconciles one at a time per ModelService, many ModelServices in parallel, and
     folds a burst of requests for one ModelService into a single extra run."""
 
-    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+    def __init__(
+        self, kube: Kube, config: OperatorConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.kube = kube
         self.config = config
+        self.clock = clock
         self.applier = Applier(kube, max_age=config.resync_seconds)
         self._locks: dict[Key, asyncio.Lock] = {}
         self._queued: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # What each owned object last looked like to a reconcile, by (kind, namespace, name).
         self.seen: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        # ModelServices whose last reconcile changed nothing: the resourceVersion it read and
+        # when it ran. Until the object or something it owns changes, a resync repeats that
+        # reconcile for nothing, so it is skipped (see `settled`).
+        self._settled: dict[Key, tuple[str, float]] = {}
 
     def _lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def run(self, namespace: str, name: str, trigger: str = "spec") -> Outcome | None:
-        """Reconcile now; raises what reconcile raises."""
-        async with self._lock((namespace, name)):
-            self._queued.discard((namespace, name))
+    def settled(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether a resync of this ModelService would only repeat its last reconcile: that
+        one changed nothing, the object is still at the version it read, no owned object
+        changed since (each change unsettles it), and it ran within drift_resync_seconds (the
+        full pass that still comes now and then undoes what no watch reports)."""
+        entry = self._settled.get((namespace, name))
+        return (
+            entry is not None
+            and resource_version is not None
+            and entry[0] == resource_version
+            and self.clock() - entry[1] < self.config.drift_resync_seconds
+        )
+
+    async def run(
+        self,
+        namespace: str,
+        name: str,
+        trigger: str = "spec",
+        *,
+        resource_version: str | None = None,
+    ) -> Outcome | None:
+        """Reconcile now; raises what reconcile raises. A resync passes the resourceVersion
+        its body has, and is skipped while the ModelService is settled."""
+        key = (namespace, name)
+        async with self._lock(key):
+            self._queued.discard(key)
+            if trigger == "resync" and self.settled(namespace, name, resource_version):
+                metrics.TRIGGERS.labels("resync-skipped").inc()
+                return None
             metrics.TRIGGERS.labels(trigger).inc()
+            self._settled.pop(key, None)
             return await self._run_locked(namespace, name)
 
     async def _run_locked(self, namespace: str, name: str) -> Outcome | None:
@@ -63,6 +98,7 @@ class Reconciler:
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             self.forget(namespace, name)
             return None
+        metadata = body.get("metadata") or {}
         started = time.monotonic()
         result = "error"
         try:
@@ -86,6 +122,14 @@ class Reconciler:
             model_metrics.training_finished(namespace=namespace, name=name, seconds=seconds)
         for event in outcome.events:
             post(body, event.type, event.reason, event.message)
+        resource_version = metadata.get("resourceVersion")
+        quiet = (
+            outcome.started_training is None
+            and not outcome.events
+            and unchanged(body.get("status") or {}, outcome.status)
+        )
+        if quiet and resource_version:
+            self._settled[(namespace, name)] = (str(resource_version), self.clock())
         return outcome
 
     def request(self, namespace: str, name: str) -> None:
@@ -126,7 +170,8 @@ class Reconciler:
     ) -> None:
         """A Job or Deployment of ModelService `service` changed: reconcile it if what a
         reconcile reads from the object changed."""
-        key = (str(body.get("kind")), namespace, name)
+        kind = str(body.get("kind"))
+        key = (kind, namespace, name)
         if deleted:
             self.applier.forget(namespace, service)
             self.seen.pop(key, None)
@@ -134,13 +179,20 @@ class Reconciler:
             # Most updates (a Job's active count, a Deployment's conditions' heartbeats)
             # change nothing a reconcile reads; only the fields it does read trigger one.
             state = observed_state(body)
-            if self.seen.get(key) == state:
+            before = self.seen.get(key)
+            if before == state:
                 return
             self.seen[key] = state
+            if before is not None and kind not in ("Job", "Deployment"):
+                # Someone changed what the operator applied: send it again, not just when
+                # the applier's copy expires.
+                self.applier.forget_object(str(body.get("apiVersion")), kind, namespace, name)
+        self._settled.pop((namespace, service), None)
         self.request(namespace, service)
 
     def forget(self, namespace: str, name: str) -> None:
         self.applier.forget(namespace, name)
+        self._settled.pop((namespace, name), None)
         model_metrics.remove(namespace=namespace, name=name)
         # The access gateway's ClusterRoleBinding is cluster-scoped, so it has no owner to be
         # garbage-collected with: it goes with the ModelService here.
@@ -186,8 +238,19 @@ def post(body: Mapping[str, Any], event_type: str, reason: str, message: str) ->
 
 
 def observed_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What a reconcile reads from an owned Job or Deployment."""
+    """What a reconcile reads from an owned Job or Deployment; of any other owned object,
+    what the operator applied (a controller's status updates of an HPA or PDB are not
+    drift)."""
     status = body.get("status") or {}
+    if body.get("kind") not in ("Job", "Deployment"):
+        applied = {
+            "labels": (body.get("metadata") or {}).get("labels"),
+            "spec": body.get("spec"),
+            "data": body.get("data"),
+            "rules": body.get("rules"),
+        }
+        digest = hashlib.sha256(json.dumps(applied, sort_keys=True, default=str).encode())
+        return (str(body.get("kind")), digest.hexdigest())
     if body.get("kind") == "Job":
         finished = sorted(
             (c.get("type"), c.get("status"))

@@ -1,8 +1,8 @@
 """Binaries of the local test environment, built from their upstream Go modules and cached.
 
 No prebuilt release can be downloaded where tfmaas is developed, so every program the tests
-run (etcd, the Kubernetes control plane, kubectl, Helm, MinIO, ghz) is compiled from the Go module
-that `tools/<module>/go.mod` pins. A build is cached under
+run (etcd, the Kubernetes control plane, kubectl, Helm, MinIO, ghz, kwok) is compiled from the
+Go module that `tools/<module>/go.mod` pins. A build is cached under
 `${TFMAAS_CACHE_DIR:-~/.cache/tfmaas}/bin/<component>-<version>-<digest>/<name>`; the digest
 covers the tools module's go.mod, go.sum and the build recipe, so changing a pin rebuilds and
 nothing else does.
@@ -34,6 +34,7 @@ HELM_VERSION = "v3.22.0"
 COREDNS_VERSION = "v1.14.7"
 GHZ_VERSION = "v0.93.0"
 KEDA_VERSION = "v2.21.0"
+KWOK_VERSION = "v0.7.0"
 GRPC_FRONTEND_VERSION = "v1"
 ACCESS_GATEWAY_VERSION = "v1"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
@@ -153,6 +154,16 @@ TOOLS: Mapping[str, Tool] = {
             package="github.com/bojand/ghz/cmd/ghz",
             ldflags=(f"-X main.version={GHZ_VERSION}",),
         ),
+        # The node simulator: many fake nodes whose pods move through their lifecycle by
+        # kwok's Stage rules, for the operator's scale benchmark and its integration test.
+        Tool(
+            name="kwok",
+            component="kwok",
+            version=KWOK_VERSION,
+            module="kwok",
+            package="sigs.k8s.io/kwok/cmd/kwok",
+            ldflags=(f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION.lstrip('v')}",),
+        ),
         # tfmaas's own native gRPC front end for `tfmaas serve`: its source is the module
         # itself, so the cache digest covers its .go files too.
         Tool(
@@ -227,6 +238,8 @@ ALL_TOOLS: tuple[str, ...] = (
     "helm",
     "grpc-frontend",
     "access-gateway",
+    # An integration test runs it: CI builds it with the rest, not inside a test's timeout.
+    "kwok",
 )
 
 

@@ -33,6 +33,7 @@ class VersionStatus:
     promoted: bool | None = None
     message: str | None = None
     resumed_from_epoch: int | None = None
+    size_bytes: int | None = None
 
     @property
     def servable(self) -> bool:
@@ -45,6 +46,7 @@ class VersionStatus:
             "job": self.job,
             "trainedAt": self.trained_at,
             "resumedFromEpoch": self.resumed_from_epoch,
+            "sizeBytes": self.size_bytes,
             "metrics": dict(self.metrics) if self.metrics else None,
             "promoted": self.promoted,
             "message": self.message,
@@ -64,6 +66,7 @@ class VersionStatus:
             promoted=entry.get("promoted"),
             message=entry.get("message"),
             resumed_from_epoch=_epoch(entry.get("resumedFromEpoch")),
+            size_bytes=_size(entry.get("sizeBytes")),
         )
 
 
@@ -86,6 +89,7 @@ class TrainingResult:
     metrics: dict[str, float]
     trained_at: str | None
     resumed_from_epoch: int | None = None
+    size_bytes: int | None = None
 
 
 # Epochs are bounded by the spec far below this; anything larger is not the trainer's.
@@ -97,6 +101,17 @@ def _epoch(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_EPOCH:
         return None
     return value
+
+
+# A SavedModel larger than this is not one the trainer wrote (its pod has GiBs, not TiBs).
+_MAX_SIZE_BYTES = 1 << 40
+
+
+def _size(value: object) -> int | None:
+    """A SavedModel size in bytes the pod reported, if it is one."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 < value <= _MAX_SIZE_BYTES else None
 
 
 def parse_termination_message(text: str | None) -> TrainingResult:
@@ -126,6 +141,7 @@ def parse_termination_message(text: str | None) -> TrainingResult:
         scores,
         str(trained_at) if trained_at else None,
         _epoch(document.get("resumedFromEpoch")),
+        _size(document.get("sizeBytes")),
     )
 
 
@@ -176,6 +192,7 @@ def record_from_observation(observation: JobObservation, gate: QualityGate) -> V
         promoted=promoted,
         message=message,
         resumed_from_epoch=result.resumed_from_epoch,
+        size_bytes=result.size_bytes,
     )
 
 

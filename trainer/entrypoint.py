@@ -41,6 +41,8 @@ class TrainResult:
     published: bool = True
     resumed_from_epoch: int | None = None
     """The epochs the run's checkpoint had done when this process resumed it."""
+    size_bytes: int | None = None
+    """The published SavedModel's size on disk (what `kubectl get ms -o wide` shows)."""
 
     def termination_message(self) -> str:
         message = {
@@ -52,6 +54,8 @@ class TrainResult:
         }
         if self.resumed_from_epoch is not None:
             message["resumedFromEpoch"] = self.resumed_from_epoch
+        if self.size_bytes is not None:
+            message["sizeBytes"] = self.size_bytes
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
         if len(text.encode("utf-8")) >= TERMINATION_MESSAGE_LIMIT:
             raise ValueError("termination message exceeds 4 KiB; the store URI is too long")
@@ -104,7 +108,7 @@ def train_and_publish(
         log(f"distilling from {name} version {teacher.version} ({teacher.architecture})")
     log(f"training {name} version {version} into {store_uri}")
 
-    from tfmaas.trainer.exporting import export
+    from tfmaas.trainer.exporting import MODEL_CARD_FILE, export
     from tfmaas.trainer.training import CheckpointTarget, train
 
     trained = train(
@@ -134,6 +138,8 @@ def train_and_publish(
         examples=dict(trained.examples),
         published=trained.is_chief,
         resumed_from_epoch=trained.resumed_from_epoch,
+        # The model card's figure, so status and `tfmaas store list` say the same size.
+        size_bytes=int(json.loads((export_dir / MODEL_CARD_FILE).read_text("utf-8"))["sizeBytes"]),
     )
 
 

@@ -12,7 +12,8 @@ agrees with its unquantized self on the test split.
 The distilled − hard difference comes with its standard error from a paired bootstrap over
 the test split (the same resampled sentences score both students).
 
-    python benchmarks/distill_benchmark.py [--max-examples 8000] [--requests 200]
+    python benchmarks/distill_benchmark.py [--max-examples 8000] [--requests 200] \
+        [--unlabelled 9400] [--student-units 6000] [--student-width 32] [--student-patience 6]
 """
 
 from __future__ import annotations
@@ -43,24 +44,47 @@ BOOTSTRAP_SAMPLES = 1000
 BATCH_ROWS = 256
 
 
-def specs(max_examples: int, epochs: int, alpha: float, temperature: float) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the table compares: one teacher, one student architecture, one distillation."""
+
+    max_examples: int = 8000
+    epochs: int = 6
+    alpha: float = 0.5
+    temperature: float = 2.0
+    unlabelled: int = 0
+    student_units: int = 6000
+    student_width: int = 32
+    student_patience: int = 2
+
+
+def specs(plan: Plan) -> dict[str, Any]:
     data = {"uri": "builtin:chinese-reviews"}
-    hyper = {"epochs": epochs, "maxExamples": max_examples, "seed": 42}
+    hyper = {"epochs": plan.epochs, "maxExamples": plan.max_examples, "seed": 42}
     teacher = {
         "dataset": data,
         "model": {"architecture": "bag-of-ngrams", "maxTokens": 20000, "embeddingDim": 64},
         "hyperparameters": hyper,
     }
+    # Both students get the same patience: the hard one is the distilled one's control.
     student = {
         "dataset": data,
-        "model": {"architecture": "bag-of-ngrams", "maxTokens": 20000, "embeddingDim": 32},
-        "hyperparameters": hyper,
-        "compression": {"pruneVocabulary": 6000},
+        "model": {
+            "architecture": "bag-of-ngrams",
+            "maxTokens": 20000,
+            "embeddingDim": plan.student_width,
+        },
+        "hyperparameters": {**hyper, "earlyStoppingPatience": plan.student_patience},
+        "compression": {"pruneVocabulary": plan.student_units},
     }
-    distilled = {
-        **student,
-        "distillation": {"teacher": {"version": 1}, "temperature": temperature, "alpha": alpha},
+    distillation: dict[str, Any] = {
+        "teacher": {"version": 1},
+        "temperature": plan.temperature,
+        "alpha": plan.alpha,
     }
+    if plan.unlabelled:
+        distillation["unlabelledExamples"] = plan.unlabelled
+    distilled = {**student, "distillation": distillation}
     return {"teacher": teacher, "student hard": student, "student distilled": distilled}
 
 
@@ -129,6 +153,15 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument(
+        "--unlabelled",
+        type=int,
+        default=0,
+        help="distillation.unlabelledExamples: left-out sentences the teacher labels",
+    )
+    parser.add_argument("--student-units", type=int, default=6000, help="pruneVocabulary")
+    parser.add_argument("--student-width", type=int, default=32, help="embeddingDim")
+    parser.add_argument("--student-patience", type=int, default=2, help="earlyStoppingPatience")
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
 
@@ -142,7 +175,17 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="tfmaas-distill-bench-"))
     store_uri = (workdir / "store").as_uri()
-    plans = specs(args.max_examples, args.epochs, args.alpha, args.temperature)
+    plan = Plan(
+        max_examples=args.max_examples,
+        epochs=args.epochs,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        unlabelled=args.unlabelled,
+        student_units=args.student_units,
+        student_width=args.student_width,
+        student_patience=args.student_patience,
+    )
+    plans = specs(plan)
     quiet = lambda line: None  # noqa: E731
     test = prepare_data(load_training_spec(plans["teacher"]), log=quiet).splits.test
     rows: list[dict[str, Any]] = []
@@ -186,7 +229,9 @@ def main() -> int:
     teacher_row = rows[0]
     print(
         f"builtin:chinese-reviews, {args.max_examples} examples, test split {len(test)}; "
-        f"alpha {args.alpha}, temperature {args.temperature}; serve: gRPC, 1 TF thread, "
+        f"alpha {args.alpha}, temperature {args.temperature}, unlabelledExamples "
+        f"{args.unlabelled}; students: {args.student_units} units, {args.student_width} wide, "
+        f"patience {args.student_patience}; serve: gRPC, 1 TF thread, "
         f"batched = {BATCH_ROWS} rows per Predict"
     )
     print(

@@ -304,7 +304,8 @@ def build_status(observed: Observed, previous: Mapping[str, Any], now: str) -> d
     ]
     serving = serving_version(observed, previous.get("servingVersion"))
     by_version = {record.version: record for record in observed.records}
-    accuracy = by_version[serving].metrics.get("accuracy") if serving in by_version else None
+    served = by_version.get(serving) if serving is not None else None
+    accuracy = served.metrics.get("accuracy") if served else None
     stable = observed.stable
     return {
         "phase": phase_of(observed, parts[READY][0]),
@@ -316,6 +317,7 @@ def build_status(observed: Observed, previous: Mapping[str, Any], now: str) -> d
         "servingVersion": serving,
         "canaryVersion": observed.plan.canary,
         "accuracy": accuracy,
+        "servingSizeBytes": served.size_bytes if served else None,
         "replicas": stable.total if stable else None,
         "readyReplicas": stable.ready if stable else None,
         "endpoint": dict(observed.endpoint) if observed.endpoint and stable else None,

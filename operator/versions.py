@@ -36,6 +36,7 @@ class VersionStatus:
     resumed_from_epoch: int | None = None
     tensorflow_version: str | None = None
     """The TensorFlow that exported the version, as its trainer reported it."""
+    size_bytes: int | None = None
 
     @property
     def servable(self) -> bool:
@@ -49,6 +50,7 @@ class VersionStatus:
             "trainedAt": self.trained_at,
             "resumedFromEpoch": self.resumed_from_epoch,
             "tensorflowVersion": self.tensorflow_version,
+            "sizeBytes": self.size_bytes,
             "metrics": dict(self.metrics) if self.metrics else None,
             "promoted": self.promoted,
             "message": self.message,
@@ -69,6 +71,7 @@ class VersionStatus:
             message=entry.get("message"),
             resumed_from_epoch=_epoch(entry.get("resumedFromEpoch")),
             tensorflow_version=tensorflow_version(entry.get("tensorflowVersion")),
+            size_bytes=_size(entry.get("sizeBytes")),
         )
 
 
@@ -92,6 +95,7 @@ class TrainingResult:
     trained_at: str | None
     resumed_from_epoch: int | None = None
     tensorflow_version: str | None = None
+    size_bytes: int | None = None
 
 
 # Epochs are bounded by the spec far below this; anything larger is not the trainer's.
@@ -111,6 +115,15 @@ def tensorflow_version(value: object) -> str | None:
     if isinstance(value, str) and parse_version(value) is not None:
         return value
     return None
+# A SavedModel larger than this is not one the trainer wrote (its pod has GiBs, not TiBs).
+_MAX_SIZE_BYTES = 1 << 40
+
+
+def _size(value: object) -> int | None:
+    """A SavedModel size in bytes the pod reported, if it is one."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 < value <= _MAX_SIZE_BYTES else None
 
 
 def parse_termination_message(text: str | None) -> TrainingResult:
@@ -141,6 +154,7 @@ def parse_termination_message(text: str | None) -> TrainingResult:
         str(trained_at) if trained_at else None,
         _epoch(document.get("resumedFromEpoch")),
         tensorflow_version(document.get("tensorflowVersion")),
+        _size(document.get("sizeBytes")),
     )
 
 
@@ -192,6 +206,7 @@ def record_from_observation(observation: JobObservation, gate: QualityGate) -> V
         message=message,
         resumed_from_epoch=result.resumed_from_epoch,
         tensorflow_version=result.tensorflow_version,
+        size_bytes=result.size_bytes,
     )
 
 

@@ -24,6 +24,8 @@ HEADLINE = ("accuracy", "precision", "recall", "f1")
 # Probabilities are clipped before their log: softmax can underflow to exactly 0.
 EPSILON = 1e-7
 TEACHER_BATCH = 256
+UNLABELLED = -1
+"""The label id of a left-out text (distillation.unlabelledExamples): it has soft labels only."""
 
 
 @dataclass(frozen=True)
@@ -99,20 +101,25 @@ def teacher_scores(teacher: Teacher, texts: list[str], classes: list[str]) -> np
 
 
 def targets(label_ids: np.ndarray, soft: np.ndarray | None, num_classes: int) -> np.ndarray:
-    """What the student is fitted to: column 0 the true class id, then the soft labels (zeros
-    where there are none, as on the validation split, whose loss reads only column 0)."""
+    """What the student is fitted to: column 0 the true class id (UNLABELLED for a left-out
+    text), then the soft labels (zeros where there are none, as on the validation split, whose
+    loss reads only column 0)."""
     rows = len(label_ids)
     soft = soft if soft is not None else np.zeros((rows, num_classes), dtype=np.float32)
     return np.concatenate([np.asarray(label_ids, np.float32)[:, None], soft], axis=1)
 
 
 def distillation_loss(*, temperature: float, alpha: float) -> Callable[[Any, Any], Any]:
-    """alpha · T² · KL(teacher_T ‖ student_T) + (1 − alpha) · cross-entropy(labels, student).
+    """alpha · T² · KL(teacher_T ‖ student_T) + (1 − alpha) · cross-entropy(labels, student);
+    an unlabelled text has no label term, and its teacher term weighs 1: the teacher is all
+    it has to learn from.
 
     T² keeps the soft term's gradients on the scale of the hard one's as T grows."""
+    import tensorflow as tf
 
     def loss(y_true: Any, y_pred: Any) -> Any:
-        soft_term = alpha * temperature**2 * _soft_loss(y_true, y_pred, temperature)
+        weight = tf.where(_labelled(y_true), alpha, 1.0)
+        soft_term = weight * temperature**2 * _soft_loss(y_true, y_pred, temperature)
         return soft_term + (1.0 - alpha) * hard_loss(y_true, y_pred)
 
     loss.__name__ = "distillation_loss"
@@ -128,19 +135,33 @@ def _soft_loss(y_true: Any, y_pred: Any, temperature: float) -> Any:
 
 
 def hard_loss(y_true: Any, y_pred: Any) -> Any:
-    """Cross-entropy against the true labels alone (what early stopping watches)."""
+    """Cross-entropy against the true labels alone (what early stopping watches); 0 for an
+    unlabelled text."""
     import keras
     import tensorflow as tf
 
-    labels = tf.cast(y_true[:, 0], tf.int64)
-    return keras.losses.sparse_categorical_crossentropy(labels, tf.cast(y_pred, tf.float32))
+    labelled = _labelled(y_true)
+    labels = tf.maximum(tf.cast(y_true[:, 0], tf.int64), 0)
+    cross_entropy = keras.losses.sparse_categorical_crossentropy(
+        labels, tf.cast(y_pred, tf.float32)
+    )
+    return tf.where(labelled, cross_entropy, tf.zeros_like(cross_entropy))
 
 
 def accuracy(y_true: Any, y_pred: Any) -> Any:
+    """Agreement with the true label, or with the teacher's choice for an unlabelled text."""
     import tensorflow as tf
 
-    labels = tf.cast(y_true[:, 0], tf.int64)
-    return tf.cast(tf.equal(tf.argmax(y_pred, axis=-1), labels), tf.float32)
+    reference = tf.where(
+        _labelled(y_true),
+        tf.cast(y_true[:, 0], tf.int64),
+        tf.argmax(y_true[:, 1:], axis=-1),
+    )
+    return tf.cast(tf.equal(tf.argmax(y_pred, axis=-1), reference), tf.float32)
+
+
+def _labelled(y_true: Any) -> Any:
+    return y_true[:, 0] >= 0
 
 
 def _log(values: Any) -> Any:

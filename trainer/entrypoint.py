@@ -45,6 +45,8 @@ class TrainResult:
     """The epochs the run's checkpoint had done when this process resumed it."""
     tensorflow_version: str = ""
     """The TensorFlow that exported the version: a server built on an older one may lack an op."""
+    size_bytes: int | None = None
+    """The published SavedModel's size on disk (what `kubectl get ms -o wide` shows)."""
 
     def termination_message(self) -> str:
         message = {
@@ -58,6 +60,8 @@ class TrainResult:
             message["resumedFromEpoch"] = self.resumed_from_epoch
         if self.tensorflow_version:
             message["tensorflowVersion"] = self.tensorflow_version[:TENSORFLOW_VERSION_CHARS]
+        if self.size_bytes is not None:
+            message["sizeBytes"] = self.size_bytes
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
         if len(text.encode("utf-8")) >= TERMINATION_MESSAGE_LIMIT:
             raise ValueError("termination message exceeds 4 KiB; the store URI is too long")
@@ -112,7 +116,7 @@ def train_and_publish(
         log(f"distilling from {name} version {teacher.version} ({teacher.architecture})")
     log(f"training {name} version {version} into {store_uri}")
 
-    from tfmaas.trainer.exporting import export
+    from tfmaas.trainer.exporting import MODEL_CARD_FILE, export
     from tfmaas.trainer.training import CheckpointTarget, train
 
     trained = train(
@@ -145,6 +149,8 @@ def train_and_publish(
         published=trained.is_chief,
         resumed_from_epoch=trained.resumed_from_epoch,
         tensorflow_version=_tensorflow_version(),
+        # The model card's figure, so status and `tfmaas store list` say the same size.
+        size_bytes=int(json.loads((export_dir / MODEL_CARD_FILE).read_text("utf-8"))["sizeBytes"]),
     )
 
 

@@ -110,12 +110,17 @@ def clean_examples(raw: RawExamples, *, source: str = "dataset") -> CleanExample
     return CleanExamples(kept, label_ids, classes, dropped)
 
 
+def _sample_order(count: int, seed: int) -> np.ndarray:
+    # One draw decides both which examples a run uses and which it leaves out, so the
+    # left-out texts can never overlap the run's own splits.
+    return np.random.default_rng(seed).permutation(count)
+
+
 def sample_examples(examples: CleanExamples, max_examples: int, seed: int) -> CleanExamples:
     """Keep `max_examples` of them (0 = all), the same ones for the same seed, in input order."""
     if max_examples <= 0 or max_examples >= len(examples):
         return examples
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.permutation(len(examples))[:max_examples])
+    chosen = np.sort(_sample_order(len(examples), seed)[:max_examples])
     texts = [examples.texts[i] for i in chosen]
     label_ids = examples.label_ids[chosen]
     present = np.unique(label_ids)
@@ -125,6 +130,17 @@ def sample_examples(examples: CleanExamples, max_examples: int, seed: int) -> Cl
             "raise it or set it to 0 (all examples)"
         )
     return CleanExamples(texts, label_ids, examples.classes, examples.dropped)
+
+
+def left_out_texts(
+    examples: CleanExamples, max_examples: int, seed: int, *, limit: int
+) -> list[str]:
+    """Up to `limit` texts that `sample_examples` (same `max_examples` and seed) did not keep,
+    in input order: none when it kept them all."""
+    if limit <= 0 or max_examples <= 0 or max_examples >= len(examples):
+        return []
+    left_out = _sample_order(len(examples), seed)[max_examples : max_examples + limit]
+    return [examples.texts[i] for i in np.sort(left_out)]
 
 
 def split_examples(

@@ -15,7 +15,14 @@ from tfmaas.api.loader import load_training_spec
 from tfmaas.api.spec import QUANTIZE_NONE, TrainingSpec
 from tfmaas.timestamps import now_rfc3339
 from tfmaas.trainer.datasets import load_raw_examples
-from tfmaas.trainer.examples import Split, Splits, clean_examples, sample_examples, split_examples
+from tfmaas.trainer.examples import (
+    Split,
+    Splits,
+    clean_examples,
+    left_out_texts,
+    sample_examples,
+    split_examples,
+)
 
 if TYPE_CHECKING:
     from tfmaas.trainer.distill import Teacher
@@ -37,6 +44,8 @@ class PreparedData:
     splits: Splits
     fingerprint: str
     dropped: dict[str, int]
+    unlabelled: list[str] = field(default_factory=list)
+    """Left-out texts the teacher labels for a student (distillation.unlabelledExamples)."""
 
 
 @dataclass
@@ -94,7 +103,14 @@ def prepare_data(
         f"(dropped {dropped}), {len(sampled)} used; classes {', '.join(splits.classes)}; "
         + ", ".join(f"{name} {count}" for name, count in splits.counts().items())
     )
-    return PreparedData(splits, sampled.fingerprint(), cleaned.dropped)
+    wanted = config.distillation.unlabelled_examples if config.distillation else 0
+    unlabelled = left_out_texts(cleaned, hp.max_examples, hp.seed, limit=wanted)
+    if wanted:
+        log(
+            f"distillation.unlabelledExamples {wanted}: {len(unlabelled)} sentences that "
+            "maxExamples left out join the student's training with the teacher's labels only"
+        )
+    return PreparedData(splits, sampled.fingerprint(), cleaned.dropped, unlabelled)
 
 
 def train(
@@ -134,15 +150,15 @@ def train(
     keras.utils.set_random_seed(hp.seed)
     splits = data.splits
     pipeline = _build(config, splits, placement, log)
-    epoch_log = EpochLog(log, hp.epochs, len(splits.train))
-    soft = _soft_labels(config, teacher, splits, log) if teacher is not None else None
+    epoch_log = EpochLog(log, hp.epochs, len(splits.train) + len(data.unlabelled))
+    soft = _soft_labels(config, teacher, data, log) if teacher is not None else None
     started = time.perf_counter()
     with sigterm_requests() if not placement.role.distributed else _never() as stop_requested:
         run = _resumable_run(
             pipeline, data, placement, checkpoints, stop_requested, log, distilled=soft is not None
         )
         try:
-            history = _fit_model(pipeline, splits, placement, epoch_log, run, soft)
+            history = _fit_model(pipeline, data, placement, epoch_log, run, soft)
         finally:
             if run.summaries is not None:
                 run.summaries.close()
@@ -197,17 +213,22 @@ def train(
     )
 
 
-def _soft_labels(config: TrainingSpec, teacher: Teacher, splits: Splits, log: Log) -> np.ndarray:
-    """The teacher's softened scores on the training split (and on nothing else)."""
+def _soft_labels(
+    config: TrainingSpec, teacher: Teacher, data: PreparedData, log: Log
+) -> np.ndarray:
+    """The teacher's softened scores on the training split, then on the left-out texts (and
+    on nothing else: never the validation or test split)."""
     from tfmaas.trainer.distill import soften, teacher_scores
 
     assert config.distillation is not None
-    scores = teacher_scores(teacher, splits.train.texts, splits.classes)
-    agreement = float(np.mean(np.argmax(scores, axis=-1) == splits.train.label_ids))
+    train, classes = data.splits.train, data.splits.classes
+    scores = teacher_scores(teacher, train.texts + data.unlabelled, classes)
+    agreement = float(np.mean(np.argmax(scores[: len(train)], axis=-1) == train.label_ids))
     log(
-        f"teacher version {teacher.version}: soft labels for {len(scores)} training examples "
-        f"(it agrees with their labels on {agreement:.1%}); temperature "
-        f"{config.distillation.temperature}, alpha {config.distillation.alpha}"
+        f"teacher version {teacher.version}: soft labels for {len(train)} training examples "
+        f"(it agrees with their labels on {agreement:.1%}) and {len(data.unlabelled)} "
+        f"unlabelled ones; temperature {config.distillation.temperature}, "
+        f"alpha {config.distillation.alpha}"
     )
     return soften(scores, config.distillation.temperature)
 
@@ -409,7 +430,7 @@ def _build(config: TrainingSpec, splits: Splits, placement: Any, log: Log) -> _P
 
 def _fit_model(
     pipeline: _Pipeline,
-    splits: Splits,
+    data: PreparedData,
     placement: Any,
     epoch_log: Any,
     run: Any,
@@ -417,14 +438,17 @@ def _fit_model(
 ) -> dict[str, list[float]]:
     hp = pipeline.config.hyperparameters
     distillation = pipeline.config.distillation
+    splits, train = data.splits, data.splits.train
     train_targets = validation_targets = None
     if soft is not None and distillation is not None:
-        from tfmaas.trainer.distill import targets
+        from tfmaas.trainer.distill import UNLABELLED, targets
 
         classes = len(splits.classes)
-        train_targets = targets(splits.train.label_ids, soft, classes)
+        unknown = np.full(len(data.unlabelled), UNLABELLED, dtype=train.label_ids.dtype)
+        train = Split(train.texts + data.unlabelled, np.concatenate([train.label_ids, unknown]))
+        train_targets = targets(train.label_ids, soft, classes)
         validation_targets = targets(splits.validation.label_ids, None, classes)
-    train_batches = pipeline.batches(splits.train, shuffle=True, targets=train_targets)
+    train_batches = pipeline.batches(train, shuffle=True, targets=train_targets)
     validation_batches = (
         pipeline.batches(splits.validation, shuffle=False, targets=validation_targets)
         if len(splits.validation)

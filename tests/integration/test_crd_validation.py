@@ -183,6 +183,7 @@ def _with_status(cluster: LocalCluster, namespace: str, name: str) -> None:
         "latestVersion": 3,
         "canaryVersion": 3,
         "accuracy": 0.91,
+        "servingSizeBytes": 2718281,
         "replicas": 2,
         "readyReplicas": 2,
         "endpoint": {"grpc": f"{name}.{namespace}.svc:8500", "rest": "http://x:8501"},
@@ -204,7 +205,7 @@ def _with_status(cluster: LocalCluster, namespace: str, name: str) -> None:
     )
 
 
-def test_printer_columns_show_the_ready_condition_and_wide_adds_canary_endpoint_reason(
+def test_printer_columns_show_the_ready_condition_and_wide_adds_canary_endpoint_reason_size(
     cluster: LocalCluster, namespace: str
 ) -> None:
     document = minimal("columns")
@@ -224,8 +225,8 @@ def test_printer_columns_show_the_ready_condition_and_wide_adds_canary_endpoint_
         assert table[1].split()[:6] == ["columns", "Serving", "2", "3", "0.91", "True"]
         wide = cluster.kubectl("get", "ms", "columns", "-n", namespace, "-o", "wide").stdout
         header, row = wide.splitlines()
-        assert header.split()[-3:] == ["CANARY", "ENDPOINT", "REASON"]
-        assert row.split()[-3:] == ["3", f"columns.{namespace}.svc:8500", "Serving"]
+        assert header.split()[-4:] == ["CANARY", "ENDPOINT", "REASON", "SIZE"]
+        assert row.split()[-4:] == ["3", f"columns.{namespace}.svc:8500", "Serving", "2718281"]
     finally:
         cluster.kubectl("delete", "ms", "columns", "-n", namespace, check=False)
 

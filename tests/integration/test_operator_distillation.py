@@ -93,13 +93,19 @@ def test_a_distilled_quantized_student_trains_publishes_passes_the_gate_and_serv
         {
             "training": {
                 "model": {"maxTokens": 3000, "embeddingDim": 16},
-                "distillation": {"teacher": {"version": 1}, "alpha": 0.5},
+                # 300 of the sentences maxExamples left out get the teacher's soft labels.
+                "distillation": {
+                    "teacher": {"version": 1},
+                    "alpha": 0.5,
+                    "unlabelledExamples": 300,
+                },
                 "compression": {"quantize": "int8", "pruneVocabulary": 1000},
             }
         },
     )
     training = _run_the_job(harness, "pupil", 2, bucket)
     assert training["distillation"]["teacher"] == {"version": 1}
+    assert training["distillation"]["unlabelledExamples"] == 300
     status = harness.wait_status(
         "pupil",
         "version 2 promoted",
@@ -116,3 +122,10 @@ def test_a_distilled_quantized_student_trains_publishes_passes_the_gate_and_serv
     assert card["latency"]["p50Ms"] > 0 and card["latency"]["teacherP50Ms"] > 0
     metrics = json.loads(store.read_bytes(2, "metrics.json"))
     assert metrics["quantization"]["agreementWithUnquantized"] >= 0.99
+    # `kubectl get ms -o wide` shows the served version's size: what the trainer published.
+    served = harness.wait_status(
+        "pupil", "version 2 served", lambda s: s.get("servingVersion") == 2
+    )
+    assert served["servingSizeBytes"] == card["sizeBytes"]
+    wide = harness.kubectl("get", "ms", "pupil", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-1] == "SIZE" and wide[1].split()[-1] == str(card["sizeBytes"])

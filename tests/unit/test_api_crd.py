@@ -100,6 +100,7 @@ def test_identity_and_printer_columns() -> None:
         ("Canary", ".status.canaryVersion", 1),
         ("Endpoint", ".status.endpoint.grpc", 1),
         ("Reason", f"{ready}.reason", 1),
+        ("Size", ".status.servingSizeBytes", 1),
     ]
 
 

@@ -31,6 +31,15 @@ def test_defaults_and_parsing() -> None:
     assert config.distillation is not None
     assert (config.distillation.teacher_version, config.distillation.temperature) == (7, 2.0)
     assert config.distillation.alpha == 0.5
+    # Absent, no left-out text is used, and the defaulted document does not grow a field
+    # (so the fingerprint of a student spec written before the field existed is unchanged).
+    assert config.distillation.unlabelled_examples == 0
+    assert "unlabelledExamples" not in config.document["distillation"]
+    asked = load_training_spec(
+        _with(distillation={"teacher": {"version": 7}, "unlabelledExamples": 9000})
+    )
+    assert asked.distillation is not None and asked.distillation.unlabelled_examples == 9000
+    assert asked.fingerprint() != config.fingerprint()
     assert (config.compression.quantize, config.compression.prune_vocabulary) == ("none", 5000)
 
 
@@ -52,6 +61,22 @@ def test_defaults_and_parsing() -> None:
         ({"distillation": {"teacher": {"version": 1}, "alpha": 1.5}}, ["alpha", "at most 1"]),
         ({"distillation": {"teacher": {"version": 1}, "alpha": -0.1}}, ["alpha", "at least 0"]),
         ({"distillation": {"teacher": {"version": 1}, "teacher2": 1}}, ["unknown field"]),
+        (
+            {"distillation": {"teacher": {"version": 1}, "unlabelledExamples": -1}},
+            ["unlabelledExamples", "at least 0"],
+        ),
+        (
+            {"distillation": {"teacher": {"version": 1}, "unlabelledExamples": 10**7}},
+            ["unlabelledExamples", "at most 1000000"],
+        ),
+        (
+            {"distillation": {"teacher": {"version": 1}, "unlabelledExamples": "all"}},
+            ["unlabelledExamples", "whole number"],
+        ),
+        (
+            {"distillation": {"teacher": {"version": 1}, "unlabelledExamples": 1.5}},
+            ["unlabelledExamples", "whole number"],
+        ),
         (
             {"distillation": {"teacher": {"version": 1}}, "workers": 2},
             ["training.distillation needs workers: 1"],

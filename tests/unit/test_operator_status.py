@@ -142,6 +142,19 @@ def test_invalid_spec_status_keeps_other_conditions() -> None:
     assert found["Ready"]["status"] == "True"
 
 
+def test_the_serving_versions_size_is_in_status_and_absent_when_unknown() -> None:
+    from dataclasses import replace
+
+    sized = [replace(ok(1), size_bytes=1000), replace(ok(2), size_bytes=2000)]
+    status = status_of(sized, ServingPlan(2, None), deployment(2))
+    assert status["servingSizeBytes"] == 2000
+    assert [v["sizeBytes"] for v in status["versions"]] == [1000, 2000]
+    # A version the operator found in the store (no Job reported its size): no figure at all,
+    # which the status merge patch turns into removing the old one.
+    unknown = status_of([ok(1)], ServingPlan(1, None), deployment(1))
+    assert unknown["servingSizeBytes"] is None and "sizeBytes" not in unknown["versions"][0]
+
+
 def test_a_resumed_version_says_so_in_status_and_its_trained_event() -> None:
     from dataclasses import replace
 

@@ -216,6 +216,30 @@ def test_a_finished_job_goes_once_its_result_is_recorded_except_the_newest() -> 
     ]
 
 
+def test_size_is_taken_only_when_it_is_a_plausible_byte_count_and_survives_status() -> None:
+    for reported, recorded in [
+        (2_718_281, 2_718_281),
+        (0, None),
+        (-5, None),
+        ("2718281", None),
+        (True, None),
+        (2.5, None),
+        (1 << 41, None),
+        (None, None),
+    ]:
+        document = json.loads(message(0.9))
+        document["sizeBytes"] = reported
+        observed = [JobObservation(1, "x-train-1", "a", SUCCEEDED, json.dumps(document))]
+        (record,) = merge_records([], observed, GATE)
+        assert record.size_bytes == recorded, reported
+        entry = record.to_status()
+        assert entry.get("sizeBytes") == recorded
+        assert VersionStatus.from_status(entry).size_bytes == recorded
+    # A status edited by hand cannot put a string or a negative size into the record.
+    assert VersionStatus.from_status({"version": 1, "sizeBytes": "1 GiB"}).size_bytes is None
+    assert VersionStatus.from_status({"version": 1, "sizeBytes": -1}).size_bytes is None
+
+
 @pytest.mark.parametrize(
     ("reported", "recorded"),
     [(2, 2), (0, 0), (-1, None), ("3", None), (True, None), (10**12, None), (None, None)],

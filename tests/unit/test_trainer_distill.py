@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfmaas.trainer.distill import soften, targets
+from tfmaas.trainer.distill import (
+    UNLABELLED,
+    accuracy,
+    distillation_loss,
+    hard_loss,
+    soften,
+    targets,
+)
 from tfmaas.trainer.prune import chi_square, most_useful
 from tfmaas.trainer.quantize import int8_quantize
 
@@ -42,3 +49,18 @@ def test_int8_round_trip_is_within_half_a_step_and_an_all_zero_tensor_survives()
     assert np.abs(quantized * scale - weights).max() <= scale / 2 + 1e-6
     zeros, zero_scale = int8_quantize(np.zeros((4, 4), np.float32))
     assert not zeros.any() and zero_scale == 1.0
+
+
+def test_an_unlabelled_text_learns_from_the_teacher_alone() -> None:
+    soft = np.array([[0.9, 0.1], [0.9, 0.1]], dtype=np.float32)
+    fitted = targets(np.array([1, UNLABELLED]), soft, 2)
+    predicted = np.array([[0.2, 0.8], [0.2, 0.8]], dtype=np.float32)
+    hard = hard_loss(fitted, predicted).numpy()
+    assert np.isclose(hard[0], -np.log(0.8), atol=1e-5) and hard[1] == 0.0
+    # Its accuracy is agreement with the teacher's choice (class 0), the labelled one's with
+    # its label (class 1).
+    assert accuracy(fitted, predicted).numpy().tolist() == [1.0, 0.0]
+    # alpha weighs the teacher's term on a labelled text only; an unlabelled one has it whole.
+    one = distillation_loss(temperature=1.0, alpha=0.25)(fitted, predicted).numpy()
+    kl = float(np.sum(soft[0] * np.log(soft[0] / predicted[0])))
+    assert np.allclose(one, [0.25 * kl + 0.75 * -np.log(0.8), kl], atol=1e-5)

@@ -57,6 +57,11 @@ def test_termination_message_is_compact_json_per_contract() -> None:
     assert len(long["tensorflowVersion"]) == 40
 
 
+def test_termination_message_carries_the_published_size_when_known() -> None:
+    assert json.loads(_result(size_bytes=2_718_281).termination_message())["sizeBytes"] == 2_718_281
+    assert "sizeBytes" not in json.loads(_result().termination_message())
+
+
 def test_failure_message_stays_under_4_kib() -> None:
     message = failure_message(UserError("x" * 10_000))
     assert len(message.encode()) < 4096

@@ -9,7 +9,12 @@ import pytest
 
 from tfmaas.errors import UserError
 from tfmaas.trainer.datasets import RawExamples
-from tfmaas.trainer.examples import clean_examples, sample_examples, split_examples
+from tfmaas.trainer.examples import (
+    clean_examples,
+    left_out_texts,
+    sample_examples,
+    split_examples,
+)
 
 
 def test_clean_strips_dedups_and_drops_conflicting_texts() -> None:
@@ -84,6 +89,23 @@ def test_sampling_is_deterministic_and_keeps_input_order() -> None:
     assert sample_examples(data, 0, seed=9) is data
     assert sample.fingerprint() != data.fingerprint()
     assert sample.fingerprint() == sample_examples(data, 100, seed=9).fingerprint()
+
+
+def test_left_out_texts_never_overlap_the_sample_and_are_bounded() -> None:
+    data = _dataset(500, 500)
+    used = set(sample_examples(data, 100, seed=9).texts)
+    everything_else = left_out_texts(data, 100, 9, limit=10**6)
+    assert len(everything_else) == 900 and not used & set(everything_else)
+    some = left_out_texts(data, 100, 9, limit=50)
+    assert len(some) == 50 and set(some) <= set(everything_else)
+    assert some == left_out_texts(data, 100, 9, limit=50)
+    positions = [data.texts.index(t) for t in some]
+    assert positions == sorted(positions)
+    # Nothing is left out when the run uses every example, or none are asked for.
+    assert left_out_texts(data, 0, 9, limit=50) == []
+    assert left_out_texts(data, 1000, 9, limit=50) == []
+    assert left_out_texts(data, 100, 9, limit=0) == []
+    assert left_out_texts(data, 100, 9, limit=-5) == []
 
 
 def test_sampling_down_to_one_class_is_rejected() -> None:

@@ -121,6 +121,8 @@ class DistillationSpec:
     teacher_version: int
     temperature: float
     alpha: float
+    unlabelled_examples: int = 0
+    """Left-out sentences of the dataset the teacher labels for the student (0: none)."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DistillationSpec:
@@ -128,6 +130,7 @@ class DistillationSpec:
             teacher_version=int(data["teacher"]["version"]),
             temperature=float(data["temperature"]),
             alpha=float(data["alpha"]),
+            unlabelled_examples=int(data.get("unlabelledExamples", 0)),
         )
 
 

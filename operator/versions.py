@@ -115,6 +115,8 @@ def tensorflow_version(value: object) -> str | None:
     if isinstance(value, str) and parse_version(value) is not None:
         return value
     return None
+
+
 # A SavedModel larger than this is not one the trainer wrote (its pod has GiBs, not TiBs).
 _MAX_SIZE_BYTES = 1 << 40
 

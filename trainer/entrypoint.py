@@ -158,6 +158,8 @@ def _tensorflow_version() -> str:
     import tensorflow as tf
 
     return str(tf.__version__)
+
+
 @dataclass(frozen=True)
 class TrialResult:
     """One trial of a hyperparameter search: its scores on the validation split."""

@@ -767,6 +767,7 @@ def test_placed_pods_run_on_a_tainted_pool_serve_on_a_gpu_and_take_an_identity(
         cluster.kubectl("label", "node", node.name, f"{POOL_LABEL}-", check=False)
         cluster.kubectl("delete", "serviceaccount", IDENTITY, "--wait=false", check=False)
 
+
 def test_readme_quickstart_word_for_word_on_the_node(
     node_cluster: NodeCluster, tmp_path: Path, figures: dict[str, str]
 ) -> None:
@@ -890,6 +891,8 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 # --- Preemption: a training pod deleted mid-run resumes from its checkpoint (issue 17) ---
 
 PREEMPTED = "preempted"

@@ -51,7 +51,7 @@ class Progress:
         """Account for one finished epoch; return whether its weights are the best so far.
 
         Early stopping as Keras' (min_delta 0): an epoch improves on `monitor` when its value
-        is strictly lower; `patience` epochs in a row without improvement stop training.
+        is strictly lower; `patience` epochs in a row without improvement stop training (0: never).
         """
         if monitor not in logs:
             raise ValueError(f"the epoch's logs have no {monitor!r}; they have {sorted(logs)}")
@@ -64,7 +64,9 @@ class Progress:
             self.best_loss, self.waited = value, 0
         else:
             self.waited += 1
-        self.finished = self.waited >= patience or self.epochs_done >= epochs
+        # patience 0 turns early stopping off (the CRD says so), not "stop after any epoch".
+        stopped_early = patience > 0 and self.waited >= patience
+        self.finished = stopped_early or self.epochs_done >= epochs
         return improved
 
     def to_json(self) -> str:

@@ -73,6 +73,16 @@ def test_the_last_epoch_finishes_training() -> None:
     assert progress.finished and progress.waited == 0
 
 
+def test_patience_zero_turns_early_stopping_off() -> None:
+    """The CRD's promise: 0 runs every epoch, however the validation loss moves."""
+    progress = Progress(run_key=KEY)
+    for value in (0.5, 0.6, 0.7):
+        progress.record_epoch({"val_loss": value}, monitor="val_loss", patience=0, epochs=4)
+        assert not progress.finished
+    progress.record_epoch({"val_loss": 0.8}, monitor="val_loss", patience=0, epochs=4)
+    assert progress.finished and progress.epochs_done == 4
+
+
 def test_a_missing_monitor_is_an_error_not_an_improvement() -> None:
     with pytest.raises(ValueError, match="val_loss"):
         Progress(run_key=KEY).record_epoch({"loss": 1.0}, monitor="val_loss", patience=1, epochs=1)

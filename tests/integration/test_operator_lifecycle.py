@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,21 +165,43 @@ def model_service(name: str, **serving: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def harness(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+@contextmanager
+def operator_harness(
+    cluster: LocalCluster,
+    tmp_path_factory: pytest.TempPathFactory,
+    prefix: str,
+    *,
+    before_start: Callable[[str], object] = lambda namespace: None,
+    extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[Harness]:
+    """The operator watching a new restricted namespace `<prefix>-…` of its own, under its
+    namespaced Role; `before_start(namespace)` prepares the namespace first. The namespace goes
+    with the operator."""
     install_crd(cluster)
-    namespace = f"ms-{uuid.uuid4().hex[:6]}"
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
     create_restricted_namespace(cluster, namespace)
+    before_start(namespace)
     kubeconfig = operator_kubeconfig(cluster, namespace)
     log_path = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    # JSON logs here, so the last test can read what a log collector would.
-    operator = OperatorProcess(kubeconfig, namespace, log_path, extra_args=("--log-format", "json"))
+    operator = OperatorProcess(
+        kubeconfig, namespace, log_path, extra_env=extra_env, extra_args=extra_args
+    )
     operator.start()
     try:
         yield Harness(cluster, namespace, operator)
     finally:
         operator.stop()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def harness(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    # JSON logs here, so the last test can read what a log collector would.
+    with operator_harness(
+        cluster, tmp_path_factory, "ms", extra_args=("--log-format", "json")
+    ) as harness:
+        yield harness
 
 
 def test_training_job_is_created_as_specified(harness: Harness) -> None:

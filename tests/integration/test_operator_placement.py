@@ -5,20 +5,12 @@ training.pod change training nothing."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.operator_harness import (
-    OperatorProcess,
-    create_restricted_namespace,
-    install_crd,
-    operator_kubeconfig,
-)
-from tests.integration.test_operator_lifecycle import Harness, model_service
+from tests.integration.test_operator_lifecycle import Harness, model_service, operator_harness
 from tfmaas.dev.cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -38,20 +30,14 @@ POD = {
 
 @pytest.fixture(scope="module")
 def harness(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    install_crd(cluster)
-    namespace = f"pod-{uuid.uuid4().hex[:6]}"
-    create_restricted_namespace(cluster, namespace)
-    # Pods naming a ServiceAccount are admitted only once it exists.
-    cluster.kubectl("create", "serviceaccount", IDENTITY, "-n", namespace)
-    kubeconfig = operator_kubeconfig(cluster, namespace)
-    log_path = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    operator = OperatorProcess(kubeconfig, namespace, log_path)
-    operator.start()
-    try:
-        yield Harness(cluster, namespace, operator)
-    finally:
-        operator.stop()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    def create_identity(namespace: str) -> None:
+        # Pods naming a ServiceAccount are admitted only once it exists.
+        cluster.kubectl("create", "serviceaccount", IDENTITY, "-n", namespace)
+
+    with operator_harness(
+        cluster, tmp_path_factory, "pod", before_start=create_identity
+    ) as harness:
+        yield harness
 
 
 def _env(pod: dict[str, Any]) -> set[str]:

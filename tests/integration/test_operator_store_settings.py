@@ -5,21 +5,20 @@ pods that talk to the store (admitted under the restricted Pod Security profile)
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.operator_harness import (
-    OperatorProcess,
-    create_restricted_namespace,
-    install_crd,
-    operator_kubeconfig,
     wait_for,
 )
-from tests.integration.test_operator_lifecycle import TIMEOUT, Harness, model_service
+from tests.integration.test_operator_lifecycle import (
+    TIMEOUT,
+    Harness,
+    model_service,
+    operator_harness,
+)
 from tfmaas.dev.cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -30,18 +29,8 @@ CA_MOUNT = {"name": "store-ca", "mountPath": "/etc/tfmaas/store-ca", "readOnly":
 
 @pytest.fixture(scope="module")
 def harness(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    install_crd(cluster)
-    namespace = f"enc-{uuid.uuid4().hex[:6]}"
-    create_restricted_namespace(cluster, namespace)
-    kubeconfig = operator_kubeconfig(cluster, namespace)
-    log_path = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    operator = OperatorProcess(kubeconfig, namespace, log_path)
-    operator.start()
-    try:
-        yield Harness(cluster, namespace, operator)
-    finally:
-        operator.stop()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    with operator_harness(cluster, tmp_path_factory, "enc") as harness:
+        yield harness
 
 
 def secured(name: str, **storage: Any) -> dict[str, Any]:

@@ -5,22 +5,21 @@ than the serving image's. The test plays the kubelet, as in test_operator_lifecy
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.operator_harness import (
-    OperatorProcess,
-    create_restricted_namespace,
-    install_crd,
-    operator_kubeconfig,
     termination_message,
     wait_for,
 )
-from tests.integration.test_operator_lifecycle import TIMEOUT, Harness, model_service
+from tests.integration.test_operator_lifecycle import (
+    TIMEOUT,
+    Harness,
+    model_service,
+    operator_harness,
+)
 from tfmaas.dev.cluster import LocalCluster
 from tfmaas.release import SERVING_TENSORFLOW_VERSION
 
@@ -31,19 +30,9 @@ CONDITION = "ServingTensorFlowCompatible"
 
 @pytest.fixture(scope="module")
 def harness(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    install_crd(cluster)
-    namespace = f"tfv-{uuid.uuid4().hex[:6]}"
-    create_restricted_namespace(cluster, namespace)
-    kubeconfig = operator_kubeconfig(cluster, namespace)
-    log_path = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
     # The operator's own default: the serving image's TensorFlow is the release's.
-    operator = OperatorProcess(kubeconfig, namespace, log_path)
-    operator.start()
-    try:
-        yield Harness(cluster, namespace, operator)
-    finally:
-        operator.stop()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    with operator_harness(cluster, tmp_path_factory, "tfv") as harness:
+        yield harness
 
 
 def finish(harness: Harness, name: str, version: int, tensorflow: Any) -> None:

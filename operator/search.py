@@ -19,7 +19,14 @@ from typing import Any
 
 from tfmaas.api import TuningSpec
 from tfmaas.api.spec import FLOAT_PARAMETERS, TUNABLE_PARAMETERS
-from tfmaas.operator.versions import FAILED, FINAL_STATES, SUCCEEDED, TRAINING, truncate
+from tfmaas.operator.versions import (
+    FAILED,
+    FINAL_STATES,
+    SUCCEEDED,
+    TRAINING,
+    merge_job_records,
+    truncate,
+)
 
 RUNNING = "Running"
 SEARCHING = "Searching"
@@ -191,20 +198,14 @@ def merge_trials(
 ) -> list[TrialRecord]:
     """Status's trials plus what their Jobs say now. A finished trial is final (its Job is
     deleted once recorded); a running trial whose Job has vanished failed."""
-    by_trial = {record.trial: record for record in known}
-    seen = set()
-    for observation in observed:
-        seen.add(observation.trial)
-        current = by_trial.get(observation.trial)
-        if current is not None and current.state in FINAL_STATES:
-            continue
-        by_trial[observation.trial] = record_from_observation(observation, metric)
-    for number, record in list(by_trial.items()):
-        if record.state == RUNNING and number not in seen:
-            by_trial[number] = replace(
-                record, state=FAILED, message=f"trial Job {record.job} was deleted before it ended"
-            )
-    return [by_trial[number] for number in sorted(by_trial)][:_MAX_TRIALS_KEPT]
+    merged = merge_job_records(
+        {record.trial: record for record in known},
+        ((observation.trial, observation) for observation in observed),
+        record=lambda observation: record_from_observation(observation, metric),
+        unfinished=RUNNING,
+        vanished=lambda record: f"trial Job {record.job} was deleted before it ended",
+    )
+    return merged[:_MAX_TRIALS_KEPT]
 
 
 def known_trials(previous: Mapping[str, Any] | None, training_hash: str) -> list[TrialRecord]:

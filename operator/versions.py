@@ -5,7 +5,7 @@ is tfmaas.serving_policy's, shared with `tfmaas local run`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -218,22 +218,38 @@ def merge_records(
     """Status history plus what the Jobs say now. A finished version is final: its Job may
     be deleted later, and a gate change re-judges nothing. A version still training whose Job
     has vanished failed: nothing will ever finish it."""
-    by_version = {record.version: record for record in known}
+    return merge_job_records(
+        {record.version: record for record in known},
+        ((observation.version, observation) for observation in observed),
+        record=lambda observation: record_from_observation(observation, gate),
+        unfinished=TRAINING,
+        vanished=lambda record: f"training Job {record.job} was deleted before it finished",
+    )
+
+
+def merge_job_records(
+    known: Mapping[int, Any],
+    observed: Iterable[tuple[int, Any]],
+    *,
+    record: Callable[[Any], Any],
+    unfinished: str,
+    vanished: Callable[[Any], str],
+) -> list[Any]:
+    """Records kept in status (by number) updated from their Jobs' observations, for versions
+    and search trials alike: a record in a final state stays as it is (its Job is deleted once
+    recorded), an observed one is recorded anew, and an `unfinished` one whose Job is gone
+    failed with the `vanished` message. Sorted by number."""
+    merged = dict(known)
     seen = set()
-    for observation in observed:
-        seen.add(observation.version)
-        current = by_version.get(observation.version)
-        if current is not None and current.state in FINAL_STATES:
-            continue
-        by_version[observation.version] = record_from_observation(observation, gate)
-    for version, record in list(by_version.items()):
-        if record.state == TRAINING and version not in seen:
-            by_version[version] = replace(
-                record,
-                state=FAILED,
-                message=f"training Job {record.job} was deleted before it finished",
-            )
-    return [by_version[version] for version in sorted(by_version)]
+    for number, observation in observed:
+        seen.add(number)
+        current = merged.get(number)
+        if current is None or current.state not in FINAL_STATES:
+            merged[number] = record(observation)
+    for number, current in list(merged.items()):
+        if current.state == unfinished and number not in seen:
+            merged[number] = replace(current, state=FAILED, message=vanished(current))
+    return [merged[number] for number in sorted(merged)]
 
 
 def next_version(records: Sequence[VersionStatus], latest_version: int | None) -> int:

@@ -40,9 +40,9 @@ class Loop:
     built: dict[str, images.BuiltImage]
 
 
-@pytest.fixture(scope="module")
-def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    cluster, node = node_cluster.cluster, node_cluster.node
+def _images_on(node: Any) -> dict[str, images.BuiltImage]:
+    """The project's images, built as the local stack builds them and imported into the
+    node's containerd; a machine that cannot build them skips, except in CI."""
     try:
         built = images.project_images()
     except Exception as exc:
@@ -51,6 +51,13 @@ def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) ->
         pytest.skip(f"the project's images cannot be built here: {exc}")
     for image in built.values():
         node.import_image(image)
+    return built
+
+
+@pytest.fixture(scope="module")
+def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    cluster, node = node_cluster.cluster, node_cluster.node
+    built = _images_on(node)
     minio = MinioServer(data_dir=tmp_path_factory.mktemp("e2e-minio"))
     minio.start()
     try:
@@ -786,14 +793,7 @@ def test_readme_quickstart_word_for_word_on_the_node(
             "the chart is already installed in this session (the loop fixture): a clean install "
             "needs its own run, -k readme_quickstart"
         )
-    try:
-        built = images.project_images()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"the project's images cannot be built: {exc}")
-        pytest.skip(f"the project's images cannot be built here: {exc}")
-    for image in built.values():
-        node.import_image(image)
+    built = _images_on(node)
     values = stack.chart_values(built)
     by_prefix: dict[str, dict[str, str]] = {}
     for key, value in values.items():

@@ -11,7 +11,7 @@ from tfmaas.api import ModelService
 from tfmaas.api.spec import AUTOSCALING_KEDA
 from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
-from tfmaas.operator.kube import Kube, KubeError
+from tfmaas.operator.kube import KubeError
 from tfmaas.operator.manifests.common import namespace_of
 from tfmaas.operator.manifests.hpa import build_hpa
 from tfmaas.operator.manifests.scaledobject import (
@@ -35,7 +35,6 @@ def wanted_autoscaler(service: ModelService, config: OperatorConfig) -> dict[str
 
 
 def converge_autoscaler(
-    kube: Kube,
     applier: Applier,
     service: ModelService,
     config: OperatorConfig,
@@ -43,7 +42,7 @@ def converge_autoscaler(
     full_pass: bool,
 ) -> None:
     """Apply the wanted autoscaler; delete the others when something changed (the wanted one
-    was sent) or on a full pass, which costs calls that usually find nothing."""
+    was sent) or on a full pass, unless this process already knows them absent."""
     wanted = wanted_autoscaler(service, config)
     sent = False
     if wanted is not None:
@@ -65,12 +64,11 @@ def converge_autoscaler(
         if wanted is not None and (api_version, kind) == (wanted["apiVersion"], wanted["kind"]):
             continue
         try:
-            deleted = kube.delete(api_version, kind, namespace, name)
+            applier.delete(api_version, kind, namespace, name, service=service.name)
         except KubeError as exc:
             # Without KEDA's CRD the API server answers 404 for the whole resource type, which
             # delete already reads as absent; RBAC without keda.sh is the same: nothing to clean.
             if kind == SCALED_OBJECT and exc.status == 403:
+                applier.absent(api_version, kind, namespace, name, service=service.name)
                 continue
             raise
-        if deleted:
-            applier.forget_object(api_version, kind, namespace, name)

@@ -45,7 +45,9 @@ class Reconciler:
         self.kube = kube
         self.config = config
         self.clock = clock
-        self.applier = Applier(kube, max_age=config.resync_seconds)
+        self.applier = Applier(
+            kube, max_age=config.resync_seconds, absent_max_age=config.drift_resync_seconds
+        )
         self._locks: dict[Key, asyncio.Lock] = {}
         self._queued: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -171,11 +173,14 @@ class Reconciler:
         """A Job or Deployment of ModelService `service` changed: reconcile it if what a
         reconcile reads from the object changed."""
         kind = str(body.get("kind"))
+        api_version = str(body.get("apiVersion"))
         key = (kind, namespace, name)
         if deleted:
-            self.applier.forget(namespace, service)
+            # Sent again if it is still wanted; not deleted again if it must not exist.
+            self.applier.absent(api_version, kind, namespace, name, service=service)
             self.seen.pop(key, None)
         else:
+            self.applier.present(api_version, kind, namespace, name)
             # Most updates (a Job's active count, a Deployment's conditions' heartbeats)
             # change nothing a reconcile reads; only the fields it does read trigger one.
             state = observed_state(body)
@@ -186,7 +191,7 @@ class Reconciler:
             if before is not None and kind not in ("Job", "Deployment"):
                 # Someone changed what the operator applied: send it again, not just when
                 # the applier's copy expires.
-                self.applier.forget_object(str(body.get("apiVersion")), kind, namespace, name)
+                self.applier.forget_object(api_version, kind, namespace, name)
         self._settled.pop((namespace, service), None)
         self.request(namespace, service)
 

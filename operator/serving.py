@@ -85,11 +85,10 @@ def converge_serving(
     full_pass = sent[0]
     if canary is None and (full_pass or had_canary):
         canary_name = deployment_name(service.name, CANARY)
-        if kube.delete("apps/v1", "Deployment", namespace, canary_name):
-            applier.forget_object("apps/v1", "Deployment", namespace, canary_name)
+        applier.delete("apps/v1", "Deployment", namespace, canary_name, service=service.name)
     applier.apply(build_service(service))
     applier.apply(build_headless_service(service))
-    converge_autoscaler(kube, applier, service, config, full_pass=full_pass)
+    converge_autoscaler(applier, service, config, full_pass=full_pass)
     applier.apply(build_pdb(service))
     return in_use, full_pass
 

@@ -48,3 +48,28 @@ def test_status_writes_are_skipped_when_nothing_changes() -> None:
     assert unchanged(previous, {"phase": "Serving", "servingVersion": 1, "canaryVersion": None})
     assert not unchanged(previous, {"phase": "Serving", "servingVersion": 2})
     assert not unchanged(previous, {"phase": "Serving", "servingVersion": None})
+
+
+class DeletingKube(RecordingKube):
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted: list[str] = []
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.deleted.append(name)
+        return False
+
+
+def test_what_a_watch_saw_deleted_is_sent_again_and_not_deleted_again() -> None:
+    kube = DeletingKube()
+    applier = Applier(kube, max_age=60, clock=lambda: 0.0)  # type: ignore[arg-type]
+    assert applier.apply(manifest("a"))
+    applier.absent("v1", "ConfigMap", "ns", "a", service="m")  # a watch saw it deleted
+    assert not applier.delete("v1", "ConfigMap", "ns", "a", service="m")
+    assert kube.deleted == []
+    assert applier.apply(manifest("a"))  # still wanted: sent again at once
+    applier.delete("v1", "ConfigMap", "ns", "a", service="m")  # applied since: asked
+    assert kube.deleted == ["a"]
+    applier.forget("ns", "m")  # the ModelService went: nothing of it is remembered
+    applier.delete("v1", "ConfigMap", "ns", "a", service="m")
+    assert kube.deleted == ["a", "a"]

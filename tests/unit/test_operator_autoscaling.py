@@ -126,35 +126,35 @@ class RecordingKube:
         return self.objects.pop((kind, name), None) is not None
 
 
-def _converge(kube: RecordingKube, applier: Applier, engine: str, *, full_pass: bool) -> None:
+def _converge(applier: Applier, engine: str, *, full_pass: bool) -> None:
     model = service(serving={"autoscaling": {**KEDA, "engine": engine}})
-    converge_autoscaler(kube, applier, model, CONFIG, full_pass=full_pass)  # type: ignore[arg-type]
+    converge_autoscaler(applier, model, CONFIG, full_pass=full_pass)
 
 
 def test_switching_engines_leaves_exactly_one_autoscaler() -> None:
     kube = RecordingKube(served={"HorizontalPodAutoscaler", "ScaledObject"})
     applier = Applier(kube)  # type: ignore[arg-type]
-    _converge(kube, applier, "hpa", full_pass=True)
+    _converge(applier, "hpa", full_pass=True)
     assert set(kube.objects) == {("HorizontalPodAutoscaler", "reviews")}
     # Not a full pass: the changed ScaledObject being sent is reason enough to clean up.
-    _converge(kube, applier, "keda", full_pass=False)
+    _converge(applier, "keda", full_pass=False)
     assert set(kube.objects) == {("ScaledObject", "reviews")}
-    _converge(kube, applier, "hpa", full_pass=False)
+    _converge(applier, "hpa", full_pass=False)
     assert set(kube.objects) == {("HorizontalPodAutoscaler", "reviews")}
     # Unchanged and not a full pass: no calls at all.
     kube.calls.clear()
-    _converge(kube, applier, "hpa", full_pass=False)
+    _converge(applier, "hpa", full_pass=False)
     assert kube.calls == []
 
 
 def test_turning_autoscaling_off_deletes_both_on_the_next_full_pass() -> None:
     kube = RecordingKube(served={"HorizontalPodAutoscaler", "ScaledObject"})
     applier = Applier(kube)  # type: ignore[arg-type]
-    _converge(kube, applier, "keda", full_pass=True)
+    _converge(applier, "keda", full_pass=True)
     model = service(serving={"autoscaling": {"enabled": False}})
-    converge_autoscaler(kube, applier, model, CONFIG, full_pass=False)  # type: ignore[arg-type]
+    converge_autoscaler(applier, model, CONFIG, full_pass=False)  # type: ignore[arg-type]
     assert kube.objects  # nothing changed that the autoscaler step sent
-    converge_autoscaler(kube, applier, model, CONFIG, full_pass=True)  # type: ignore[arg-type]
+    converge_autoscaler(applier, model, CONFIG, full_pass=True)  # type: ignore[arg-type]
     assert kube.objects == {}
 
 
@@ -162,7 +162,28 @@ def test_keda_asked_for_where_it_is_not_installed_says_so() -> None:
     kube = RecordingKube(served={"HorizontalPodAutoscaler"})
     applier = Applier(kube)  # type: ignore[arg-type]
     with pytest.raises(KubeError, match=r"KEDA is not installed.*engine to hpa"):
-        _converge(kube, applier, "keda", full_pass=True)
+        _converge(applier, "keda", full_pass=True)
     # And without KEDA the default engine works: deleting a ScaledObject finds nothing.
-    _converge(kube, applier, "hpa", full_pass=True)
+    _converge(applier, "hpa", full_pass=True)
     assert set(kube.objects) == {("HorizontalPodAutoscaler", "reviews")}
+
+
+def test_a_full_pass_does_not_ask_again_for_what_it_knows_absent() -> None:
+    now = [0.0]
+    kube = RecordingKube(served={"HorizontalPodAutoscaler", "ScaledObject"})
+    applier = Applier(kube, max_age=60, absent_max_age=3600, clock=lambda: now[0])  # type: ignore[arg-type]
+    _converge(applier, "hpa", full_pass=True)
+    assert kube.calls.count(("delete", "ScaledObject")) == 1
+    for minute in range(1, 10):
+        now[0] = 60.0 * minute
+        _converge(applier, "hpa", full_pass=True)
+    # The HPA is re-sent as it ages; the ScaledObject known absent is not asked about again
+    assert kube.calls.count(("delete", "ScaledObject")) == 1
+    # until the drift resync's age passes,
+    now[0] = 3601.0
+    _converge(applier, "hpa", full_pass=True)
+    assert kube.calls.count(("delete", "ScaledObject")) == 2
+    # or a watch reports it there (someone made one by hand).
+    applier.present("keda.sh/v1alpha1", "ScaledObject", "ml", "reviews")
+    _converge(applier, "hpa", full_pass=True)
+    assert kube.calls.count(("delete", "ScaledObject")) == 3

@@ -27,7 +27,12 @@ from tfmaas.operator.status import (
     build_status,
     invalid_spec_status,
 )
-from tfmaas.operator.training import delete_finished_jobs, observe_training, start_training
+from tfmaas.operator.training import (
+    delete_finished_jobs,
+    list_jobs,
+    observe_training,
+    start_training,
+)
 from tfmaas.operator.tuning import advance_search, delete_trial_jobs, stop_other_searches
 from tfmaas.operator.versions import (
     FINAL_STATES,
@@ -110,26 +115,28 @@ def reconcile(
         raise InvalidModelService(invalid)
 
     known = [VersionStatus.from_status(entry) for entry in previous.get("versions") or []]
-    observations = observe_training(kube, service, known)
+    training = service.spec.training
+    fingerprint = training.fingerprint()
+    # One listing of the ModelService's Jobs serves the training and the search steps below.
+    listed = list_jobs(kube, service) if needs_training(known, fingerprint) else None
+    observations = observe_training(kube, service, known, listed)
     records = merge_records(known, observations, service.spec.training.quality_gate)
 
     started = blocked = None
     blocked_reason = TEACHER_NOT_PUBLISHED
-    training = service.spec.training
-    fingerprint = training.fingerprint()
     # status.tuning stays while it reports this spec.training's search, and goes with it.
     tuning_status = previous.get("tuning") if training.tuning is not None else None
     if isinstance(tuning_status, dict) and tuning_status.get("trainingHash") != fingerprint:
         tuning_status = None
     trial_jobs_done: list[str] = []
     if needs_training(records, fingerprint):
-        stop_other_searches(kube, service, fingerprint if training.tuning else None)
+        stop_other_searches(kube, service, fingerprint if training.tuning else None, listed)
         distillation = training.distillation
         if distillation is not None:
             latest = previous.get("latestVersion")
             blocked = teacher_problem(records, distillation.teacher_version, latest)
         if training.tuning is not None:
-            step = advance_search(kube, service, previous.get("tuning"), config)
+            step = advance_search(kube, service, previous.get("tuning"), config, listed)
             tuning_status, trial_jobs_done = step.status, step.finished_jobs
             best = step.search.best
             if step.search.finished and best is not None:

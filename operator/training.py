@@ -141,22 +141,31 @@ def owned_by(item: Mapping[str, Any], uid: str | None) -> bool:
     return any(owner.get("uid") == uid for owner in owners)
 
 
+def list_jobs(kube: Kube, service: ModelService) -> list[dict[str, Any]]:
+    """Every Job labelled as this ModelService's: its trainings and its search's trials."""
+    selector = f"{MODEL_SERVICE_LABEL}={service.name}"
+    return kube.list("batch/v1", "Job", service.namespace or "default", selector)
+
+
 def observe_training(
-    kube: Kube, service: ModelService, known: Sequence[VersionStatus]
+    kube: Kube,
+    service: ModelService,
+    known: Sequence[VersionStatus],
+    listed: list[dict[str, Any]] | None = None,
 ) -> list[JobObservation]:
     """Observations of this ModelService's Jobs whose versions are not recorded as final.
 
     When the status already records a version of the current spec.training, only the Jobs
-    it lists as training are read, by name. Otherwise all the ModelService's Jobs are listed:
-    a crash between creating a Job and recording it leaves a Job only a listing finds.
+    it lists as training are read, by name. Otherwise all the ModelService's Jobs are read
+    (`listed`, when the caller has just listed them): a crash between creating a Job and
+    recording it leaves a Job only a listing finds.
     """
     namespace = service.namespace or "default"
     final = {record.version for record in known if record.state in FINAL_STATES}
     observations = []
     jobs: list[dict[str, Any]]
     if needs_training(known, service.spec.training.fingerprint()):
-        selector = f"{MODEL_SERVICE_LABEL}={service.name}"
-        jobs = kube.list("batch/v1", "Job", namespace, selector)
+        jobs = listed if listed is not None else list_jobs(kube, service)
     else:
         found = (
             kube.get("batch/v1", "Job", namespace, record.job)

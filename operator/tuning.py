@@ -96,21 +96,33 @@ def observe_trial(kube: Kube, job: Mapping[str, Any], namespace: str) -> TrialOb
     )
 
 
-def _trial_jobs(kube: Kube, service: ModelService) -> list[dict[str, Any]]:
-    namespace = service.namespace or "default"
-    selector = f"{MODEL_SERVICE_LABEL}={service.name},{TRIAL_LABEL}"
+def _trial_jobs(
+    kube: Kube, service: ModelService, listed: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The search's trial Jobs, from `listed` (all the ModelService's Jobs, just listed) or
+    from a listing of their own."""
+    if listed is None:
+        namespace = service.namespace or "default"
+        selector = f"{MODEL_SERVICE_LABEL}={service.name},{TRIAL_LABEL}"
+        listed = kube.list("batch/v1", "Job", namespace, selector)
     return [
         job
-        for job in kube.list("batch/v1", "Job", namespace, selector)
-        if owned_by(job, service.uid)
+        for job in listed
+        if TRIAL_LABEL in ((job.get("metadata") or {}).get("labels") or {})
+        and owned_by(job, service.uid)
     ]
 
 
-def stop_other_searches(kube: Kube, service: ModelService, keep: str | None) -> None:
+def stop_other_searches(
+    kube: Kube,
+    service: ModelService,
+    keep: str | None,
+    listed: list[dict[str, Any]] | None = None,
+) -> None:
     """Delete the trial Jobs of searches other than `keep` (an older spec.training's, or any
     when the spec no longer tunes): their results are no longer wanted."""
     namespace = service.namespace or "default"
-    for job in _trial_jobs(kube, service):
+    for job in _trial_jobs(kube, service, listed):
         meta = job.get("metadata") or {}
         if (meta.get("labels") or {}).get(SEARCH_LABEL) != keep:
             kube.delete("batch/v1", "Job", namespace, str(meta["name"]))
@@ -121,6 +133,7 @@ def advance_search(
     service: ModelService,
     previous: Mapping[str, Any] | None,
     config: OperatorConfig,
+    listed: list[dict[str, Any]] | None = None,
 ) -> SearchStep:
     """Record the finished trials of spec.training.tuning's search and start the next ones,
     up to parallelTrials at once and maxTrials in all."""
@@ -133,7 +146,7 @@ def advance_search(
     known = known_trials(previous, fingerprint)
     final = {record.trial for record in known if record.state in FINAL_STATES}
     observations = []
-    for job in _trial_jobs(kube, service):
+    for job in _trial_jobs(kube, service, listed):
         labels = (job.get("metadata") or {}).get("labels") or {}
         if labels.get(SEARCH_LABEL) != fingerprint:
             continue

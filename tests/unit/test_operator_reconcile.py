@@ -122,3 +122,52 @@ def test_a_termination_message_reaches_status_redacted_printable_and_bounded() -
     assert "\x1b" not in failure and "\x00" not in failure and "\r" not in failure
     assert "AWS_SECRET_ACCESS_KEY=[redacted]" in failure
     assert len(failure) < 1000
+
+
+class CallsKube:
+    """An empty namespace that records every call a reconcile makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def list(self, api_version, kind, namespace, selector):  # type: ignore[no-untyped-def]
+        self.calls.append(("list", kind))
+        return []
+
+    def get(self, api_version, kind, namespace, name):  # type: ignore[no-untyped-def]
+        self.calls.append(("get", kind))
+        return None
+
+    def apply(self, manifest):  # type: ignore[no-untyped-def]
+        self.calls.append(("apply", manifest["kind"]))
+        return manifest
+
+    def delete(self, api_version, kind, namespace, name):  # type: ignore[no-untyped-def]
+        self.calls.append(("delete", kind))
+        return False
+
+    def patch_status(self, api_version, kind, namespace, name, status):  # type: ignore[no-untyped-def]
+        self.calls.append(("patch_status", kind))
+        return {}
+
+
+SEARCH = {"maxTrials": 2, "parallelTrials": 2, "parameters": {"batchSize": {"choices": [32, 64]}}}
+
+
+@pytest.mark.parametrize("tuning", [None, SEARCH])
+def test_a_new_model_service_costs_one_job_listing_before_its_jobs(tuning: object) -> None:
+    # At a thousand ModelServices applied at once the API server is the bottleneck: a first
+    # reconcile asks only what it needs before the Jobs exist.
+    training: dict = {"dataset": {"uri": "builtin:chinese-reviews"}}  # type: ignore[type-arg]
+    if tuning is not None:
+        training["tuning"] = tuning
+    body = {
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {"storage": {"uri": "s3://models/m"}, "training": training},
+    }
+    kube = CallsKube()
+    reconcile(kube, body, OperatorConfig())  # type: ignore[arg-type]
+    assert kube.calls[0] == ("list", "Job")
+    assert ("list", "Job") not in kube.calls[1:]
+    assert kube.calls.count(("apply", "Job")) == (1 if tuning is None else 2)
+    assert kube.calls[-1] == ("patch_status", "ModelService")

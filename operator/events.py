@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfmaas.operator.search import search_summary
-from tfmaas.operator.status import PHASE_FAILED, QUIET_REASONS, READY
+from tfmaas.operator.status import PHASE_FAILED, QUIET_REASONS, READY, RECOVERY_REASONS
 from tfmaas.operator.versions import FAILED, SUCCEEDED
 
 
@@ -19,19 +19,29 @@ class Event:
 
 
 def transitions(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[Event]:
-    """An Event for each condition whose status or reason changed, and for a new phase."""
+    """An Event for each condition whose status or reason changed, and for a new phase that
+    no condition's Event explains.
+
+    Each Event is a write to the API server: at a thousand ModelServices, Events that repeat
+    each other were a quarter of the operator's requests.
+    """
     old = {c.get("type"): c for c in previous.get("conditions") or []}
     events = []
     for entry in current.get("conditions") or []:
-        before = old.get(entry["type"]) or {}
-        if (before.get("status"), before.get("reason")) == (entry["status"], entry["reason"]):
+        before = old.get(entry["type"])
+        if before is not None and (before.get("status"), before.get("reason")) == (
+            entry["status"],
+            entry["reason"],
+        ):
             continue
         if entry["reason"] in QUIET_REASONS:
+            continue
+        if entry["reason"] in RECOVERY_REASONS and before is None:
             continue
         kind = "Warning" if entry["status"] == "False" and entry["type"] != READY else "Normal"
         events.append(Event(kind, entry["reason"], entry["message"]))
     events.extend(_search_finished(previous.get("tuning"), current.get("tuning")))
-    if previous.get("phase") != current.get("phase"):
+    if previous.get("phase") != current.get("phase") and not events:
         events.append(
             Event(
                 "Warning" if current.get("phase") == PHASE_FAILED else "Normal",

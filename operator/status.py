@@ -33,7 +33,11 @@ VERSIONS_RESOLVED = "VersionsResolved"
 SPEC_VALID = "SpecValid"
 SERVING_TENSORFLOW = "ServingTensorFlowCompatible"
 # Reasons of conditions that say nothing yet, so no Event tells of them.
-QUIET_REASONS = ("NotStarted", "NoTrainedVersion", "NoServedVersion")
+# Reasons that restate what another condition's Event already says (a training started,
+# nothing is served yet): no Event of their own.
+QUIET_REASONS = ("NotStarted", "NoTrainedVersion", "NoServedVersion", "NoServableVersion")
+# Reasons worth an Event only as a recovery, not when their condition first appears.
+RECOVERY_REASONS = ("Resolved",)
 TEACHER_NOT_PUBLISHED = "TeacherNotPublished"
 SEARCH_FAILED = "SearchFailed"
 

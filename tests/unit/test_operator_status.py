@@ -124,14 +124,30 @@ def test_transition_time_moves_only_with_status() -> None:
     down = status_of([ok(1)], ServingPlan(1, None), deployment(1, ready=0), previous=same, now="T3")
     assert conditions(down)["Ready"]["lastTransitionTime"] == "T3"
     events = transitions(same, down)
-    assert [e.reason for e in events] == ["NoReadyReplicas", "PhaseDegraded"]
+    # The condition's Event says why; the phase it implies adds no Event of its own.
+    assert [e.reason for e in events] == ["NoReadyReplicas"]
 
 
 def test_events_on_first_status() -> None:
     status = status_of([VersionStatus(1, TRAINING, "h", "m-train-1")], ServingPlan(None, None))
     reasons = [event.reason for event in transitions({}, status)]
-    assert "Training" in reasons and "PhaseTraining" in reasons
-    assert "NotStarted" not in reasons
+    # One Event says it all: nothing servable yet and no pin to resolve are not news.
+    assert reasons == ["Training"]
+
+
+def test_a_phase_change_no_condition_explains_is_an_event() -> None:
+    status = status_of([ok(1)], ServingPlan(1, None), deployment(1))
+    moved = {**status, "phase": "Degraded"}
+    assert [e.reason for e in transitions(status, moved)] == ["PhaseDegraded"]
+
+
+def test_a_pin_problem_and_its_recovery_are_events() -> None:
+    fine = status_of([ok(1)], ServingPlan(1, None), deployment(1))
+    pinned = ServingPlan(1, None, (Problem("PinnedVersionUnavailable", "pin 9 unknown"),))
+    broken = status_of([ok(1)], pinned, deployment(1), previous=fine)
+    assert [e.reason for e in transitions(fine, broken)] == ["PinnedVersionUnavailable"]
+    again = status_of([ok(1)], ServingPlan(1, None), deployment(1), previous=broken)
+    assert [e.reason for e in transitions(broken, again)] == ["Resolved"]
 
 
 def test_invalid_spec_status_keeps_other_conditions() -> None:

@@ -26,7 +26,7 @@ from tfmaas.operator.naming import (
     MODEL_SERVICE_LABEL,
 )
 from tfmaas.operator.reconcile import InvalidModelService
-from tfmaas.operator.reconcile_runner import Reconciler
+from tfmaas.operator.reconcile_runner import WORKERS, Reconciler
 
 CONFIG = OperatorConfig.load()
 OWNED: Mapping[str, Any] = {  # kopf's label filter values: a string or kopf.PRESENT
@@ -59,7 +59,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.scanning.disabled = True
     # Reconciles block on API calls in threads; many ModelServices need many threads.
     asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile")
+        concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="reconcile")
     )
     memo["reconciler"] = Reconciler(await asyncio.to_thread(connect), CONFIG)
 

@@ -23,6 +23,7 @@ from tfmaas.operator.apply import Applier
 from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError
 from tfmaas.operator.naming import VERSION_LABEL, gateway_cluster_role_binding_name
+from tfmaas.operator.priority_gate import PriorityGate
 from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile, unchanged
 from tfmaas.redact import safe_message
 
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 EVENT_MESSAGE_LIMIT = 1000
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 COALESCE_SECONDS = 0.3
+# Reconciles block on API calls in this many threads (the event loop's default executor).
+WORKERS = 16
+# Who goes first when every worker is busy: what a user asked for (a new or changed
+# ModelService, or one found on start), then what its objects report, then the safety net.
+OWNED_PRIORITY, RESYNC_PRIORITY = 1, 2
+PRIORITIES = {"owned": OWNED_PRIORITY, "resync": RESYNC_PRIORITY}
 
 Key = tuple[str, str]
 
@@ -45,6 +52,7 @@ class Reconciler:
         self.kube = kube
         self.config = config
         self.clock = clock
+        self.gate = PriorityGate(WORKERS)
         self.applier = Applier(
             kube, max_age=config.resync_seconds, absent_max_age=config.drift_resync_seconds
         )
@@ -92,7 +100,8 @@ class Reconciler:
                 return None
             metrics.TRIGGERS.labels(trigger).inc()
             self._settled.pop(key, None)
-            return await self._run_locked(namespace, name)
+            async with self.gate.hold(PRIORITIES.get(trigger, 0)):
+                return await self._run_locked(namespace, name)
 
     async def _run_locked(self, namespace: str, name: str) -> Outcome | None:
         # Always the stored object: a handler's body may predate the last status write.

@@ -4,7 +4,8 @@ ModelService concerned.
 Triggers: the ModelService's own create/update/resume (with kopf's retries: a transient API
 fault is a TemporaryError with backoff, an invalid spec a PermanentError), updates of the
 Jobs and Deployments it owns that change what a reconcile reads (so a finished training or
-a ready replica is noticed at once), and a periodic timer as a safety net.
+a ready replica is noticed at once), and a periodic resync as a safety net (one loop in the
+Reconciler, fed the resourceVersions this module's ModelService watch sees).
 """
 
 from __future__ import annotations
@@ -61,7 +62,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="reconcile")
     )
-    memo["reconciler"] = Reconciler(await asyncio.to_thread(connect), CONFIG)
+    memo["reconciler"] = reconciler = Reconciler(await asyncio.to_thread(connect), CONFIG)
+    memo["resync"] = asyncio.create_task(reconciler.resync_forever(), name="resync")
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync")
+    if task is not None:
+        task.cancel()
 
 
 async def _reconcile_with_retries(
@@ -88,26 +97,17 @@ async def model_service_changed(
     await _reconcile_with_retries(namespace, name, memo, trigger=str(reason))
 
 
-@kopf.timer(
-    GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds
-)
-async def resync(
-    namespace: str | None, name: str, memo: Any, body: Mapping[str, Any], **_: Any
-) -> None:
-    # kopf keeps a timer's body current from its watch: a settled ModelService whose
-    # resourceVersion has not moved costs no request at all.
-    resource_version = (body.get("metadata") or {}).get("resourceVersion")
-    await _reconcile_with_retries(
-        namespace, name, memo, trigger="resync", resource_version=resource_version
-    )
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def model_service_event(
-    type: str, namespace: str | None, name: str, memo: Any, **_: Any
+    type: str, namespace: str | None, name: str, memo: Any, body: Mapping[str, Any], **_: Any
 ) -> None:
+    # The periodic resync (Reconciler.resync_forever) needs only this: a settled
+    # ModelService whose resourceVersion has not moved costs no request at all.
     if type == "DELETED":
         _reconciler(memo).forget(namespace or "default", name)
+    else:
+        resource_version = (body.get("metadata") or {}).get("resourceVersion")
+        _reconciler(memo).saw(namespace or "default", name, resource_version)
 
 
 # Pods need no watch: a training pod's end shows in its Job, a serving pod's readiness in its

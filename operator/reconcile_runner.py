@@ -24,6 +24,7 @@ from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError
 from tfmaas.operator.naming import VERSION_LABEL, gateway_cluster_role_binding_name
 from tfmaas.operator.priority_gate import PriorityGate
+from tfmaas.operator.resync_schedule import ResyncSchedule
 from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile, unchanged
 from tfmaas.redact import safe_message
 
@@ -53,6 +54,7 @@ class Reconciler:
         self.config = config
         self.clock = clock
         self.gate = PriorityGate(WORKERS)
+        self.schedule = ResyncSchedule(config.resync_seconds, clock)
         self.applier = Applier(
             kube, max_age=config.resync_seconds, absent_max_age=config.drift_resync_seconds
         )
@@ -143,23 +145,45 @@ class Reconciler:
             self._settled[(namespace, name)] = (str(resource_version), self.clock())
         return outcome
 
-    def request(self, namespace: str, name: str) -> None:
+    def saw(self, namespace: str, name: str, resource_version: str | None) -> None:
+        """The ModelService's watch reported it (listed, added or modified)."""
+        self.schedule.saw((namespace, name), resource_version)
+
+    async def resync_forever(self) -> None:
+        """The safety net: each known ModelService about once per resync_seconds, skipped
+        while it is settled (see `settled`)."""
+        tick = min(1.0, self.config.resync_seconds)
+        while True:
+            await asyncio.sleep(tick)
+            for (namespace, name), version in self.schedule.due():
+                self.request(namespace, name, trigger="resync", resource_version=version)
+
+    def request(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        trigger: str = "owned",
+        resource_version: str | None = None,
+    ) -> None:
         """Ask for a reconcile soon; requests while one is queued add nothing."""
         key = (namespace, name)
         if key in self._queued:
             return
         self._queued.add(key)
-        task = asyncio.create_task(self._requested(namespace, name))
+        task = asyncio.create_task(self._requested(namespace, name, trigger, resource_version))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _requested(self, namespace: str, name: str) -> None:
+    async def _requested(
+        self, namespace: str, name: str, trigger: str, resource_version: str | None
+    ) -> None:
         # Owned objects change in bursts (a Job's pod starts, finishes, the Job completes):
         # a short wait folds a burst into one reconcile.
         await asyncio.sleep(COALESCE_SECONDS)
         for delay in (*RETRY_DELAYS, None):
             try:
-                await self.run(namespace, name, trigger="owned")
+                await self.run(namespace, name, trigger, resource_version=resource_version)
                 return
             except InvalidModelService:
                 return
@@ -206,6 +230,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.applier.forget(namespace, name)
+        self.schedule.forget((namespace, name))
         self._settled.pop((namespace, name), None)
         model_metrics.remove(namespace=namespace, name=name)
         # The access gateway's ClusterRoleBinding is cluster-scoped, so it has no owner to be

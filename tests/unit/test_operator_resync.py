@@ -33,6 +33,9 @@ class CountingKube:
         metadata = {"name": name, "namespace": namespace, "resourceVersion": self.resource_version}
         return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "status": READY}
 
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        return False
+
 
 class Clock:
     def __init__(self) -> None:
@@ -208,3 +211,52 @@ def test_drift_state_covers_what_was_applied_not_what_controllers_report() -> No
     assert observed_state(hpa) == observed_state(later)
     assert observed_state(hpa) != observed_state({**hpa, "spec": {"minReplicas": 2}})
     assert observed_state(hpa) != observed_state({**hpa, "metadata": {"labels": {}}})
+
+
+def test_the_schedule_brings_each_model_service_once_per_interval_with_its_latest_version() -> None:
+    from tfmaas.operator.resync_schedule import ResyncSchedule
+
+    clock = Clock()
+    schedule = ResyncSchedule(60.0, clock)
+    schedule.saw(("a", "one"), "1")
+    clock.now += 30
+    schedule.saw(("a", "two"), "7")
+    schedule.saw(("a", "one"), "2")  # an update does not postpone it
+    assert schedule.due() == []
+    clock.now += 30
+    assert schedule.due() == [(("a", "one"), "2")]
+    assert schedule.due() == []
+    clock.now += 30
+    assert schedule.due() == [(("a", "two"), "7")]
+    schedule.forget(("a", "one"))
+    clock.now += 60
+    assert schedule.due() == [(("a", "two"), "7")]
+    assert len(schedule) == 1
+
+
+def test_the_resync_loop_runs_due_model_services_and_skips_settled_ones(
+    stub_reconcile: list[dict[str, Any]],
+) -> None:
+    kube, clock = CountingKube(), Clock()
+
+    async def scenario() -> None:
+        config = OperatorConfig(resync_seconds=0.05, drift_resync_seconds=3600.0)
+        r = Reconciler(kube, config, clock=clock)  # type: ignore[arg-type]
+        await r.run(NS, NAME, "create")
+        r.saw(NS, NAME, "5")
+        loop = asyncio.create_task(r.resync_forever())
+        clock.now += 1
+        await asyncio.sleep(0.5)
+        assert kube.gets == 1  # due, but settled at the version its watch saw
+        r.saw(NS, NAME, "6")  # someone wrote it
+        clock.now += 1
+        await asyncio.sleep(0.5)
+        assert kube.gets == 2
+        r.forget(NS, NAME)
+        clock.now += 1
+        await asyncio.sleep(0.5)
+        assert kube.gets == 2
+        loop.cancel()
+        await _drain(r)
+
+    run(scenario)

@@ -272,6 +272,10 @@ def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout
 
         jobs = wait_all(client.job_owners, count, start, deadline, operator)
         summary("training Jobs exist, from the first create", jobs, count)
+        print(
+            f"  operator CPU until then: {cpu.seconds() - cpu_start:.1f}s in "
+            f"{time.monotonic() - start:.0f}s"
+        )
         ready = wait_all(client.ready_services, count, start, deadline, operator)
         summary("ModelServices Ready, from the first create", ready, count)
         converged = time.monotonic()

@@ -24,8 +24,8 @@ from tfmaas.operator.config import OperatorConfig
 from tfmaas.operator.kube import Kube, KubeError
 from tfmaas.operator.naming import VERSION_LABEL, gateway_cluster_role_binding_name
 from tfmaas.operator.priority_gate import PriorityGate
-from tfmaas.operator.resync_schedule import ResyncSchedule
 from tfmaas.operator.reconcile import InvalidModelService, Outcome, reconcile, unchanged
+from tfmaas.operator.resync_schedule import ResyncSchedule
 from tfmaas.redact import safe_message
 
 log = logging.getLogger(__name__)

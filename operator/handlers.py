@@ -104,7 +104,7 @@ async def model_service_event(
     # The periodic resync (Reconciler.resync_forever) needs only this: a settled
     # ModelService whose resourceVersion has not moved costs no request at all.
     if type == "DELETED":
-        _reconciler(memo).forget(namespace or "default", name)
+        await _reconciler(memo).forget(namespace or "default", name)
     else:
         resource_version = (body.get("metadata") or {}).get("resourceVersion")
         _reconciler(memo).saw(namespace or "default", name, resource_version)

@@ -109,7 +109,7 @@ class Reconciler:
         # Always the stored object: a handler's body may predate the last status write.
         body = await asyncio.to_thread(self.kube.get, API_VERSION, KIND, namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            self.forget(namespace, name)
+            await self.forget(namespace, name)
             return None
         metadata = body.get("metadata") or {}
         started = time.monotonic()
@@ -228,11 +228,20 @@ class Reconciler:
         self._settled.pop((namespace, service), None)
         self.request(namespace, service)
 
-    def forget(self, namespace: str, name: str) -> None:
+    async def forget(self, namespace: str, name: str) -> None:
+        """The ModelService is gone: drop what is kept of it, and delete what its owner
+        reference cannot take with it."""
         self.applier.forget(namespace, name)
         self.schedule.forget((namespace, name))
         self._settled.pop((namespace, name), None)
         model_metrics.remove(namespace=namespace, name=name)
+        # A blocking call, kept off the event loop that every watch and handler shares.
+        await asyncio.to_thread(self._delete_gateway_binding, namespace, name)
+        lock = self._locks.get((namespace, name))
+        if lock is not None and not lock.locked():
+            self._locks.pop((namespace, name), None)
+
+    def _delete_gateway_binding(self, namespace: str, name: str) -> None:
         # The access gateway's ClusterRoleBinding is cluster-scoped, so it has no owner to be
         # garbage-collected with: it goes with the ModelService here.
         try:
@@ -248,9 +257,6 @@ class Reconciler:
                 exc,
                 extra=object_ref(namespace=namespace, name=name),
             )
-        lock = self._locks.get((namespace, name))
-        if lock is not None and not lock.locked():
-            self._locks.pop((namespace, name), None)
 
 
 def already_invalid(body: Mapping[str, Any], message: str) -> bool:

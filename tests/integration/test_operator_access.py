@@ -5,6 +5,7 @@ Deployment. No node runs here, so the pods themselves are the e2e suite's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -169,7 +170,7 @@ def test_forgetting_the_model_service_deletes_its_cluster_role_binding(
     setup: Setup, cluster: LocalCluster
 ) -> None:
     setup.kube.apply(build_gateway_cluster_role_binding(setup.service))
-    Reconciler(setup.kube, CONFIG).forget(setup.namespace, "sentiment")
+    asyncio.run(Reconciler(setup.kube, CONFIG).forget(setup.namespace, "sentiment"))
     name = f"tfmaas-access-gateway:{setup.namespace}:sentiment"
     assert cluster.kubectl("get", "clusterrolebinding", name, check=False).returncode != 0
 

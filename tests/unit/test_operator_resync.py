@@ -252,7 +252,7 @@ def test_the_resync_loop_runs_due_model_services_and_skips_settled_ones(
         clock.now += 1
         await asyncio.sleep(0.5)
         assert kube.gets == 2
-        r.forget(NS, NAME)
+        await r.forget(NS, NAME)
         clock.now += 1
         await asyncio.sleep(0.5)
         assert kube.gets == 2

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,14 @@ from typing import Any
 import pytest
 
 from tests.integration.operator_harness import (
-    OperatorProcess,
-    create_restricted_namespace,
-    install_crd,
-    operator_kubeconfig,
     wait_for,
 )
-from tests.integration.test_operator_lifecycle import TIMEOUT, Harness, model_service
+from tests.integration.test_operator_lifecycle import (
+    TIMEOUT,
+    Harness,
+    model_service,
+    operator_harness,
+)
 from tfmaas.dev.cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -53,27 +53,17 @@ ALLOWED = "registry.example/team/"
 
 @pytest.fixture(scope="module")
 def harness(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    install_crd(cluster)
-    namespace = f"guard-{uuid.uuid4().hex[:6]}"
-    create_restricted_namespace(cluster, namespace)
-    kubeconfig = operator_kubeconfig(cluster, namespace)
-    log_path = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    operator = OperatorProcess(
-        kubeconfig,
-        namespace,
-        log_path,
+    with operator_harness(
+        cluster,
+        tmp_path_factory,
+        "guard",
         extra_env={
             "TFMAAS_ALLOWED_IMAGES": json.dumps([ALLOWED]),
             "TFMAAS_DEFAULT_STORE_SECRET": "shared-store",
             "TFMAAS_STATUS_VERSIONS_KEPT": "2",
         },
-    )
-    operator.start()
-    try:
-        yield Harness(cluster, namespace, operator)
-    finally:
-        operator.stop()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    ) as harness:
+        yield harness
 
 
 def events_of(harness: Harness, name: str) -> list[dict[str, Any]]:

@@ -19,9 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.operator_harness import (
-    wait_for,
-)
+from tests.integration.operator_harness import wait_for
 from tests.integration.test_operator_lifecycle import (
     TIMEOUT,
     Harness,

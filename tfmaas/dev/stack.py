@@ -264,10 +264,11 @@ def install_keda(cluster: LocalCluster, node: LocalNode, directory: Path) -> ked
             host_port=secure_port,
         )
         ca_bundle = (directory / "certs" / "ca.crt").read_bytes()
+        api_service_name = f"{keda.EXTERNAL_METRICS_VERSION}.{keda.EXTERNAL_METRICS_GROUP}"
         api_service = {
             "apiVersion": "apiregistration.k8s.io/v1",
             "kind": "APIService",
-            "metadata": {"name": f"{keda.EXTERNAL_METRICS_VERSION}.{keda.EXTERNAL_METRICS_GROUP}"},
+            "metadata": {"name": api_service_name},
             "spec": {
                 "service": {
                     "name": keda.ADAPTER_SERVICE,
@@ -286,7 +287,7 @@ def install_keda(cluster: LocalCluster, node: LocalNode, directory: Path) -> ked
         cluster.kubectl(
             "wait",
             "--for=condition=Available",
-            f"apiservice/{api_service['metadata']['name']}",
+            f"apiservice/{api_service_name}",
             "--timeout=120s",
         )
     except BaseException:

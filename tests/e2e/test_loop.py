@@ -24,6 +24,8 @@ from tfmaas.dev.minio import MinioServer
 from tfmaas.dev.monitoring import LocalPrometheus
 from tfmaas.dev.pki import CertificateAuthority, CertRequest, certificate_pem, private_key_pem
 from tfmaas.errors import TfmaasError
+from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.manifests.scaledobject import request_rate_query
 from tfmaas.operator.naming import SERVING_CONTAINER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -348,15 +350,25 @@ def test_keda_scales_the_serving_deployment_out_on_the_request_rate(
 ) -> None:
     """engine keda on the running sample: the operator replaces its HPA by a ScaledObject, KEDA
     makes keda-hpa-sentiment from it, and under bounded load (about 8 requests/s from plain
-    stubs for at most 4 minutes, against 2 per pod) KEDA's operator reads the rate from
-    Prometheus, its metrics server hands it to that HPA, and a second replica comes up with no
-    call failing. Back to engine hpa, the ScaledObject and KEDA's HPA go."""
+    stubs for at most 4 minutes, against 2 per pod, once earlier tests' rate has gone) KEDA's
+    operator reads the rate from Prometheus, its metrics server hands it to that HPA, and a
+    second replica comes up with no call failing. Back to engine hpa, the ScaledObject and
+    KEDA's HPA go."""
     cluster = node_cluster.cluster
     keda_hpa = f"keda-hpa-{NAME}"
     before = cluster.kubectl_json("get", "ms", NAME)["spec"]["serving"]["autoscaling"]
     assert len(_ready_serving_pods(node_cluster)) == 1, "the test starts from one replica"
+    target = 2
+    # The rate KEDA will read, from the sample's Prometheus: the load of earlier tests must
+    # have left its window first, or the replica would not be this test's load's doing.
+    query = request_rate_query(namespace=NAMESPACE, name=NAME, window=OperatorConfig().rate_window)
+
+    def quiet() -> bool:
+        return sum(float(series["value"][1]) for series in loop.prometheus.query(query)) < 1
+
+    _wait("the request rate of earlier tests to leave the window", quiet, 240, lambda: query)
     autoscaling = {"enabled": True, "engine": "keda", "minReplicas": 1, "maxReplicas": 2}
-    autoscaling["targetRequestsPerSecond"] = 2
+    autoscaling["targetRequestsPerSecond"] = target
     patch = {"spec": {"serving": {"autoscaling": autoscaling}}}
     switched = time.monotonic()
     cluster.kubectl("patch", "ms", NAME, "--type=merge", "-p", json.dumps(patch))
@@ -392,6 +404,8 @@ def test_keda_scales_the_serving_deployment_out_on_the_request_rate(
     )
     scaled_object = cluster.kubectl_json("get", "scaledobject", NAME)
     assert _condition(scaled_object, "Ready"), scaled_object.get("status")
+    assert scaled_object["spec"]["triggers"][0]["metadata"]["query"] == query
+    assert len(_ready_serving_pods(node_cluster)) == 1, "scaled out before the load"
 
     with load:
         started = time.monotonic()

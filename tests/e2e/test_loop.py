@@ -19,10 +19,13 @@ import yaml
 
 from tests.e2e.conftest import NodeCluster
 from tests.fixtures.plain_load import PlainLoad
-from tfmaas.dev import images, stack
+from tfmaas.dev import images, keda, stack, tools
 from tfmaas.dev.minio import MinioServer
 from tfmaas.dev.monitoring import LocalPrometheus
 from tfmaas.dev.pki import CertificateAuthority, CertRequest, certificate_pem, private_key_pem
+from tfmaas.errors import TfmaasError
+from tfmaas.operator.config import OperatorConfig
+from tfmaas.operator.manifests.scaledobject import request_rate_query
 from tfmaas.operator.naming import SERVING_CONTAINER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -71,13 +74,21 @@ def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) ->
             host_port=minio.port,
         )
         stack.create_store_secret(cluster, minio, NAMESPACE)
-        stack.install_chart(cluster, built, extra_values={"networkPolicy.enabled": "false"})
         prometheus = stack.start_prometheus(cluster, tmp_path_factory.mktemp("e2e-prometheus"))
-        adapter = stack.install_metrics_adapter(cluster, node, prometheus)
         try:
-            yield Loop(minio=minio, prometheus=prometheus, built=built)
+            values = {
+                "networkPolicy.enabled": "false",
+                # KEDA's operator (a host process here, see keda_on_node) queries the
+                # Prometheus each ScaledObject names itself: this one, on loopback.
+                "monitoring.kedaPrometheusAddress": prometheus.url,
+            }
+            stack.install_chart(cluster, built, extra_values=values)
+            adapter = stack.install_metrics_adapter(cluster, node, prometheus)
+            try:
+                yield Loop(minio=minio, prometheus=prometheus, built=built)
+            finally:
+                adapter.stop()
         finally:
-            adapter.stop()
             prometheus.stop()
     finally:
         minio.stop()
@@ -303,6 +314,135 @@ def test_scale_in_under_load_fails_no_request_of_a_plain_client(
     figures["requests during scale-in 2 → 1 (plain stub, no retries)"] = load.summary()
     assert load.ok > 0
     assert load.failed == 0, (load.summary(), dict(load.errors))
+
+
+@pytest.fixture(scope="module")
+def keda_on_node(
+    node_cluster: NodeCluster, loop: Loop, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[keda.LocalKeda]:
+    """KEDA's operator and metrics server, built from the pinned module, as host processes
+    registered with the node's cluster (stack.install_keda)."""
+    try:
+        for binary in ("keda-operator", "keda-adapter"):
+            tools.ensure(binary)
+    except (TfmaasError, OSError) as exc:
+        pytest.skip(f"KEDA's operator and metrics server cannot be built here: {exc}")
+    installed = stack.install_keda(
+        node_cluster.cluster, node_cluster.node, tmp_path_factory.mktemp("e2e-keda")
+    )
+    try:
+        yield installed
+    finally:
+        installed.stop()
+
+
+def _hpa_names(cluster: Any) -> set[str]:
+    return {hpa["metadata"]["name"] for hpa in cluster.kubectl_json("get", "hpa")["items"]}
+
+
+def _condition(resource: dict[str, Any], kind: str) -> bool:
+    conditions = resource.get("status", {}).get("conditions", [])
+    return any(c["type"] == kind and c["status"] == "True" for c in conditions)
+
+
+def test_keda_scales_the_serving_deployment_out_on_the_request_rate(
+    node_cluster: NodeCluster, loop: Loop, keda_on_node: keda.LocalKeda, figures: dict[str, str]
+) -> None:
+    """engine keda on the running sample: the operator replaces its HPA by a ScaledObject, KEDA
+    makes keda-hpa-sentiment from it, and under bounded load (about 8 requests/s from plain
+    stubs for at most 4 minutes, against 2 per pod, once earlier tests' rate has gone) KEDA's
+    operator reads the rate from Prometheus, its metrics server hands it to that HPA, and a
+    second replica comes up with no call failing. Back to engine hpa, the ScaledObject and
+    KEDA's HPA go."""
+    cluster = node_cluster.cluster
+    keda_hpa = f"keda-hpa-{NAME}"
+    before = cluster.kubectl_json("get", "ms", NAME)["spec"]["serving"]["autoscaling"]
+    assert len(_ready_serving_pods(node_cluster)) == 1, "the test starts from one replica"
+    target = 2
+    # The rate KEDA will read, from the sample's Prometheus: the load of earlier tests must
+    # have left its window first, or the replica would not be this test's load's doing.
+    query = request_rate_query(namespace=NAMESPACE, name=NAME, window=OperatorConfig().rate_window)
+
+    def quiet() -> bool:
+        return sum(float(series["value"][1]) for series in loop.prometheus.query(query)) < 1
+
+    _wait("the request rate of earlier tests to leave the window", quiet, 240, lambda: query)
+    autoscaling = {"enabled": True, "engine": "keda", "minReplicas": 1, "maxReplicas": 2}
+    autoscaling["targetRequestsPerSecond"] = target
+    patch = {"spec": {"serving": {"autoscaling": autoscaling}}}
+    switched = time.monotonic()
+    cluster.kubectl("patch", "ms", NAME, "--type=merge", "-p", json.dumps(patch))
+    load = PlainLoad(_service_address(cluster), NAME, threads=2, text="还不错")
+
+    def diagnose() -> str:
+        return "\n".join(
+            [
+                *(
+                    cluster.kubectl(*args, check=False).stdout[-3000:]
+                    for args in (
+                        ("get", "ms,scaledobject,hpa,pods", "-o", "wide"),
+                        ("describe", "hpa"),
+                        ("get", "scaledobject", NAME, "-o", "jsonpath={.status}"),
+                        ("get", "apiservice", f"v1beta1.{keda.EXTERNAL_METRICS_GROUP}"),
+                    )
+                ),
+                keda_on_node.log_tails(),
+                f"requests: {load.summary()} {dict(load.errors)}",
+            ]
+        )
+
+    # KEDA's HPA alone scales the Deployment, and reads its metric through KEDA's metrics
+    # server (ScalingActive: a value came back; none yet reads as 0 requests/s).
+    def keda_hpa_reads_its_metric() -> bool:
+        if _hpa_names(cluster) != {keda_hpa}:
+            return False
+        return _condition(cluster.kubectl_json("get", "hpa", keda_hpa), "ScalingActive")
+
+    _wait("KEDA's HPA to read its external metric", keda_hpa_reads_its_metric, 180, diagnose)
+    figures["switch to engine keda → KEDA's HPA reads its metric"] = (
+        f"{time.monotonic() - switched:.0f} s"
+    )
+    scaled_object = cluster.kubectl_json("get", "scaledobject", NAME)
+    assert _condition(scaled_object, "Ready"), scaled_object.get("status")
+    assert scaled_object["spec"]["triggers"][0]["metadata"]["query"] == query
+    assert len(_ready_serving_pods(node_cluster)) == 1, "scaled out before the load"
+
+    with load:
+        started = time.monotonic()
+        _wait(
+            "a second Ready serving replica",
+            lambda: len(_ready_serving_pods(node_cluster)) >= 2,
+            240,
+            diagnose,
+        )
+        figures["KEDA scale-out (load start → second replica Ready)"] = (
+            f"{time.monotonic() - started:.0f} s"
+        )
+        load.wait(10)  # calls keep flowing once the new replica serves
+    figures["requests during KEDA scale-out (plain stub, no retries)"] = load.summary()
+    assert load.ok > 0
+    assert load.failed == 0, (load.summary(), dict(load.errors))
+    # The replica is KEDA's doing: its HPA rescaled the Deployment on the external metric.
+    rescales = cluster.kubectl_json(
+        "get",
+        "events",
+        "--field-selector",
+        f"involvedObject.name={keda_hpa},reason=SuccessfulRescale",
+    )["items"]
+    reasons = [event["message"] for event in rescales]
+    assert any("external metric" in r and "above target" in r for r in reasons), diagnose()
+
+    # Back to the operator's own HPA: the ScaledObject goes, and KEDA's HPA with it.
+    back = {"spec": {"serving": {"autoscaling": {"engine": "hpa"}}}}
+    cluster.kubectl("patch", "ms", NAME, "--type=merge", "-p", json.dumps(back))
+
+    def switched_back() -> bool:
+        gone = cluster.kubectl("get", "scaledobject", NAME, check=False).returncode != 0
+        return gone and _hpa_names(cluster) == {NAME}
+
+    _wait("the ScaledObject and KEDA's HPA to go", switched_back, 120, diagnose)
+    restore = [{"op": "replace", "path": "/spec/serving/autoscaling", "value": before}]
+    cluster.kubectl("patch", "ms", NAME, "--type=json", "-p", json.dumps(restore))
 
 
 def test_rollout_under_load_with_the_operator_killed_midway_fails_no_request(

@@ -1,12 +1,19 @@
-"""KEDA's operator as a host process against a local cluster, with the CRDs of the pinned
-module (tools/keda): what the local stack and tests need to see a ModelService's ScaledObject
-become KEDA's own HPA. The module's source is read from Go's module cache, where the build
-put it."""
+"""KEDA's operator and metrics server (keda-adapter) as host processes against a local
+cluster, with the CRDs of the pinned module (tools/keda): what the local stack and tests need
+to see a ModelService's ScaledObject become KEDA's own HPA, and that HPA read its external
+metric. The module's source is read from Go's module cache, where the build put it.
+
+The two talk as in KEDA's chart: the adapter asks the operator's gRPC metrics service for each
+ScaledObject's value, over mutual TLS with one key pair and CA in a shared certificate folder
+(the chart mounts it from a Secret). Registering the adapter as the cluster's
+`external.metrics.k8s.io` needs the node's relay of a host port: `tfmaas.dev.stack.install_keda`
+does that."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from tfmaas.dev import pki, processes, tools
@@ -14,6 +21,11 @@ from tfmaas.dev.cluster import LocalCluster
 
 # The namespace KEDA keeps its cluster-wide objects in (its chart's default).
 KEDA_NAMESPACE = "keda"
+# The Service the external metrics APIService names (KEDA's chart calls it the same).
+ADAPTER_SERVICE = "keda-metrics-apiserver"
+# The API KEDA's metrics server answers: the External metric of each HPA KEDA makes.
+EXTERNAL_METRICS_GROUP = "external.metrics.k8s.io"
+EXTERNAL_METRICS_VERSION = "v1beta1"
 # Only what a ModelService's engine keda needs; the eventing CRDs are left out.
 CRD_FILES = (
     "keda.sh_scaledobjects.yaml",
@@ -44,15 +56,22 @@ def install_crds(cluster: LocalCluster) -> None:
 
 
 def write_certificates(cert_dir: Path) -> None:
-    """The gRPC metrics service's key pair and CA, which KEDA's chart would mount from a Secret
-    (its own rotation writes them into that Secret, which a host process has no use for)."""
+    """The key pair and CA KEDA's chart would mount from a Secret (its own rotation writes them
+    into that Secret, which a host process has no use for). Like the one KEDA generates, the
+    certificate serves the operator's gRPC metrics service and the metrics server's API, and is
+    the client certificate the metrics server presents to that gRPC service (mutual TLS)."""
     authority = pki.CertificateAuthority.create("keda-local-ca")
     certificate, key = authority.issue(
         pki.CertRequest(
             "keda-operator",
-            dns_names=(f"keda-operator.{KEDA_NAMESPACE}.svc", "localhost"),
+            dns_names=(
+                f"keda-operator.{KEDA_NAMESPACE}.svc",
+                f"{ADAPTER_SERVICE}.{KEDA_NAMESPACE}.svc",
+                "localhost",
+            ),
             ip_addresses=("127.0.0.1",),
             server=True,
+            client=True,
         )
     )
     cert_dir.mkdir(parents=True, exist_ok=True)
@@ -62,24 +81,31 @@ def write_certificates(cert_dir: Path) -> None:
     (cert_dir / "tls.key").chmod(0o600)
 
 
-def start_operator(cluster: LocalCluster, directory: Path) -> processes.ManagedProcess:
-    """KEDA's operator, watching every namespace, its probes and metrics on free loopback ports."""
-    cluster.kubectl("create", "namespace", KEDA_NAMESPACE, check=False)
-    env = {
+def _env(cluster: LocalCluster) -> dict[str, str]:
+    return {
         **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig),
         "WATCH_NAMESPACE": "",
         "KEDA_CLUSTER_OBJECT_NAMESPACE": KEDA_NAMESPACE,
         "POD_NAMESPACE": KEDA_NAMESPACE,
     }
+
+
+def start_operator(
+    cluster: LocalCluster, directory: Path, *, metrics_service_port: int | None = None
+) -> processes.ManagedProcess:
+    """KEDA's operator, watching every namespace, its probes and metrics on free loopback ports;
+    its gRPC metrics service (what the metrics server asks) on `metrics_service_port`."""
+    cluster.kubectl("create", "namespace", KEDA_NAMESPACE, check=False)
     write_certificates(directory / "certs")
+    grpc_port = metrics_service_port or processes.free_port()
     return processes.start(
         "keda-operator",
         [
             str(tools.ensure("keda-operator")),
             f"--metrics-bind-address=127.0.0.1:{processes.free_port()}",
             f"--health-probe-bind-address=127.0.0.1:{processes.free_port()}",
-            f"--metrics-service-bind-address=127.0.0.1:{processes.free_port()}",
+            f"--metrics-service-bind-address=127.0.0.1:{grpc_port}",
             f"--cert-dir={directory / 'certs'}",
             "--enable-cert-rotation=false",
             "--enable-webhook-patching=false",
@@ -88,5 +114,54 @@ def start_operator(cluster: LocalCluster, directory: Path) -> processes.ManagedP
             f"--ca-dir={directory / 'ca'}",
         ],
         log_path=directory / "keda-operator.log",
-        env=env,
+        env=_env(cluster),
     )
+
+
+def start_adapter(
+    cluster: LocalCluster, directory: Path, *, metrics_service_port: int, secure_port: int
+) -> processes.ManagedProcess:
+    """KEDA's metrics server on 127.0.0.1:`secure_port`, run with the flags of KEDA's own
+    Deployment (config/metrics-server): the certificates `start_operator` wrote serve its API
+    and authenticate it to the operator's gRPC metrics service on `metrics_service_port`.
+    A host process has no in-cluster config: the kubeconfig (flags, and KUBECONFIG for its
+    cache) stands in for it wherever the API server is read."""
+    certs = directory / "certs"
+    kubeconfig = str(cluster.kubeconfig)
+    return processes.start(
+        "keda-adapter",
+        [
+            str(tools.ensure("keda-adapter")),
+            "--bind-address=127.0.0.1",
+            f"--secure-port={secure_port}",
+            f"--cert-dir={certs}",
+            f"--tls-cert-file={certs / 'tls.crt'}",
+            f"--tls-private-key-file={certs / 'tls.key'}",
+            f"--metrics-service-address=127.0.0.1:{metrics_service_port}",
+            # Its own /metrics listens on every interface at this port (no bind flag).
+            f"--port={processes.free_port()}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--lister-kubeconfig={kubeconfig}",
+        ],
+        log_path=directory / "keda-adapter.log",
+        env=_env(cluster),
+    )
+
+
+@dataclass
+class LocalKeda:
+    """KEDA's two host processes; `tfmaas.dev.stack.install_keda` starts and registers them."""
+
+    operator: processes.ManagedProcess
+    adapter: processes.ManagedProcess
+
+    def log_tails(self, lines: int = 20) -> str:
+        return "\n".join(
+            f"--- {process.name} ---\n{process.log_tail(lines)}"
+            for process in (self.operator, self.adapter)
+        )
+
+    def stop(self) -> None:
+        self.adapter.stop()
+        self.operator.stop()

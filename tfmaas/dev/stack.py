@@ -7,6 +7,7 @@ chart with the local images) are functions here, so the e2e tests and `dev up` s
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import signal
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfmaas.dev import images, pki, tools
+from tfmaas.dev import images, keda, pki, processes, tools
 from tfmaas.dev.cluster import LocalCluster
 from tfmaas.dev.metrics_adapter import GROUP as METRICS_GROUP
 from tfmaas.dev.metrics_adapter import VERSION as METRICS_VERSION
@@ -232,6 +233,67 @@ def install_metrics_adapter(
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(api_service))
     return server
+
+
+def install_keda(cluster: LocalCluster, node: LocalNode, directory: Path) -> keda.LocalKeda:
+    """KEDA on the node's cluster: its CRDs, its operator and its metrics server as host
+    processes (see tfmaas.dev.keda), the metrics server registered as the cluster's
+    `external.metrics.k8s.io` through the node's relay, the way KEDA's chart registers its
+    Service. It serves the External metric of each HPA KEDA makes; the operator queries each
+    ScaledObject's Prometheus itself, so their serverAddress must be one the host reaches."""
+    keda.install_crds(cluster)
+    grpc_port, secure_port = processes.free_port(), processes.free_port()
+    operator = keda.start_operator(cluster, directory, metrics_service_port=grpc_port)
+    adapter = keda.start_adapter(
+        cluster, directory, metrics_service_port=grpc_port, secure_port=secure_port
+    )
+    installed = keda.LocalKeda(operator=operator, adapter=adapter)
+    try:
+        processes.wait_until(
+            lambda: not processes.port_is_free(secure_port),
+            timeout=60,
+            what="KEDA's metrics server to listen",
+            processes=[operator, adapter],
+        )
+        publish_host_service(
+            cluster,
+            node,
+            namespace=keda.KEDA_NAMESPACE,
+            name=keda.ADAPTER_SERVICE,
+            service_port=443,
+            host_port=secure_port,
+        )
+        ca_bundle = (directory / "certs" / "ca.crt").read_bytes()
+        api_service_name = f"{keda.EXTERNAL_METRICS_VERSION}.{keda.EXTERNAL_METRICS_GROUP}"
+        api_service = {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": api_service_name},
+            "spec": {
+                "service": {
+                    "name": keda.ADAPTER_SERVICE,
+                    "namespace": keda.KEDA_NAMESPACE,
+                    "port": 443,
+                },
+                "group": keda.EXTERNAL_METRICS_GROUP,
+                "version": keda.EXTERNAL_METRICS_VERSION,
+                # The API server checks the metrics server's certificate against KEDA's CA.
+                "caBundle": base64.b64encode(ca_bundle).decode(),
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(api_service))
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Available",
+            f"apiservice/{api_service_name}",
+            "--timeout=120s",
+        )
+    except BaseException:
+        installed.stop()
+        raise
+    return installed
 
 
 @dataclass

@@ -12,8 +12,14 @@ agrees with its unquantized self on the test split.
 The distilled − hard difference comes with its standard error from a paired bootstrap over
 the test split (the same resampled sentences score both students).
 
+`--seeds 42,43,44` repeats the three trainings on the split (and initialisation) each seed
+draws: the full table is the first seed's; every seed adds a row of test accuracies (teacher,
+students, their differences) and the summary pools them: the mean over seeds with its standard
+error across seeds, and a paired bootstrap that resamples each seed's test split on its own.
+
     python benchmarks/distill_benchmark.py [--max-examples 8000] [--requests 200] \
-        [--unlabelled 9400] [--student-units 6000] [--student-width 32] [--student-patience 6]
+        [--unlabelled 9400] [--student-units 6000] [--student-width 32] [--student-patience 6] \
+        [--test-fraction 0.1] [--validation-fraction 0.1] [--seeds 42]
 """
 
 from __future__ import annotations
@@ -56,11 +62,20 @@ class Plan:
     student_units: int = 6000
     student_width: int = 32
     student_patience: int = 2
+    test_fraction: float = 0.1
+    validation_fraction: float = 0.1
+    seed: int = 42
 
 
 def specs(plan: Plan) -> dict[str, Any]:
     data = {"uri": "builtin:chinese-reviews"}
-    hyper = {"epochs": plan.epochs, "maxExamples": plan.max_examples, "seed": 42}
+    hyper = {
+        "epochs": plan.epochs,
+        "maxExamples": plan.max_examples,
+        "seed": plan.seed,
+        "testFraction": plan.test_fraction,
+        "validationFraction": plan.validation_fraction,
+    }
     teacher = {
         "dataset": data,
         "model": {"architecture": "bag-of-ngrams", "maxTokens": 20000, "embeddingDim": 64},
@@ -97,13 +112,32 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> tuple[
 
 def paired_bootstrap(y_true: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Accuracy of `a` minus that of `b` on the test split, and its bootstrap standard error."""
+    return pooled_paired_bootstrap([(y_true, a, b)])
+
+
+def pooled_paired_bootstrap(
+    splits: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[float, float]:
+    """The mean over test splits (one per seed) of accuracy(a) − accuracy(b), and its standard
+    error from a bootstrap that resamples each split's sentences on its own (both models scored
+    on the same resampled sentences)."""
     rng = np.random.default_rng(0)
-    correct_a, correct_b = (a == y_true).astype(float), (b == y_true).astype(float)
-    differences = []
-    for _ in range(BOOTSTRAP_SAMPLES):
-        sample = rng.integers(0, len(y_true), len(y_true))
-        differences.append(correct_a[sample].mean() - correct_b[sample].mean())
-    return float(correct_a.mean() - correct_b.mean()), float(np.std(differences, ddof=1))
+    correct = [((a == y).astype(float), (b == y).astype(float)) for y, a, b in splits]
+    differences = np.zeros(BOOTSTRAP_SAMPLES)
+    for correct_a, correct_b in correct:
+        for i in range(BOOTSTRAP_SAMPLES):
+            sample = rng.integers(0, len(correct_a), len(correct_a))
+            differences[i] += correct_a[sample].mean() - correct_b[sample].mean()
+    differences /= len(correct)
+    point = float(np.mean([a.mean() - b.mean() for a, b in correct]))
+    return point, float(np.std(differences, ddof=1))
+
+
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    """The mean and its standard error across seeds (0 for one seed)."""
+    mean = float(np.mean(values))
+    error = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    return mean, error
 
 
 def serve_figures(base: Path, workdir: Path, requests: int) -> tuple[float, float]:
@@ -162,20 +196,19 @@ def main() -> int:
     parser.add_argument("--student-units", type=int, default=6000, help="pruneVocabulary")
     parser.add_argument("--student-width", type=int, default=32, help="embeddingDim")
     parser.add_argument("--student-patience", type=int, default=2, help="earlyStoppingPatience")
+    parser.add_argument("--test-fraction", type=float, default=0.1, help="testFraction")
+    parser.add_argument("--validation-fraction", type=float, default=0.1, help="validationFraction")
+    parser.add_argument(
+        "--seeds",
+        default="42",
+        help="comma-separated hyperparameters.seed values; the full table is the first one's",
+    )
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
-
-    from tfmaas.api import load_training_spec
-    from tfmaas.storage import open_store
-    from tfmaas.trainer.distill import pull_teacher
-    from tfmaas.trainer.exporting import export
-    from tfmaas.trainer.measure import directory_bytes
-    from tfmaas.trainer.quantize import quantize
-    from tfmaas.trainer.training import predicted_class_ids, prepare_data, train
+    seeds = [int(seed) for seed in args.seeds.split(",")]
 
     workdir = Path(tempfile.mkdtemp(prefix="tfmaas-distill-bench-"))
-    store_uri = (workdir / "store").as_uri()
-    plan = Plan(
+    base_plan = Plan(
         max_examples=args.max_examples,
         epochs=args.epochs,
         alpha=args.alpha,
@@ -184,23 +217,76 @@ def main() -> int:
         student_units=args.student_units,
         student_width=args.student_width,
         student_patience=args.student_patience,
+        test_fraction=args.test_fraction,
+        validation_fraction=args.validation_fraction,
     )
+    rows: list[dict[str, Any]] = []
+    per_seed: list[dict[str, Any]] = []
+    for index, seed in enumerate(seeds):
+        plan = dataclasses.replace(base_plan, seed=seed)
+        measured = run_seed(plan, workdir / f"seed-{seed}", args.requests, serve=index == 0)
+        per_seed.append(measured)
+        if index == 0:
+            rows = measured["rows"]
+
+    first = per_seed[0]
+    print(
+        f"builtin:chinese-reviews, {args.max_examples} examples (train {first['counts']['train']}"
+        f" / validation {first['counts']['validation']} / test {first['counts']['test']}); "
+        f"alpha {args.alpha}, temperature {args.temperature}, unlabelledExamples "
+        f"{args.unlabelled} ({first['unlabelled']} left out); students: {args.student_units} "
+        f"units, {args.student_width} wide, patience {args.student_patience}; serve: gRPC, "
+        f"1 TF thread, batched = {BATCH_ROWS} rows per Predict; table: seed {seeds[0]}"
+    )
+    print_table(rows)
+    difference, error = paired_bootstrap(
+        first["y_true"],
+        first["predictions"]["student distilled"],
+        first["predictions"]["student hard"],
+    )
+    print(
+        f"distilled − hard accuracy: {difference * 100:+.2f} points, standard error "
+        f"{error * 100:.2f} (paired bootstrap over the {len(first['y_true'])} test sentences, "
+        f"{BOOTSTRAP_SAMPLES} resamples)"
+    )
+    if len(per_seed) > 1:
+        print_seeds(seeds, per_seed)
+    return 0
+
+
+def run_seed(plan: Plan, workdir: Path, requests: int, *, serve: bool) -> dict[str, Any]:
+    """Train teacher, hard student and distilled student on `plan.seed`'s split; with `serve`,
+    also quantize each, export it and measure it in `tfmaas serve` (the table's rows)."""
+    from tfmaas.api import load_training_spec
+    from tfmaas.storage import open_store
+    from tfmaas.trainer.distill import pull_teacher
+    from tfmaas.trainer.exporting import export
+    from tfmaas.trainer.measure import directory_bytes
+    from tfmaas.trainer.quantize import quantize
+    from tfmaas.trainer.training import predicted_class_ids, prepare_data, train
+
+    store_uri = (workdir / "store").as_uri()
     plans = specs(plan)
     quiet = lambda line: None  # noqa: E731
-    test = prepare_data(load_training_spec(plans["teacher"]), log=quiet).splits.test
+    prepared = prepare_data(load_training_spec(plans["student distilled"]), log=quiet)
+    test = prepared.splits.test
     rows: list[dict[str, Any]] = []
     predictions: dict[str, np.ndarray] = {}
-    for name, plan in plans.items():
+    for name, spec in plans.items():
         started = time.perf_counter()
         teacher = None
-        if "distillation" in plan:
+        if "distillation" in spec:
             teacher = pull_teacher(open_store(store_uri), 1)
-        trained = train(plan, log=quiet, teacher=teacher)
+        trained = train(spec, log=quiet, teacher=teacher)
         seconds = time.perf_counter() - started
         if name == "teacher":
             export(trained, workdir / "teacher-store" / "1", name="bench", version=1)
             open_store(store_uri).publish(1, workdir / "teacher-store" / "1")
         unquantized = predicted_class_ids(trained.module, test.texts)
+        predictions[name] = unquantized
+        print(f"seed {plan.seed}: trained {name}", file=sys.stderr, flush=True)
+        if not serve:
+            continue
         for mode in ("none", "int8", "float16"):
             if mode == "float16" and name != "student distilled":
                 continue  # one float16 row shows its size; int8 is the smaller of the two
@@ -209,9 +295,8 @@ def main() -> int:
             base = workdir / label.replace(" ", "-").replace("+", "")
             export(dataclasses.replace(trained, module=module), base / "1", name="bench")
             predicted = predicted_class_ids(module, test.texts)
-            predictions[label] = predicted
             accuracy, f1 = scores(test.label_ids, predicted, trained.classes)
-            p50, rows_per_second = serve_figures(base, workdir, args.requests)
+            p50, rows_per_second = serve_figures(base, workdir, requests)
             rows.append(
                 {
                     "model": label,
@@ -225,15 +310,18 @@ def main() -> int:
                 }
             )
             print(f"measured {label}", file=sys.stderr, flush=True)
+    return {
+        "rows": rows,
+        "predictions": predictions,
+        "y_true": test.label_ids,
+        "classes": prepared.splits.classes,
+        "counts": prepared.splits.counts(),
+        "unlabelled": len(prepared.unlabelled),
+    }
 
+
+def print_table(rows: list[dict[str, Any]]) -> None:
     teacher_row = rows[0]
-    print(
-        f"builtin:chinese-reviews, {args.max_examples} examples, test split {len(test)}; "
-        f"alpha {args.alpha}, temperature {args.temperature}, unlabelledExamples "
-        f"{args.unlabelled}; students: {args.student_units} units, {args.student_width} wide, "
-        f"patience {args.student_patience}; serve: gRPC, 1 TF thread, "
-        f"batched = {BATCH_ROWS} rows per Predict"
-    )
     print(
         "| model | test accuracy | macro F1 | size KiB | size vs teacher | p50 Predict ms "
         "| batched rows/s | rows/s vs teacher | agrees with unquantized | train s |"
@@ -247,15 +335,54 @@ def main() -> int:
             f"| {row['p50']:.2f} | {row['rows']:.0f} | {row['rows'] / teacher_row['rows']:.2f}x "
             f"| {row['agree']:.2%} | {train_s} |"
         )
-    difference, error = paired_bootstrap(
-        test.label_ids, predictions["student distilled"], predictions["student hard"]
-    )
+
+
+def print_seeds(seeds: list[int], per_seed: list[dict[str, Any]]) -> None:
+    """Test accuracy per seed (each seed its own split), then the pooled differences."""
+    names = ("teacher", "student hard", "student distilled")
+    accuracy: dict[str, list[float]] = {name: [] for name in names}
+    f1: dict[str, list[float]] = {name: [] for name in names}
+    print()
     print(
-        f"distilled − hard accuracy: {difference * 100:+.2f} points, standard error "
-        f"{error * 100:.2f} (paired bootstrap over the {len(test)} test sentences, "
-        f"{BOOTSTRAP_SAMPLES} resamples)"
+        "| seed | test sentences | teacher | student hard | student distilled "
+        "| distilled − teacher | distilled − hard |"
     )
-    return 0
+    print("|---|---|---|---|---|---|---|")
+    for seed, measured in zip(seeds, per_seed, strict=True):
+        for name in names:
+            a, f = scores(measured["y_true"], measured["predictions"][name], measured["classes"])
+            accuracy[name].append(a)
+            f1[name].append(f)
+        print(
+            f"| {seed} | {len(measured['y_true'])} | {accuracy['teacher'][-1]:.4f} "
+            f"| {accuracy['student hard'][-1]:.4f} | {accuracy['student distilled'][-1]:.4f} "
+            f"| {(accuracy['student distilled'][-1] - accuracy['teacher'][-1]) * 100:+.2f} "
+            f"| {(accuracy['student distilled'][-1] - accuracy['student hard'][-1]) * 100:+.2f} |"
+        )
+    summary = []
+    for name in names:
+        a_mean, a_error = mean_and_error(accuracy[name])
+        f_mean, f_error = mean_and_error(f1[name])
+        summary.append(
+            f"{name} {a_mean:.4f} ± {a_error:.4f} (macro F1 {f_mean:.4f} ± {f_error:.4f})"
+        )
+    print(f"mean test accuracy over {len(seeds)} seeds ± SE across seeds: " + "; ".join(summary))
+    for other in ("teacher", "student hard"):
+        pooled = [
+            (m["y_true"], m["predictions"]["student distilled"], m["predictions"][other])
+            for m in per_seed
+        ]
+        difference, error = pooled_paired_bootstrap(pooled)
+        across = [
+            d - o for d, o in zip(accuracy["student distilled"], accuracy[other], strict=True)
+        ]
+        _, seed_error = mean_and_error(across)
+        print(
+            f"distilled − {other.removeprefix('student ')}: {difference * 100:+.2f} points "
+            f"over {len(seeds)} seeds, standard error {error * 100:.2f} (paired bootstrap "
+            f"resampling each seed's test split, {BOOTSTRAP_SAMPLES} resamples) or "
+            f"{seed_error * 100:.2f} (across seeds)"
+        )
 
 
 if __name__ == "__main__":

@@ -74,12 +74,14 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def _reconcile_with_retries(
-    namespace: str | None, name: str, memo: Any, trigger: str, resource_version: str | None = None
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    trigger: str,
+    stored: Mapping[str, Any] | None = None,
 ) -> None:
     try:
-        await _reconciler(memo).run(
-            namespace or "default", name, trigger, resource_version=resource_version
-        )
+        await _reconciler(memo).run(namespace or "default", name, trigger, stored=stored)
     except InvalidModelService as exc:
         raise kopf.PermanentError(str(exc)) from None
     except KubeError as exc:
@@ -92,9 +94,21 @@ async def _reconcile_with_retries(
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def model_service_changed(
-    namespace: str | None, name: str, memo: Any, reason: str, **_: Any
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    reason: str,
+    retry: int,
+    body: Mapping[str, Any],
+    **_: Any,
 ) -> None:
-    await _reconcile_with_retries(namespace, name, memo, trigger=str(reason))
+    # A new object's first sight is what is stored: nothing, not even a status write of
+    # ours, can have come since. Reading it again would cost a request per ModelService
+    # in a burst of creations, ahead of its Job. A retry may follow our own writes: it reads.
+    fresh = reason == "create" and retry == 0
+    await _reconcile_with_retries(
+        namespace, name, memo, trigger=str(reason), stored=dict(body) if fresh else None
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -91,9 +91,12 @@ class Reconciler:
         trigger: str = "spec",
         *,
         resource_version: str | None = None,
+        stored: Mapping[str, Any] | None = None,
     ) -> Outcome | None:
         """Reconcile now; raises what reconcile raises. A resync passes the resourceVersion
-        its body has, and is skipped while the ModelService is settled."""
+        its body has, and is skipped while the ModelService is settled. `stored` is a body
+        the caller knows nothing has written since the API server stored it (a first sight
+        of a new object); without it the reconcile reads the object first."""
         key = (namespace, name)
         async with self._lock(key):
             self._queued.discard(key)
@@ -103,11 +106,13 @@ class Reconciler:
             metrics.TRIGGERS.labels(trigger).inc()
             self._settled.pop(key, None)
             async with self.gate.hold(PRIORITIES.get(trigger, 0)):
-                return await self._run_locked(namespace, name)
+                return await self._run_locked(namespace, name, stored)
 
-    async def _run_locked(self, namespace: str, name: str) -> Outcome | None:
-        # Always the stored object: a handler's body may predate the last status write.
-        body = await asyncio.to_thread(self.kube.get, API_VERSION, KIND, namespace, name)
+    async def _run_locked(
+        self, namespace: str, name: str, stored: Mapping[str, Any] | None = None
+    ) -> Outcome | None:
+        # Otherwise the stored object: a handler's body may predate the last status write.
+        body = stored or await asyncio.to_thread(self.kube.get, API_VERSION, KIND, namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             await self.forget(namespace, name)
             return None

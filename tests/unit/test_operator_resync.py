@@ -90,6 +90,32 @@ def test_a_resync_of_a_settled_model_service_reads_nothing(
     run(scenario)
 
 
+def test_a_new_model_service_seen_first_is_reconciled_from_that_body_without_a_read(
+    stub_reconcile: list[dict[str, Any]],
+) -> None:
+    kube, clock = CountingKube(), Clock()
+    reconciled: list[Any] = []
+
+    def remember(kube: Any, body: Any, config: Any, applier: Any) -> Outcome:
+        reconciled.append(body)
+        return Outcome(status=dict(READY), events=[], started_training=None)
+
+    stored = {"metadata": {"name": NAME, "namespace": NS, "resourceVersion": "4"}, "spec": {}}
+
+    async def scenario() -> None:
+        r = reconciler(kube, clock)
+        await r.run(NS, NAME, "create", stored=stored)
+        assert kube.gets == 0
+        await r.run(NS, NAME, "update")
+        assert kube.gets == 1
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reconcile_runner, "reconcile", remember)
+        run(scenario)
+    assert reconciled[0] is stored
+    assert reconciled[1]["metadata"]["resourceVersion"] == "5"
+
+
 def test_a_resync_without_a_resource_version_is_never_skipped(
     stub_reconcile: list[dict[str, Any]],
 ) -> None:

@@ -58,3 +58,17 @@ def test_mean_and_error_across_seeds() -> None:
     mean, error = bench.mean_and_error([0.8, 0.82, 0.84])
     assert mean == pytest.approx(0.82)
     assert error == pytest.approx(0.02 / np.sqrt(3))
+
+
+def test_the_validation_figures_read_each_seeds_validation_split() -> None:
+    bench = load_benchmark()
+    measured = {
+        "y_true": np.array([0, 1]),
+        "predictions": {"teacher": np.array([0, 1])},
+        "classes": ["a", "b"],
+        "validation": {"y_true": np.array([1]), "predictions": {"teacher": np.array([0])}},
+    }
+    assert bench.on_split(measured, "test") is measured
+    validation = bench.on_split(measured, "validation")
+    assert validation["y_true"].tolist() == [1] and validation["classes"] == ["a", "b"]
+    assert validation["predictions"]["teacher"].tolist() == [0]

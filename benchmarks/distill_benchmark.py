@@ -21,7 +21,9 @@ test split's. `--no-serve` skips quantizing, exporting and serving (accuracy onl
 settings).
 
     python benchmarks/distill_benchmark.py [--max-examples 8000] [--requests 200] \
-        [--unlabelled 9400] [--student-units 6000] [--student-width 32] [--student-patience 6] \
+        [--unlabelled 9400] [--teacher-units 20000] [--teacher-width 64] [--teacher-ngrams 2] \
+        [--teacher-learning-rate 0.001] [--student-units 6000] [--student-width 32] \
+        [--student-patience 6] \
         [--test-fraction 0.1] [--validation-fraction 0.1] [--seeds 42] [--no-serve]
 """
 
@@ -62,6 +64,10 @@ class Plan:
     alpha: float = 0.5
     temperature: float = 2.0
     unlabelled: int = 0
+    teacher_units: int = 20000
+    teacher_width: int = 64
+    teacher_ngrams: int = 2
+    teacher_learning_rate: float = 0.001
     student_units: int = 6000
     student_width: int = 32
     student_patience: int = 2
@@ -81,8 +87,13 @@ def specs(plan: Plan) -> dict[str, Any]:
     }
     teacher = {
         "dataset": data,
-        "model": {"architecture": "bag-of-ngrams", "maxTokens": 20000, "embeddingDim": 64},
-        "hyperparameters": hyper,
+        "model": {
+            "architecture": "bag-of-ngrams",
+            "maxTokens": plan.teacher_units,
+            "embeddingDim": plan.teacher_width,
+            "ngrams": plan.teacher_ngrams,
+        },
+        "hyperparameters": {**hyper, "learningRate": plan.teacher_learning_rate},
     }
     # Both students get the same patience: the hard one is the distilled one's control.
     student = {
@@ -196,6 +207,12 @@ def main() -> int:
         default=0,
         help="distillation.unlabelledExamples: left-out sentences the teacher labels",
     )
+    parser.add_argument("--teacher-units", type=int, default=20000, help="teacher's maxTokens")
+    parser.add_argument("--teacher-width", type=int, default=64, help="teacher's embeddingDim")
+    parser.add_argument("--teacher-ngrams", type=int, default=2, help="teacher's ngrams")
+    parser.add_argument(
+        "--teacher-learning-rate", type=float, default=0.001, help="teacher's learningRate"
+    )
     parser.add_argument("--student-units", type=int, default=6000, help="pruneVocabulary")
     parser.add_argument("--student-width", type=int, default=32, help="embeddingDim")
     parser.add_argument("--student-patience", type=int, default=2, help="earlyStoppingPatience")
@@ -222,6 +239,10 @@ def main() -> int:
         alpha=args.alpha,
         temperature=args.temperature,
         unlabelled=args.unlabelled,
+        teacher_units=args.teacher_units,
+        teacher_width=args.teacher_width,
+        teacher_ngrams=args.teacher_ngrams,
+        teacher_learning_rate=args.teacher_learning_rate,
         student_units=args.student_units,
         student_width=args.student_width,
         student_patience=args.student_patience,
@@ -243,7 +264,9 @@ def main() -> int:
         f"builtin:chinese-reviews, {args.max_examples} examples (train {first['counts']['train']}"
         f" / validation {first['counts']['validation']} / test {first['counts']['test']}); "
         f"alpha {args.alpha}, temperature {args.temperature}, unlabelledExamples "
-        f"{args.unlabelled} ({first['unlabelled']} left out); students: {args.student_units} "
+        f"{args.unlabelled} ({first['unlabelled']} left out); teacher: {args.teacher_units} "
+        f"units, {args.teacher_width} wide, {args.teacher_ngrams}-grams, learning rate "
+        f"{args.teacher_learning_rate}; students: {args.student_units} "
         f"units, {args.student_width} wide, patience {args.student_patience}; serve: gRPC, "
         f"1 TF thread, batched = {BATCH_ROWS} rows per Predict; table: seed {seeds[0]}"
     )

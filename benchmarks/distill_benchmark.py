@@ -16,10 +16,15 @@ the test split (the same resampled sentences score both students).
 draws: the full table is the first seed's; every seed adds a row of test accuracies (teacher,
 students, their differences) and the summary pools them: the mean over seeds with its standard
 error across seeds, and a paired bootstrap that resamples each seed's test split on its own.
+The same figures on the validation split come first: settings are chosen by them, never by the
+test split's. `--no-serve` skips quantizing, exporting and serving (accuracy only, for trying
+settings).
 
     python benchmarks/distill_benchmark.py [--max-examples 8000] [--requests 200] \
-        [--unlabelled 9400] [--student-units 6000] [--student-width 32] [--student-patience 6] \
-        [--test-fraction 0.1] [--validation-fraction 0.1] [--seeds 42]
+        [--unlabelled 9400] [--teacher-units 20000] [--teacher-width 64] [--teacher-ngrams 2] \
+        [--teacher-learning-rate 0.001] [--student-units 6000] [--student-width 32] \
+        [--student-patience 6] \
+        [--test-fraction 0.1] [--validation-fraction 0.1] [--seeds 42] [--no-serve]
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ class Plan:
     alpha: float = 0.5
     temperature: float = 2.0
     unlabelled: int = 0
+    teacher_units: int = 20000
+    teacher_width: int = 64
+    teacher_ngrams: int = 2
+    teacher_learning_rate: float = 0.001
     student_units: int = 6000
     student_width: int = 32
     student_patience: int = 2
@@ -78,8 +87,13 @@ def specs(plan: Plan) -> dict[str, Any]:
     }
     teacher = {
         "dataset": data,
-        "model": {"architecture": "bag-of-ngrams", "maxTokens": 20000, "embeddingDim": 64},
-        "hyperparameters": hyper,
+        "model": {
+            "architecture": "bag-of-ngrams",
+            "maxTokens": plan.teacher_units,
+            "embeddingDim": plan.teacher_width,
+            "ngrams": plan.teacher_ngrams,
+        },
+        "hyperparameters": {**hyper, "learningRate": plan.teacher_learning_rate},
     }
     # Both students get the same patience: the hard one is the distilled one's control.
     student = {
@@ -193,6 +207,12 @@ def main() -> int:
         default=0,
         help="distillation.unlabelledExamples: left-out sentences the teacher labels",
     )
+    parser.add_argument("--teacher-units", type=int, default=20000, help="teacher's maxTokens")
+    parser.add_argument("--teacher-width", type=int, default=64, help="teacher's embeddingDim")
+    parser.add_argument("--teacher-ngrams", type=int, default=2, help="teacher's ngrams")
+    parser.add_argument(
+        "--teacher-learning-rate", type=float, default=0.001, help="teacher's learningRate"
+    )
     parser.add_argument("--student-units", type=int, default=6000, help="pruneVocabulary")
     parser.add_argument("--student-width", type=int, default=32, help="embeddingDim")
     parser.add_argument("--student-patience", type=int, default=2, help="earlyStoppingPatience")
@@ -204,6 +224,11 @@ def main() -> int:
         help="comma-separated hyperparameters.seed values; the full table is the first one's",
     )
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="accuracy only: no quantized exports, no serving measurements",
+    )
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
 
@@ -214,6 +239,10 @@ def main() -> int:
         alpha=args.alpha,
         temperature=args.temperature,
         unlabelled=args.unlabelled,
+        teacher_units=args.teacher_units,
+        teacher_width=args.teacher_width,
+        teacher_ngrams=args.teacher_ngrams,
+        teacher_learning_rate=args.teacher_learning_rate,
         student_units=args.student_units,
         student_width=args.student_width,
         student_patience=args.student_patience,
@@ -224,7 +253,8 @@ def main() -> int:
     per_seed: list[dict[str, Any]] = []
     for index, seed in enumerate(seeds):
         plan = dataclasses.replace(base_plan, seed=seed)
-        measured = run_seed(plan, workdir / f"seed-{seed}", args.requests, serve=index == 0)
+        serve = index == 0 and not args.no_serve
+        measured = run_seed(plan, workdir / f"seed-{seed}", args.requests, serve=serve)
         per_seed.append(measured)
         if index == 0:
             rows = measured["rows"]
@@ -234,11 +264,14 @@ def main() -> int:
         f"builtin:chinese-reviews, {args.max_examples} examples (train {first['counts']['train']}"
         f" / validation {first['counts']['validation']} / test {first['counts']['test']}); "
         f"alpha {args.alpha}, temperature {args.temperature}, unlabelledExamples "
-        f"{args.unlabelled} ({first['unlabelled']} left out); students: {args.student_units} "
+        f"{args.unlabelled} ({first['unlabelled']} left out); teacher: {args.teacher_units} "
+        f"units, {args.teacher_width} wide, {args.teacher_ngrams}-grams, learning rate "
+        f"{args.teacher_learning_rate}; students: {args.student_units} "
         f"units, {args.student_width} wide, patience {args.student_patience}; serve: gRPC, "
         f"1 TF thread, batched = {BATCH_ROWS} rows per Predict; table: seed {seeds[0]}"
     )
-    print_table(rows)
+    if rows:
+        print_table(rows)
     difference, error = paired_bootstrap(
         first["y_true"],
         first["predictions"]["student distilled"],
@@ -249,8 +282,8 @@ def main() -> int:
         f"{error * 100:.2f} (paired bootstrap over the {len(first['y_true'])} test sentences, "
         f"{BOOTSTRAP_SAMPLES} resamples)"
     )
-    if len(per_seed) > 1:
-        print_seeds(seeds, per_seed)
+    print_seeds(seeds, per_seed, split="validation")
+    print_seeds(seeds, per_seed, split="test")
     return 0
 
 
@@ -269,9 +302,10 @@ def run_seed(plan: Plan, workdir: Path, requests: int, *, serve: bool) -> dict[s
     plans = specs(plan)
     quiet = lambda line: None  # noqa: E731
     prepared = prepare_data(load_training_spec(plans["student distilled"]), log=quiet)
-    test = prepared.splits.test
+    test, validation = prepared.splits.test, prepared.splits.validation
     rows: list[dict[str, Any]] = []
     predictions: dict[str, np.ndarray] = {}
+    validation_predictions: dict[str, np.ndarray] = {}
     for name, spec in plans.items():
         started = time.perf_counter()
         teacher = None
@@ -284,6 +318,7 @@ def run_seed(plan: Plan, workdir: Path, requests: int, *, serve: bool) -> dict[s
             open_store(store_uri).publish(1, workdir / "teacher-store" / "1")
         unquantized = predicted_class_ids(trained.module, test.texts)
         predictions[name] = unquantized
+        validation_predictions[name] = predicted_class_ids(trained.module, validation.texts)
         print(f"seed {plan.seed}: trained {name}", file=sys.stderr, flush=True)
         if not serve:
             continue
@@ -314,6 +349,7 @@ def run_seed(plan: Plan, workdir: Path, requests: int, *, serve: bool) -> dict[s
         "rows": rows,
         "predictions": predictions,
         "y_true": test.label_ids,
+        "validation": {"predictions": validation_predictions, "y_true": validation.label_ids},
         "classes": prepared.splits.classes,
         "counts": prepared.splits.counts(),
         "unlabelled": len(prepared.unlabelled),
@@ -337,14 +373,20 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def print_seeds(seeds: list[int], per_seed: list[dict[str, Any]]) -> None:
-    """Test accuracy per seed (each seed its own split), then the pooled differences."""
+def on_split(measured: dict[str, Any], split: str) -> dict[str, Any]:
+    """One seed's predictions and true labels on `split` ("test" or "validation")."""
+    return measured if split == "test" else {**measured, **measured["validation"]}
+
+
+def print_seeds(seeds: list[int], per_seed: list[dict[str, Any]], *, split: str = "test") -> None:
+    """Accuracy on `split` per seed (each seed its own split), then the pooled differences."""
     names = ("teacher", "student hard", "student distilled")
     accuracy: dict[str, list[float]] = {name: [] for name in names}
     f1: dict[str, list[float]] = {name: [] for name in names}
+    per_seed = [on_split(measured, split) for measured in per_seed]
     print()
     print(
-        "| seed | test sentences | teacher | student hard | student distilled "
+        f"| seed | {split} sentences | teacher | student hard | student distilled "
         "| distilled − teacher | distilled − hard |"
     )
     print("|---|---|---|---|---|---|---|")
@@ -366,7 +408,7 @@ def print_seeds(seeds: list[int], per_seed: list[dict[str, Any]]) -> None:
         summary.append(
             f"{name} {a_mean:.4f} ± {a_error:.4f} (macro F1 {f_mean:.4f} ± {f_error:.4f})"
         )
-    print(f"mean test accuracy over {len(seeds)} seeds ± SE across seeds: " + "; ".join(summary))
+    print(f"mean {split} accuracy over {len(seeds)} seeds ± SE across seeds: " + "; ".join(summary))
     for other in ("teacher", "student hard"):
         pooled = [
             (m["y_true"], m["predictions"]["student distilled"], m["predictions"][other])
@@ -380,7 +422,7 @@ def print_seeds(seeds: list[int], per_seed: list[dict[str, Any]]) -> None:
         print(
             f"distilled − {other.removeprefix('student ')}: {difference * 100:+.2f} points "
             f"over {len(seeds)} seeds, standard error {error * 100:.2f} (paired bootstrap "
-            f"resampling each seed's test split, {BOOTSTRAP_SAMPLES} resamples) or "
+            f"resampling each seed's {split} split, {BOOTSTRAP_SAMPLES} resamples) or "
             f"{seed_error * 100:.2f} (across seeds)"
         )
 

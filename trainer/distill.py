@@ -109,6 +109,19 @@ def targets(label_ids: np.ndarray, soft: np.ndarray | None, num_classes: int) ->
     return np.concatenate([np.asarray(label_ids, np.float32)[:, None], soft], axis=1)
 
 
+def vocabulary_labels(label_ids: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """The class each text of the student's training set counts for when its vocabulary is
+    chosen: its true label, or for a left-out text (UNLABELLED) the teacher's top class.
+
+    `soft` holds the teacher's (softened) scores row by row; softening keeps the top class."""
+    label_ids = np.asarray(label_ids, dtype=np.int64)
+    if len(label_ids) != len(soft):
+        raise ValueError(f"{len(label_ids)} label ids but {len(soft)} rows of soft labels")
+    if not len(label_ids):
+        return label_ids
+    return np.where(label_ids == UNLABELLED, np.argmax(soft, axis=-1), label_ids)
+
+
 def distillation_loss(*, temperature: float, alpha: float) -> Callable[[Any, Any], Any]:
     """alpha · T² · KL(teacher_T ‖ student_T) + (1 − alpha) · cross-entropy(labels, student);
     an unlabelled text has no label term, and its teacher term weighs 1: the teacher is all

@@ -149,9 +149,11 @@ def train(
     hp = config.hyperparameters
     keras.utils.set_random_seed(hp.seed)
     splits = data.splits
-    pipeline = _build(config, splits, placement, log)
-    epoch_log = EpochLog(log, hp.epochs, len(splits.train) + len(data.unlabelled))
+    # The teacher first: a distilled student chooses its vocabulary from every sentence it
+    # learns from, the left-out ones counted for the class the teacher gives them.
     soft = _soft_labels(config, teacher, data, log) if teacher is not None else None
+    pipeline = _build(config, splits, placement, log, vocabulary=vocabulary_split(data, soft))
+    epoch_log = EpochLog(log, hp.epochs, len(splits.train) + len(data.unlabelled))
     started = time.perf_counter()
     with sigterm_requests() if not placement.role.distributed else _never() as stop_requested:
         run = _resumable_run(
@@ -231,6 +233,30 @@ def _soft_labels(
         f"alpha {config.distillation.alpha}"
     )
     return soften(scores, config.distillation.temperature)
+
+
+def with_unlabelled(train: Split, unlabelled: list[str]) -> Split:
+    """A distilled student's training set: the training split, then the left-out texts with
+    the label id UNLABELLED (they have the teacher's soft labels only)."""
+    from tfmaas.trainer.distill import UNLABELLED
+
+    unknown = np.full(len(unlabelled), UNLABELLED, dtype=train.label_ids.dtype)
+    return Split(train.texts + unlabelled, np.concatenate([train.label_ids, unknown]))
+
+
+def vocabulary_split(data: PreparedData, soft: np.ndarray | None) -> Split:
+    """The sentences a vectorizer is adapted on and its vocabulary pruned by, with the class
+    each counts for: the training split; for a student distilled with left-out texts (`soft`:
+    the teacher's scores on the training split, then on them) those texts too, each counted
+    for the teacher's top class. They are the teacher's gift to the student, which learns from
+    them anyway; the validation and test splits never count."""
+    train = data.splits.train
+    if soft is None or not data.unlabelled:
+        return train
+    from tfmaas.trainer.distill import vocabulary_labels
+
+    student = with_unlabelled(train, data.unlabelled)
+    return Split(student.texts, vocabulary_labels(student.label_ids, soft))
 
 
 def predicted_class_ids(module: Any, texts: list[str], *, batch: int = 256) -> np.ndarray:
@@ -402,27 +428,46 @@ class _Pipeline:
         return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _build(config: TrainingSpec, splits: Splits, placement: Any, log: Log) -> _Pipeline:
+def _build(
+    config: TrainingSpec,
+    splits: Splits,
+    placement: Any,
+    log: Log,
+    *,
+    vocabulary: Split | None = None,
+) -> _Pipeline:
+    """`vocabulary` (default: the training split) is what the vectorizer is adapted on and
+    pruned by (see `vocabulary_split`)."""
     from tfmaas.trainer.architectures import make_architecture
     from tfmaas.trainer.vectorize import adapt
 
+    source = vocabulary if vocabulary is not None else splits.train
+    left_out = len(source) - len(splits.train)
+    from_where = f" from {len(splits.train)} training and {left_out} left-out sentences"
+    from_where = from_where if left_out else ""
     strategy = placement.strategy
     global_batch = config.hyperparameters.batch_size * strategy.num_replicas_in_sync
     architecture = make_architecture(config.model, len(splits.classes))
-    vectorizer = adapt(architecture.vectorizer, splits.train.texts, global_batch)
+    vectorizer = adapt(architecture.vectorizer, source.texts, global_batch)
     vocabulary_size = int(vectorizer.vocabulary_size())
-    log(f"architecture {architecture.name}: vocabulary of {vocabulary_size} character n-grams")
+    log(
+        f"architecture {architecture.name}: vocabulary of {vocabulary_size} character "
+        f"n-grams{from_where}"
+    )
     keep = config.compression.prune_vocabulary
     if keep is not None:
         from tfmaas.trainer.prune import prune_vocabulary
 
-        train, classes = splits.train, len(splits.classes)
+        classes = len(splits.classes)
         fresh = make_architecture(config.model, classes).vectorizer
         vectorizer = prune_vocabulary(
-            vectorizer, fresh, train.texts, train.label_ids, classes, keep=keep
+            vectorizer, fresh, source.texts, source.label_ids, classes, keep=keep
         )
         vocabulary_size = int(vectorizer.vocabulary_size())
-        log(f"vocabulary pruned to the {vocabulary_size} units that tell the classes apart best")
+        by = " (left-out ones counted for the teacher's class)" if left_out else ""
+        log(
+            f"vocabulary pruned to the {vocabulary_size} units that tell the classes apart best{by}"
+        )
     with strategy.scope():
         model = architecture.build_model(vocabulary_size)
     return _Pipeline(config, architecture, vectorizer, model, strategy, global_batch)
@@ -441,11 +486,10 @@ def _fit_model(
     splits, train = data.splits, data.splits.train
     train_targets = validation_targets = None
     if soft is not None and distillation is not None:
-        from tfmaas.trainer.distill import UNLABELLED, targets
+        from tfmaas.trainer.distill import targets
 
         classes = len(splits.classes)
-        unknown = np.full(len(data.unlabelled), UNLABELLED, dtype=train.label_ids.dtype)
-        train = Split(train.texts + data.unlabelled, np.concatenate([train.label_ids, unknown]))
+        train = with_unlabelled(train, data.unlabelled)
         train_targets = targets(train.label_ids, soft, classes)
         validation_targets = targets(splits.validation.label_ids, None, classes)
     train_batches = pipeline.batches(train, shuffle=True, targets=train_targets)

@@ -58,3 +58,43 @@ def test_mean_and_error_across_seeds() -> None:
     mean, error = bench.mean_and_error([0.8, 0.82, 0.84])
     assert mean == pytest.approx(0.82)
     assert error == pytest.approx(0.02 / np.sqrt(3))
+
+
+def test_the_validation_figures_read_each_seeds_validation_split() -> None:
+    bench = load_benchmark()
+    measured = {
+        "y_true": np.array([0, 1]),
+        "predictions": {"teacher": np.array([0, 1])},
+        "classes": ["a", "b"],
+        "validation": {"y_true": np.array([1]), "predictions": {"teacher": np.array([0])}},
+    }
+    assert bench.on_split(measured, "test") is measured
+    validation = bench.on_split(measured, "validation")
+    assert validation["y_true"].tolist() == [1] and validation["classes"] == ["a", "b"]
+    assert validation["predictions"]["teacher"].tolist() == [0]
+
+
+def test_the_teacher_and_the_students_take_the_plans_settings() -> None:
+    bench = load_benchmark()
+    plan = bench.Plan(
+        teacher_units=80000,
+        teacher_width=128,
+        teacher_ngrams=3,
+        teacher_learning_rate=0.0005,
+        student_units=8000,
+        unlabelled=9400,
+    )
+    specs = bench.specs(plan)
+    teacher = specs["teacher"]
+    assert teacher["model"] == {
+        "architecture": "bag-of-ngrams",
+        "maxTokens": 80000,
+        "embeddingDim": 128,
+        "ngrams": 3,
+    }
+    assert teacher["hyperparameters"]["learningRate"] == 0.0005
+    hard, distilled = specs["student hard"], specs["student distilled"]
+    # The two students differ only in distillation: the hard one is the control.
+    assert {k: v for k, v in distilled.items() if k != "distillation"} == hard
+    assert hard["compression"] == {"pruneVocabulary": 8000}
+    assert distilled["distillation"]["unlabelledExamples"] == 9400

@@ -19,7 +19,6 @@ from tfmaas.operator.kube import Kube
 from tfmaas.operator.manifests.job import build_trial_job
 from tfmaas.operator.naming import (
     JOB_NAME_LABEL,
-    MODEL_SERVICE_LABEL,
     SEARCH_LABEL,
     TRIAL_LABEL,
     TRIAL_PARAMETERS_ANNOTATION,
@@ -36,7 +35,13 @@ from tfmaas.operator.search import (
     search_status,
     suggest,
 )
-from tfmaas.operator.training import _terminated_message, job_state, owned_by, trainer_error
+from tfmaas.operator.training import (
+    _terminated_message,
+    job_state,
+    list_jobs,
+    owned_by,
+    trainer_error,
+)
 from tfmaas.operator.versions import FINAL_STATES, SUCCEEDED, TRAINING, truncate
 
 log = logging.getLogger(__name__)
@@ -99,15 +104,11 @@ def observe_trial(kube: Kube, job: Mapping[str, Any], namespace: str) -> TrialOb
 def _trial_jobs(
     kube: Kube, service: ModelService, listed: list[dict[str, Any]] | None
 ) -> list[dict[str, Any]]:
-    """The search's trial Jobs, from `listed` (all the ModelService's Jobs, just listed) or
-    from a listing of their own."""
-    if listed is None:
-        namespace = service.namespace or "default"
-        selector = f"{MODEL_SERVICE_LABEL}={service.name},{TRIAL_LABEL}"
-        listed = kube.list("batch/v1", "Job", namespace, selector)
+    """The search's trial Jobs, among `listed` (all the ModelService's Jobs, just listed) or
+    a listing of them made here."""
     return [
         job
-        for job in listed
+        for job in (listed if listed is not None else list_jobs(kube, service))
         if TRIAL_LABEL in ((job.get("metadata") or {}).get("labels") or {})
         and owned_by(job, service.uid)
     ]

@@ -195,6 +195,23 @@ def serve_figures(base: Path, workdir: Path, requests: int) -> tuple[float, floa
     return percentile(latencies, 50) * 1000, rows_per_second
 
 
+MAX_SEEDS = 20
+"""Each seed retrains three models (minutes each on a CPU): more is a typo, not a plan."""
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds`: comma-separated distinct integers, at most MAX_SEEDS of them."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.lstrip("-").isdigit() for part in parts):
+        raise ValueError("--seeds must be comma-separated integers, e.g. 42,43,44")
+    seeds = [int(part) for part in parts]
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(f"--seeds takes at most {MAX_SEEDS} seeds, got {len(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("--seeds must not repeat a seed: a repeat would count one split twice")
+    return seeds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=8000)
@@ -230,7 +247,10 @@ def main() -> int:
         help="accuracy only: no quantized exports, no serving measurements",
     )
     args = parser.parse_args()
-    seeds = [int(seed) for seed in args.seeds.split(",")]
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     workdir = Path(tempfile.mkdtemp(prefix="tfmaas-distill-bench-"))
     base_plan = Plan(

@@ -98,3 +98,11 @@ def test_the_teacher_and_the_students_take_the_plans_settings() -> None:
     assert {k: v for k, v in distilled.items() if k != "distillation"} == hard
     assert hard["compression"] == {"pruneVocabulary": 8000}
     assert distilled["distillation"]["unlabelledExamples"] == 9400
+
+
+def test_seeds_are_bounded_integers_without_repeats() -> None:
+    bench = load_benchmark()
+    assert bench.parse_seeds("42, 43,44") == [42, 43, 44]
+    for hostile in ("", "4x", "1,,2", "1e9", ",".join(str(n) for n in range(21)), "7,7"):
+        with pytest.raises(ValueError, match="--seeds"):
+            bench.parse_seeds(hostile)

@@ -51,8 +51,7 @@ def validate_model_service(document: Any, source: str = "ModelService") -> dict[
     """The defaulted document, or SpecError listing every field error."""
     if not isinstance(document, Mapping):
         raise SpecError(source, [FieldError("", "must be a mapping with apiVersion, kind, spec")])
-    schema = crd_schema.open_api_schema()
-    defaulted = crd_schema.apply_defaults(document, schema)
+    defaulted = crd_schema.apply_defaults(document, crd_schema.served_schema())
     errors: list[FieldError] = []
     if defaulted.get("apiVersion") != crd_schema.API_VERSION:
         errors.append(
@@ -66,7 +65,7 @@ def validate_model_service(document: Any, source: str = "ModelService") -> dict[
     metadata = defaulted.get("metadata")
     if not isinstance(metadata, Mapping) or not metadata.get("name"):
         errors.append(FieldError("metadata.name", "is required: give the ModelService a name"))
-    errors.extend(schema_errors(defaulted, schema))
+    errors.extend(schema_errors(defaulted))
     errors.extend(cross_field_errors(defaulted))
     if errors:
         raise SpecError(source, errors)
@@ -90,9 +89,11 @@ def load_model_service(source: PathOrDocument) -> ModelService:
 
 def validate_training(document: Any, source: str = "spec.training") -> dict[str, Any]:
     """A defaulted, validated spec.training document (what `tfmaas train` receives)."""
-    training_schema = crd_schema.subschema(crd_schema.open_api_schema(), "spec", "training")
-    defaulted = crd_schema.apply_defaults(document, training_schema)
-    errors = schema_errors(defaulted, training_schema, prefix="training")
+    at = ("spec", "training")
+    defaulted = crd_schema.apply_defaults(
+        document, crd_schema.subschema(crd_schema.served_schema(), *at)
+    )
+    errors = schema_errors(defaulted, at=at, prefix="training")
     if isinstance(defaulted, Mapping):
         wrapped = {"spec": {"training": defaulted}}
         errors.extend(cross_field_errors(wrapped, root=("spec", "training"), prefix="training"))
@@ -135,8 +136,7 @@ def validate_pod_settings(document: Any, part: str, source: str) -> dict[str, An
     """A `pod` mapping of spec.`part` (training or serving) held to the CRD's very rules: the
     chart's defaults.<part>.pod reach every pod, so they must not be laxer than a spec's."""
     root = ("spec", part, "pod")
-    pod_schema = crd_schema.subschema(crd_schema.open_api_schema(), *root)
-    errors = schema_errors(document, pod_schema, prefix=source)
+    errors = schema_errors(document, at=root, prefix=source)
     if isinstance(document, Mapping):
         wrapped = {"spec": {part: {"pod": document}}}
         errors.extend(cross_field_errors(wrapped, root=root, prefix=source))

@@ -46,10 +46,17 @@ def crd() -> dict[str, Any]:
 
 
 def open_api_schema() -> Schema:
-    """The served version's openAPIV3Schema, exactly as in the CRD."""
+    """The served version's openAPIV3Schema, exactly as in the CRD (a copy, safe to modify)."""
+    return copy.deepcopy(served_schema())
+
+
+@functools.cache
+def served_schema() -> Schema:
+    """The served version's openAPIV3Schema, shared: read it, never modify it. Validation
+    reads it for every ModelService the operator reconciles, so it is not copied each time."""
     for version in _crd()["spec"]["versions"]:
         if version["name"] == VERSION:
-            return copy.deepcopy(version["schema"]["openAPIV3Schema"])
+            return dict(version["schema"]["openAPIV3Schema"])
     raise RuntimeError(f"the CRD has no version {VERSION}")
 
 

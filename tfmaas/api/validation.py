@@ -9,6 +9,7 @@ Every problem is collected, so one run tells the user everything to fix.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -109,8 +110,18 @@ def _schema_error_message(error: jsonschema.ValidationError) -> tuple[list[Any],
     return parts, f"{error.message}{hint}"
 
 
-def schema_errors(document: Any, schema: crd_schema.Schema, prefix: str = "") -> list[FieldError]:
-    validator = jsonschema.Draft4Validator(crd_schema.to_json_schema(schema))
+@functools.cache
+def _validator(at: tuple[str, ...]) -> jsonschema.Draft4Validator:
+    # Translating the schema costs several times what validating one document does, and the
+    # operator validates every ModelService it reconciles: one validator per field, kept.
+    schema = crd_schema.subschema(crd_schema.served_schema(), *at)
+    return jsonschema.Draft4Validator(crd_schema.to_json_schema(schema))
+
+
+def schema_errors(document: Any, *, at: tuple[str, ...] = (), prefix: str = "") -> list[FieldError]:
+    """Where `document` breaks the served schema of the field at `at` (property names from the
+    root; the whole ModelService when empty), its paths prefixed with `prefix`."""
+    validator = _validator(at)
     found: list[FieldError] = []
     for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.path))):
         parts, message = _schema_error_message(error)

@@ -207,7 +207,7 @@ def start_training(
     worker_service = build_worker_service(service, version)
     if worker_service is not None:
         kube.apply(worker_service)
-    kube.apply(
+    kube.create_or_apply(
         build_training_job(service, version, config, training=training, tuning_table=tuning_table)
     )
     stopped = supersede(records, version)

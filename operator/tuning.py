@@ -163,7 +163,7 @@ def advance_search(
     search = Search(tuning, fingerprint, trials)
     for number in search.to_start():
         parameters = suggest(search, number, seed=training.hyperparameters.seed)
-        kube.apply(build_trial_job(service, number, parameters, config))
+        kube.create_or_apply(build_trial_job(service, number, parameters, config))
         log.info("%s/%s: trial %d of the search", namespace, service.name, number)
         search = Search(
             tuning,

@@ -49,9 +49,15 @@ def wait_for(check: Callable[[], T], what: str, timeout: float = 60.0, interval:
 
 def install_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/modelservices.tfmaas.io", "--timeout=60s"
-    )
+
+    # Not `kubectl wait`: just after the apply a new CRD may have no conditions at all yet,
+    # which that command reports as an error instead of waiting.
+    def established() -> bool:
+        crd = cluster.kubectl_json("get", "crd", "modelservices.tfmaas.io")
+        conditions = crd.get("status", {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_for(established, "the ModelService CRD to be Established")
 
 
 def create_restricted_namespace(cluster: LocalCluster, name: str) -> None:

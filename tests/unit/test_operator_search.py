@@ -159,6 +159,8 @@ class FakeKube:
         self.objects.setdefault(key, copy.deepcopy(manifest))
         return self.objects[key]
 
+    create_or_apply = apply
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
         return self.objects.get((kind, name))
 

@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from tfmaas.dev import pki, processes, tools
 from tfmaas.dev.cluster import LocalCluster
 
@@ -26,13 +28,6 @@ ADAPTER_SERVICE = "keda-metrics-apiserver"
 # The API KEDA's metrics server answers: the External metric of each HPA KEDA makes.
 EXTERNAL_METRICS_GROUP = "external.metrics.k8s.io"
 EXTERNAL_METRICS_VERSION = "v1beta1"
-# Only what a ModelService's engine keda needs; the eventing CRDs are left out.
-CRD_FILES = (
-    "keda.sh_scaledobjects.yaml",
-    "keda.sh_scaledjobs.yaml",
-    "keda.sh_triggerauthentications.yaml",
-    "keda.sh_clustertriggerauthentications.yaml",
-)
 
 
 def module_dir() -> Path:
@@ -49,10 +44,30 @@ def module_dir() -> Path:
 
 
 def install_crds(cluster: LocalCluster) -> None:
-    crds = module_dir() / "config" / "crd" / "bases"
-    for name in CRD_FILES:
-        cluster.kubectl("apply", "--server-side", "-f", str(crds / name))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/scaledobjects.keda.sh")
+    """Every CRD of the module, as KEDA's chart installs them. Its operator runs a controller
+    for each kind, the eventing ones (CloudEventSource) included: with one CRD missing, that
+    controller's cache never syncs and, after controller-runtime's sync timeout, the whole
+    operator exits, its gRPC metrics service with it."""
+    crds = sorted((module_dir() / "config" / "crd" / "bases").glob("*.yaml"))
+    if not crds:
+        raise RuntimeError(f"no CRDs in KEDA's module at {module_dir()}")
+    names = []
+    for crd in crds:
+        cluster.kubectl("apply", "--server-side", "-f", str(crd))
+        names.append(yaml.safe_load(crd.read_text())["metadata"]["name"])
+
+    # Polled, not `kubectl wait`: a CRD just applied may have no conditions yet, which that
+    # command reports as an error.
+    def established() -> bool:
+        listed = cluster.kubectl_json("get", "crd", *names)
+        return all(
+            any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+            for conditions in (
+                (item.get("status") or {}).get("conditions") or [] for item in listed["items"]
+            )
+        )
+
+    processes.wait_until(established, timeout=60, what="KEDA's CRDs to be Established")
 
 
 def write_certificates(cert_dir: Path) -> None:
@@ -155,6 +170,18 @@ class LocalKeda:
 
     operator: processes.ManagedProcess
     adapter: processes.ManagedProcess
+
+    def exited(self) -> str | None:
+        """Which of the two has exited, with its log's end; None while both run. The metrics
+        server only waits on the operator's gRPC service, so an operator that died shows up
+        as metrics that time out, not as an error."""
+        for process in (self.operator, self.adapter):
+            if not process.running():
+                return (
+                    f"{process.name} exited with status {process.popen.returncode}; "
+                    f"its log ends with:\n{process.log_tail(10)}"
+                )
+        return None
 
     def log_tails(self, lines: int = 20) -> str:
         return "\n".join(

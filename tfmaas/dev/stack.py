@@ -250,9 +250,9 @@ def install_keda(cluster: LocalCluster, node: LocalNode, directory: Path) -> ked
     installed = keda.LocalKeda(operator=operator, adapter=adapter)
     try:
         processes.wait_until(
-            lambda: not processes.port_is_free(secure_port),
+            lambda: not (processes.port_is_free(secure_port) or processes.port_is_free(grpc_port)),
             timeout=60,
-            what="KEDA's metrics server to listen",
+            what="KEDA's metrics server and the operator's gRPC metrics service to listen",
             processes=[operator, adapter],
         )
         publish_host_service(

@@ -136,6 +136,11 @@ def prune_config_maps(kube: Kube, service: ModelService, in_use: set[str]) -> No
             kube.delete("v1", "ConfigMap", namespace, name)
 
 
+def _replicas_drifted(service: ModelService, stable: DeploymentState) -> bool:
+    serving = service.spec.serving
+    return not serving.autoscaling.enabled and stable.desired != serving.replicas
+
+
 def apply_serving_objects(
     kube: Kube,
     applier: Applier,
@@ -153,6 +158,18 @@ def apply_serving_objects(
         kube, applier, service, plan.stable, plan.canary, config, had_canary=had_canary
     )
     stable = deployment_state(kube, namespace, deployment_name(service.name, STABLE))
+    if stable is not None and _replicas_drifted(service, stable):
+        # Someone else set the stable Deployment's replicas while autoscaling is off: the
+        # autoscaler this pass deletes (its last sync can land after the apply), or a hand
+        # `kubectl scale deployment`. The applier would not send the unchanged manifest again
+        # before its copy expires, and a settled ModelService is not reconciled again: send it.
+        applier.forget_object(
+            "apps/v1", "Deployment", namespace, deployment_name(service.name, STABLE)
+        )
+        converge_serving(
+            kube, applier, service, plan.stable, plan.canary, config, had_canary=had_canary
+        )
+        stable = deployment_state(kube, namespace, deployment_name(service.name, STABLE))
     canary = None
     if plan.canary is not None:
         canary = deployment_state(kube, namespace, deployment_name(service.name, CANARY))

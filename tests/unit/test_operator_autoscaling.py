@@ -3,6 +3,7 @@ the ScaledObject says, and that switching engines deletes the other object."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -20,6 +21,8 @@ from tfmaas.operator.manifests.scaledobject import (
     request_rate_query,
     threshold,
 )
+from tfmaas.operator.serving import apply_serving_objects
+from tfmaas.serving_policy import ServingPlan
 
 KEDA = {"engine": "keda", "minReplicas": 2, "maxReplicas": 7, "targetRequestsPerSecond": 12.5}
 
@@ -187,3 +190,47 @@ def test_a_full_pass_does_not_ask_again_for_what_it_knows_absent() -> None:
     applier.present("keda.sh/v1alpha1", "ScaledObject", "ml", "reviews")
     _converge(applier, "hpa", full_pass=True)
     assert kube.calls.count(("delete", "ScaledObject")) == 3
+
+
+class ScalingKube(RecordingKube):
+    """Deployments get a status; the autoscaler being deleted writes its replica count once
+    more just after the operator's apply, as an HPA's last sync can."""
+
+    def __init__(self) -> None:
+        kinds = {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}
+        super().__init__(served={*kinds, "HorizontalPodAutoscaler", "ScaledObject"})
+        self.late_autoscaler_write: int | None = None
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        stored = super().apply(copy.deepcopy(manifest))
+        if manifest["kind"] == "Deployment" and self.late_autoscaler_write is not None:
+            stored["spec"]["replicas"] = self.late_autoscaler_write
+            self.late_autoscaler_write = None
+        return stored
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+        return self.objects.get((kind, name))
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Any]:
+        return []
+
+
+def test_replicas_an_autoscaler_set_are_taken_back_when_autoscaling_is_turned_off() -> None:
+    kube = ScalingKube()
+    applier = Applier(kube)  # type: ignore[arg-type]
+    plan = ServingPlan(stable=1, canary=None)
+    scaled = service(serving={"autoscaling": {"enabled": True, "maxReplicas": 2}})
+    apply_serving_objects(kube, applier, scaled, plan, CONFIG, had_canary=False)  # type: ignore[arg-type]
+    assert "replicas" not in kube.objects[("Deployment", "reviews")]["spec"]
+    kube.objects[("Deployment", "reviews")]["spec"]["replicas"] = 2  # the HPA scaled out
+
+    fixed = service(serving={"replicas": 1, "autoscaling": {"enabled": False}})
+    kube.late_autoscaler_write = 2
+    state = apply_serving_objects(kube, applier, fixed, plan, CONFIG, had_canary=False)  # type: ignore[arg-type]
+    assert ("HorizontalPodAutoscaler", "reviews") not in kube.objects
+    assert kube.objects[("Deployment", "reviews")]["spec"]["replicas"] == 1
+    assert state.stable is not None and state.stable.desired == 1
+    # Settled: the next pass sends nothing the applier sent a moment ago.
+    kube.calls.clear()
+    apply_serving_objects(kube, applier, fixed, plan, CONFIG, had_canary=False)  # type: ignore[arg-type]
+    assert ("apply", "Deployment") not in kube.calls

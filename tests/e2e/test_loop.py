@@ -17,7 +17,7 @@ import grpc
 import pytest
 import yaml
 
-from tests.e2e.conftest import NodeCluster
+from tests.e2e.conftest import CALL_FAILED, NodeCluster
 from tests.fixtures.plain_load import PlainLoad
 from tfmaas.dev import images, keda, stack, tools
 from tfmaas.dev.minio import MinioServer
@@ -96,11 +96,12 @@ def loop(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(autouse=True)
 def sample_serving_restored(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The tests below take turns on one running sample. One that fails midway would leave the
-    next a sample it does not expect (a ScaledObject in place of the HPA, a TLS gateway), and
-    its failure would be reported again under the next test's name: whatever happens, the
-    sample's serving spec is put back as the test found it, and the next test starts once the
-    operator has rolled that out (Ready at the restored generation)."""
+    """The tests below take turns on one running sample, each starting where the one before
+    left it. One that fails midway would leave the next a sample it does not expect (a
+    ScaledObject in place of the HPA, a TLS gateway), and its failure would be reported again
+    under the next test's name: after a failure the sample's serving spec is put back as the
+    test found it, and the next test starts once the operator has rolled that out (Ready at
+    the restored generation)."""
     if "loop" not in request.fixturenames:
         yield
         return
@@ -108,7 +109,7 @@ def sample_serving_restored(request: pytest.FixtureRequest) -> Iterator[None]:
     found = cluster.kubectl("get", "ms", NAME, "-o", "json", check=False)
     before = json.loads(found.stdout)["spec"]["serving"] if found.returncode == 0 else None
     yield
-    if before is None:
+    if before is None or not request.node.stash.get(CALL_FAILED, False):
         return
     now = cluster.kubectl_json("get", "ms", NAME)
     if now["spec"]["serving"] == before:

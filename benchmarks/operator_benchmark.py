@@ -344,6 +344,15 @@ def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout
             f"  operator CPU until then: {cpu.seconds() - cpu_start:.1f}s in "
             f"{time.monotonic() - start:.0f}s"
         )
+        # What the operator asked while the Jobs were being created: the part of its load
+        # that competes with the creations for the API server.
+        burst, _ = count_requests(audit_log, offset)
+        print(
+            f"  operator requests until then: {sum(burst.values())} "
+            f"({sum(burst.values()) / count:.1f} per ModelService)"
+        )
+        for key, value in burst.most_common(6):
+            print(f"  {value:7d} {key}")
         ready = wait_all(ready_watch, count, deadline, operator)
         summary("ModelServices Ready, from the first create", ready, count)
         converged = time.monotonic()

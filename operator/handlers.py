@@ -1,11 +1,18 @@
 """kopf registration, kept thin: every trigger ends in one coalesced reconcile of the
 ModelService concerned.
 
-Triggers: the ModelService's own create/update/resume (with kopf's retries: a transient API
-fault is a TemporaryError with backoff, an invalid spec a PermanentError), updates of the
-Jobs and Deployments it owns that change what a reconcile reads (so a finished training or
-a ready replica is noticed at once), and a periodic resync as a safety net (one loop in the
-Reconciler, fed the resourceVersions this module's ModelService watch sees).
+Triggers: the ModelService's own watch (a new object, a spec whose metadata.generation is
+ahead of the status.observedGeneration a reconcile last wrote, as controller-runtime's
+GenerationChangedPredicate decides), updates of the Jobs and Deployments it owns that change
+what a reconcile reads (so a finished training or a ready replica is noticed at once), and a
+periodic resync as a safety net (one loop in the Reconciler, fed the resourceVersions this
+module's ModelService watch sees). The Reconciler retries transient API faults with backoff
+and leaves an invalid spec to its condition.
+
+Not kopf's create/update/resume handlers: their bookkeeping is a PATCH of each ModelService
+after every handled change (the last-handled configuration, to diff the next change against)
+and a watch event for that patch, which in a burst of new ModelServices competes with their
+Jobs for the API server. The generation already says whether the spec changed.
 """
 
 from __future__ import annotations
@@ -20,13 +27,12 @@ import kopf
 
 from tfmaas.api import GROUP, PLURAL, VERSION
 from tfmaas.operator.config import OperatorConfig
-from tfmaas.operator.kube import KubeError, connect
+from tfmaas.operator.kube import connect
 from tfmaas.operator.naming import (
     FIELD_MANAGER,
     MANAGED_BY_LABEL,
     MODEL_SERVICE_LABEL,
 )
-from tfmaas.operator.reconcile import InvalidModelService
 from tfmaas.operator.reconcile_runner import WORKERS, Reconciler
 
 CONFIG = OperatorConfig.load()
@@ -43,11 +49,6 @@ def _reconciler(memo: Any) -> Reconciler:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # The CRD's status schema is structural, so kopf's own bookkeeping goes to annotations.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tfmaas.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="tfmaas.io", key="last-handled-configuration"
-    )
     # Our Events are the transitions; kopf's per-handler log lines would drown them.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -73,55 +74,42 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
 
 
-async def _reconcile_with_retries(
-    namespace: str | None,
-    name: str,
-    memo: Any,
-    trigger: str,
-    stored: Mapping[str, Any] | None = None,
-) -> None:
-    try:
-        await _reconciler(memo).run(namespace or "default", name, trigger, stored=stored)
-    except InvalidModelService as exc:
-        raise kopf.PermanentError(str(exc)) from None
-    except KubeError as exc:
-        if exc.transient:
-            raise kopf.TemporaryError(str(exc), delay=5) from None
-        raise kopf.PermanentError(str(exc)) from None
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def model_service_changed(
-    namespace: str | None,
-    name: str,
-    memo: Any,
-    reason: str,
-    retry: int,
-    body: Mapping[str, Any],
-    **_: Any,
-) -> None:
-    # A new object's first sight is what is stored: nothing, not even a status write of
-    # ours, can have come since. Reading it again would cost a request per ModelService
-    # in a burst of creations, ahead of its Job. A retry may follow our own writes: it reads.
-    fresh = reason == "create" and retry == 0
-    await _reconcile_with_retries(
-        namespace, name, memo, trigger=str(reason), stored=dict(body) if fresh else None
-    )
+def spec_trigger(event_type: str | None, body: Mapping[str, Any]) -> str | None:
+    """The reconcile a ModelService's watch event asks for: `create` for one no reconcile has
+    written a status to yet, `update` for a spec changed since the last reconcile (its
+    generation ahead of status.observedGeneration), `resume` for either found in the listing
+    a watch starts with; None for everything else, our own status writes included (the
+    resync and the owned objects' watches cover the rest)."""
+    if event_type == "DELETED":
+        return None
+    generation = (body.get("metadata") or {}).get("generation")
+    status = body.get("status") or {}
+    if status and status.get("observedGeneration") == generation:
+        return None
+    if event_type is None:
+        return "resume"
+    return "update" if status else "create"
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def model_service_event(
-    type: str, namespace: str | None, name: str, memo: Any, body: Mapping[str, Any], **_: Any
+    type: str | None, namespace: str | None, name: str, memo: Any, body: Mapping[str, Any], **_: Any
 ) -> None:
+    reconciler = _reconciler(memo)
+    namespace = namespace or "default"
+    if type == "DELETED":
+        await reconciler.forget(namespace, name)
+        return
     # The periodic resync (Reconciler.resync_forever) needs only this: a settled
     # ModelService whose resourceVersion has not moved costs no request at all.
-    if type == "DELETED":
-        await _reconciler(memo).forget(namespace or "default", name)
-    else:
-        resource_version = (body.get("metadata") or {}).get("resourceVersion")
-        _reconciler(memo).saw(namespace or "default", name, resource_version)
+    reconciler.saw(namespace, name, (body.get("metadata") or {}).get("resourceVersion"))
+    trigger = spec_trigger(type, body)
+    if trigger is not None:
+        # A new object's first sight is what is stored: nothing, not even a status write of
+        # ours, can have come since. Reading it again would cost a request per ModelService
+        # in a burst of creations, ahead of its Job.
+        stored = dict(body) if trigger == "create" else None
+        reconciler.request(namespace, name, trigger=trigger, stored=stored)
 
 
 # Pods need no watch: a training pod's end shows in its Job, a serving pod's readiness in its

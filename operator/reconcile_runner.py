@@ -170,29 +170,42 @@ class Reconciler:
         *,
         trigger: str = "owned",
         resource_version: str | None = None,
+        stored: Mapping[str, Any] | None = None,
     ) -> None:
-        """Ask for a reconcile soon; requests while one is queued add nothing."""
+        """Ask for a reconcile soon; requests while one is queued add nothing. `stored` is
+        as for `run`, used by the first attempt only (a retry may follow our own writes)."""
         key = (namespace, name)
         if key in self._queued:
             return
         self._queued.add(key)
-        task = asyncio.create_task(self._requested(namespace, name, trigger, resource_version))
+        task = asyncio.create_task(
+            self._requested(namespace, name, trigger, resource_version, stored)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _requested(
-        self, namespace: str, name: str, trigger: str, resource_version: str | None
+        self,
+        namespace: str,
+        name: str,
+        trigger: str,
+        resource_version: str | None,
+        stored: Mapping[str, Any] | None = None,
     ) -> None:
         # Owned objects change in bursts (a Job's pod starts, finishes, the Job completes):
-        # a short wait folds a burst into one reconcile.
-        await asyncio.sleep(COALESCE_SECONDS)
+        # a short wait folds a burst into one reconcile. What a user asked for goes now.
+        if trigger in PRIORITIES:
+            await asyncio.sleep(COALESCE_SECONDS)
         for delay in (*RETRY_DELAYS, None):
             try:
-                await self.run(namespace, name, trigger, resource_version=resource_version)
+                await self.run(
+                    namespace, name, trigger, resource_version=resource_version, stored=stored
+                )
                 return
             except InvalidModelService:
                 return
             except KubeError as exc:
+                stored = None
                 if not exc.transient or delay is None:
                     log.warning(
                         "reconcile failed: %s",

@@ -44,3 +44,27 @@ def test_deployment_rollout_fields_matter_and_heartbeats_do_not() -> None:
     )
     assert observed_state(deployment(1)) != observed_state(deployment(0))
     assert observed_state(deployment(1, version="2")) != observed_state(deployment(1))
+
+
+def model_service(generation: int, observed: int | None) -> dict:  # type: ignore[type-arg]
+    status = {} if observed is None else {"observedGeneration": observed, "phase": "Serving"}
+    return {"metadata": {"generation": generation}, "status": status}
+
+
+def test_only_a_new_or_changed_spec_asks_for_a_reconcile_of_its_own() -> None:
+    from tfmaas.operator.handlers import spec_trigger
+
+    assert spec_trigger("ADDED", model_service(1, None)) == "create"
+    assert spec_trigger("MODIFIED", model_service(1, None)) == "create"
+    assert spec_trigger("MODIFIED", model_service(3, 2)) == "update"
+    # Our own status writes, and anything else that leaves the spec as last reconciled.
+    assert spec_trigger("MODIFIED", model_service(3, 3)) is None
+    # The listing a watch starts with: what changed while no operator watched.
+    assert spec_trigger(None, model_service(1, None)) == "resume"
+    assert spec_trigger(None, model_service(4, 3)) == "resume"
+    assert spec_trigger(None, model_service(4, 4)) is None
+    assert spec_trigger("DELETED", model_service(1, None)) is None
+    # A status written under an older CRD, or by hand, without observedGeneration.
+    assert spec_trigger("MODIFIED", {"metadata": {"generation": 2}, "status": {"phase": "x"}}) == (
+        "update"
+    )

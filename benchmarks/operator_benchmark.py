@@ -100,6 +100,12 @@ def audit_args(directory: Path, user: str) -> list[str]:
     ]
 
 
+def print_commonest(counts: collections.Counter[str], most: int) -> None:
+    """The `most` commonest requests of `counts`, a line each under the line that sums them."""
+    for key, value in counts.most_common(most):
+        print(f"  {value:7d} {key}")
+
+
 def count_requests(path: Path, offset: int) -> tuple[collections.Counter[str], int]:
     """Requests logged after byte `offset`, by "verb resource"; and the new end offset."""
     counts: collections.Counter[str] = collections.Counter()
@@ -351,8 +357,7 @@ def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout
             f"  operator requests until then: {sum(burst.values())} "
             f"({sum(burst.values()) / count:.1f} per ModelService)"
         )
-        for key, value in burst.most_common(6):
-            print(f"  {value:7d} {key}")
+        print_commonest(burst, 6)
         ready = wait_all(ready_watch, count, deadline, operator)
         summary("ModelServices Ready, from the first create", ready, count)
         converged = time.monotonic()
@@ -363,8 +368,7 @@ def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout
             f"{converged - start:.0f}s; {sum(during.values())} API requests "
             f"({sum(during.values()) / count:.1f} per ModelService)"
         )
-        for key, value in during.most_common(8):
-            print(f"  {value:7d} {key}")
+        print_commonest(during, 8)
 
         # The reconcile that found each one Ready wrote its status; the next resync finds
         # nothing to change. What it asks for until then is the cost of settling.
@@ -374,8 +378,7 @@ def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout
             f"settling (the first {RESYNC_SECONDS + 15}s after all Ready): "
             f"{sum(settling.values())} API requests"
         )
-        for key, value in settling.most_common(5):
-            print(f"  {value:7d} {key}")
+        print_commonest(settling, 5)
         cpu_converged = cpu.seconds()
         # Converged: nothing changes from here on, so whatever the operator asks now is its
         # steady-state cost.
@@ -388,8 +391,7 @@ def run(cluster: LocalCluster, scratch: Path, count: int, steady: float, timeout
             f"{total / count / (steady / 60):.3f} per ModelService per minute; "
             f"operator CPU {cpu_steady:.1f}s ({100 * cpu_steady / steady:.1f}% of a core)"
         )
-        for key, value in quiet.most_common(8):
-            print(f"  {value:7d} {key}")
+        print_commonest(quiet, 8)
         for line in operator_metrics(operator.metrics_port):
             print(f"  operator metric {line}")
         rss = operator.peak_rss_kib()
